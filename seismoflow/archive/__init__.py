@@ -1,0 +1,1 @@
+"""Reading local archives: SDS/miniSEED/SAC sources, StationXML, QuakeML, event windows."""

@@ -1,0 +1,263 @@
+"""Finding and decoding waveform source files: SDS archives and folders of miniSEED/SAC.
+
+Nothing here raises on bad input: every problem comes back as a :class:`Problem` with the
+file named and what to do, so the caller can quarantine it and go on.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import os
+import re
+import warnings
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import obspy
+from obspy.io.mseed.util import get_record_information, get_start_and_end_time
+
+from seismoflow.ids import ChannelId, InvalidCodeError, normalize_location
+from seismoflow.times import NS_PER_DAY, day_start_ns, to_ns
+
+# NET.STA.LOC.CHA.TYPE.YEAR.DOY with any characters in the codes, so bad codes are seen
+# (and quarantined) rather than skipped.
+_SDS_NAME = re.compile(r"^(?P<nslc>.+)\.(?P<type>[A-Z])\.(?P<year>\d{4})\.(?P<doy>\d{3})$")
+_SAC_SUFFIXES = {".sac", ".SAC"}
+
+
+@dataclass(frozen=True)
+class Problem:
+    """One piece of bad input: where it is, what is wrong, and how much of it."""
+
+    source: str
+    reason: str
+    channel: str = ""
+    start_ns: int | None = None
+    end_ns: int | None = None
+    npts: int = 0
+
+    def as_record(self) -> dict[str, object]:
+        return {
+            "source": self.source, "reason": self.reason, "channel": self.channel,
+            "start_ns": self.start_ns, "end_ns": self.end_ns, "npts": self.npts,
+        }
+
+
+@dataclass(frozen=True)
+class SourceFile:
+    """A waveform file and the channel-days it covers (from headers or its SDS name)."""
+
+    path: str
+    channel: ChannelId
+    start_ns: int
+    end_ns: int
+    size: int
+    mtime_ns: int
+    named_channel: bool = False  # the channel comes from the file's SDS name
+
+    def days(self) -> list[int]:
+        first = day_start_ns(self.start_ns)
+        last = day_start_ns(self.end_ns)
+        return list(range(first, last + 1, NS_PER_DAY))
+
+    def fingerprint(self) -> str:
+        return f"{self.path}:{self.size}:{self.mtime_ns}"
+
+
+@dataclass
+class Segment:
+    """A contiguous run of samples from one source (counts, exact start)."""
+
+    channel: ChannelId
+    start_ns: int
+    sampling_rate: float
+    data: np.ndarray
+    source: str
+
+    @property
+    def npts(self) -> int:
+        return int(self.data.size)
+
+
+@dataclass
+class ScanResult:
+    files: list[SourceFile] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+
+
+def _iter_files(root: Path) -> Iterator[Path]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        dirnames.sort()
+        for name in sorted(filenames):
+            if not name.startswith("."):
+                yield Path(dirpath) / name
+
+
+def _channel_from_codes(net: str, sta: str, loc: str, cha: str) -> ChannelId:
+    return ChannelId(net, sta, normalize_location(loc), cha)
+
+
+def scan(root: Path, start_ns: int | None = None, end_ns: int | None = None) -> ScanResult:
+    """Index every waveform file under ``root`` (an SDS tree or any folder of files).
+
+    SDS day files are indexed from their names plus the first/last record (cheap); other
+    files from their headers. Files wholly outside ``[start_ns, end_ns)`` are left out.
+    """
+    result = ScanResult()
+    if not root.is_dir():
+        result.problems.append(Problem(str(root), "waveform folder does not exist; check --sds"))
+        return result
+    for path in _iter_files(root):
+        stat = path.stat()
+        match = _SDS_NAME.match(path.name)
+        try:
+            if match and match["type"] == "D":
+                entries = [_sds_entry(path, match, stat)]
+            else:
+                entries = _header_entries(path, stat)
+        except InvalidCodeError as exc:
+            result.problems.append(Problem(str(path), f"{exc}; file not ingested"))
+            continue
+        except Exception as exc:  # noqa: BLE001 - any unreadable file is quarantined
+            result.problems.append(
+                Problem(str(path), f"unreadable waveform file ({exc}); file not ingested")
+            )
+            continue
+        for entry in entries:
+            if start_ns is not None and entry.end_ns < start_ns:
+                continue
+            if end_ns is not None and entry.start_ns >= end_ns:
+                continue
+            result.files.append(entry)
+    return result
+
+
+def _sds_entry(path: Path, match: re.Match[str], stat: os.stat_result) -> SourceFile:
+    parts = match["nslc"].split(".")
+    if len(parts) != 4:
+        raise InvalidCodeError(f"SDS name {path.name!r} is not NET.STA.LOC.CHA.D.YEAR.DOY")
+    channel = _channel_from_codes(*parts)
+    day = to_ns(f"{match['year']}-01-01") + (int(match["doy"]) - 1) * NS_PER_DAY
+    start, end = day, day + NS_PER_DAY - 1
+    try:
+        t0, t1 = get_start_and_end_time(str(path))
+        # A record may run past midnight into the next day's unit.
+        start, end = min(start, to_ns(t0)), max(end, to_ns(t1))
+    except Exception:  # noqa: BLE001 - a damaged file is decoded (and reported) by its unit
+        pass
+    return SourceFile(str(path), channel, start, end, stat.st_size, stat.st_mtime_ns, True)
+
+
+def _header_entries(path: Path, stat: os.stat_result) -> list[SourceFile]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        st = obspy.read(str(path), headonly=True)
+    spans: dict[ChannelId, tuple[int, int]] = {}
+    for tr in st:
+        s = tr.stats
+        ch = _channel_from_codes(s.network, s.station, s.location, s.channel)
+        t0, t1 = to_ns(s.starttime), to_ns(s.endtime)
+        lo, hi = spans.get(ch, (t0, t1))
+        spans[ch] = (min(lo, t0), max(hi, t1))
+    return [
+        SourceFile(str(path), ch, lo, hi, stat.st_size, stat.st_mtime_ns)
+        for ch, (lo, hi) in sorted(spans.items())
+    ]
+
+
+def _as_counts(tr: obspy.Trace, source: str) -> tuple[np.ndarray | None, str]:
+    """Samples as int32 counts, or ``None`` and the reason they cannot be stored losslessly."""
+    data = tr.data
+    if np.issubdtype(data.dtype, np.integer):
+        if data.dtype.itemsize > 4 and (np.abs(data) > np.iinfo(np.int32).max).any():
+            return None, "samples exceed int32 counts"
+        return data.astype(np.int32, copy=False), ""
+    if np.issubdtype(data.dtype, np.floating):
+        finite = np.isfinite(data).all()
+        if finite and np.array_equal(data, np.round(data)) and (
+            np.abs(data) <= np.iinfo(np.int32).max
+        ).all():
+            return data.astype(np.int32), ""
+        return None, (
+            "floating-point samples that are not integer counts; seismoflow stores raw "
+            "counts losslessly: ingest the raw (uncorrected) data"
+        )
+    return None, f"unsupported sample type {data.dtype}"
+
+
+def _decode_records(path: str, raw: bytes, reclen: int) -> tuple[obspy.Stream, list[Problem]]:
+    """Decode record by record so one corrupt record costs only itself."""
+    stream = obspy.Stream()
+    problems: list[Problem] = []
+    for offset in range(0, len(raw) - reclen + 1, reclen):
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                stream += obspy.read(io.BytesIO(raw[offset : offset + reclen]), format="MSEED")
+        except Exception as exc:  # noqa: BLE001
+            problems.append(Problem(
+                path, f"corrupt miniSEED record at byte {offset} ({exc}); record skipped"
+            ))
+    return stream, problems
+
+
+def decode(path: str) -> tuple[list[Segment], list[Problem]]:
+    """Decode one file into segments of int32 counts, reporting every problem found."""
+    problems: list[Problem] = []
+    is_sac = Path(path).suffix in _SAC_SUFFIXES
+    stream = obspy.Stream()
+    try:
+        if is_sac:
+            stream = obspy.read(path, format="SAC")
+        else:
+            info = get_record_information(path)
+            reclen = int(info["record_length"])
+            raw = Path(path).read_bytes()
+            excess = len(raw) % reclen
+            if excess:
+                problems.append(Problem(
+                    path, f"truncated miniSEED: last {excess} bytes are not a whole "
+                    f"{reclen}-byte record; the complete records were ingested",
+                ))
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                try:
+                    stream = obspy.read(io.BytesIO(raw[: len(raw) - excess]), format="MSEED")
+                except Exception:  # noqa: BLE001 - fall back to record-by-record decoding
+                    stream, record_problems = _decode_records(path, raw, reclen)
+                    problems.extend(record_problems)
+            problems.extend(
+                Problem(path, f"decoder warning: {w.message}; affected records skipped")
+                for w in caught
+            )
+    except Exception as exc:  # noqa: BLE001
+        return [], [Problem(path, f"unreadable waveform file ({exc}); file not ingested")]
+    segments: list[Segment] = []
+    for tr in stream:
+        s = tr.stats
+        try:
+            ch = _channel_from_codes(s.network, s.station, s.location, s.channel)
+        except InvalidCodeError as exc:
+            problems.append(Problem(path, f"{exc}; trace not ingested", npts=int(s.npts)))
+            continue
+        counts, why = _as_counts(tr, path)
+        if counts is None:
+            problems.append(Problem(path, why, ch.nslc, to_ns(s.starttime), to_ns(s.endtime),
+                                    int(s.npts)))
+            continue
+        if s.npts == 0:
+            continue
+        segments.append(Segment(ch, to_ns(s.starttime), float(s.sampling_rate), counts, path))
+    return segments, problems
+
+
+def digest(fingerprints: Iterable[str]) -> str:
+    """Digest of the source files a unit reads (path, size, mtime): changes trigger a redo."""
+    h = hashlib.sha256()
+    for fp in sorted(fingerprints):
+        h.update(fp.encode())
+        h.update(b"\0")
+    return h.hexdigest()[:32]

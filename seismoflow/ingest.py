@@ -1,0 +1,428 @@
+"""Archive ingest as plain functions: plan, prepare the store, work units, finalize.
+
+The Prefect flow (``flows.ingest``) only wires these together. A plan splits the archive
+into channel-day units, grouped by station-day and batched by source bytes so one task does
+a meaningful amount of work. Units write disjoint regions, record completion in the store's
+ledger last, and are skipped on re-runs when their source files are unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections import Counter, defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import obspy
+import pandas as pd
+import zarr
+
+from seismoflow.archive.assemble import assemble_day
+from seismoflow.archive.metadata import MetadataIndex, catalog_table, inventory_table
+from seismoflow.archive.sources import Problem, Segment, SourceFile, decode, digest, scan
+from seismoflow.archive.windows import WindowSpec, cut_window, plan_windows
+from seismoflow.ids import ChannelId
+from seismoflow.settings import Settings
+from seismoflow.times import NAT, NS_PER_DAY
+from storage.continuous import ChannelYear, ContinuousReader, read_day_record
+from storage.events import events_group, pending_traces, trace_keys, write_trace
+from storage.location import consolidate, open_root, store_lock
+from storage.schema import (
+    ContinuousLayout,
+    EventWindowLayout,
+    Flag,
+    append_traces,
+    create_continuous,
+    create_events,
+    describe_flags,
+)
+from storage.tables import read_table, write_source_document, write_table
+
+
+@dataclass(frozen=True)
+class UnitFile:
+    """A source file of a unit: ``home`` if the unit is the file's first channel-day;
+    ``named_channel`` if the file's name fixes its channel (SDS)."""
+
+    path: str
+    home: bool
+    named_channel: bool
+
+
+@dataclass(frozen=True)
+class ChannelDayUnit:
+    """One channel-day and the files that hold its samples."""
+
+    channel: str
+    day_ns: int
+    files: tuple[UnitFile, ...]
+    digest: str
+    sampling_rate: float
+    metadata_rate: float | None
+    has_metadata: bool
+    size: int
+
+    @property
+    def year(self) -> int:
+        return int(str(np.datetime64(self.day_ns, "ns").astype("datetime64[Y]")))
+
+
+@dataclass
+class IngestPlan:
+    units: list[ChannelDayUnit]
+    problems: list[Problem]
+    n_files: int
+    catalog: pd.DataFrame
+    channels: pd.DataFrame
+    documents: list[tuple[str, Path]] = field(default_factory=list)
+
+    def batches(self, batch_bytes: int) -> list[list[ChannelDayUnit]]:
+        """Station-days kept together, packed into batches of about ``batch_bytes``."""
+        by_station_day: dict[tuple[str, int], list[ChannelDayUnit]] = defaultdict(list)
+        for u in self.units:
+            by_station_day[(u.channel.rsplit(".", 2)[0], u.day_ns)].append(u)
+        batches: list[list[ChannelDayUnit]] = [[]]
+        size = 0
+        for key in sorted(by_station_day):
+            group = by_station_day[key]
+            if batches[-1] and size + sum(u.size for u in group) > batch_bytes:
+                batches.append([])
+                size = 0
+            batches[-1].extend(group)
+            size += sum(u.size for u in group)
+        return [b for b in batches if b]
+
+
+def _problem_rows(problems: Iterable[Problem], stage: str) -> list[dict[str, Any]]:
+    now = time.time_ns()
+    return [
+        {**p.as_record(), "stage": stage, "recorded_at_ns": now,
+         "start_ns": NAT if p.start_ns is None else p.start_ns,
+         "end_ns": NAT if p.end_ns is None else p.end_ns}
+        for p in problems
+    ]
+
+
+def _read_header_rate(path: str) -> float | None:
+    try:
+        from obspy.io.mseed.util import get_record_information
+
+        return float(get_record_information(path)["samp_rate"])
+    except Exception:  # noqa: BLE001 - SAC or damaged: decide from decoded data instead
+        try:
+            st = obspy.read(path, headonly=True)
+            return float(st[0].stats.sampling_rate) if len(st) else None
+        except Exception:  # noqa: BLE001
+            return None
+
+
+def plan_ingest(
+    sds: Path,
+    stations: Path | None,
+    events: Path | None,
+    start_ns: int | None = None,
+    end_ns: int | None = None,
+    existing_rates: dict[str, float] | None = None,
+) -> IngestPlan:
+    """Scan the sources and split them into channel-day units (no store writes)."""
+    found = scan(sds, start_ns, end_ns)
+    problems = list(found.problems)
+    channels = pd.DataFrame()
+    documents: list[tuple[str, Path]] = []
+    if stations is not None:
+        try:
+            channels = inventory_table(obspy.read_inventory(str(stations)))
+            documents.append(("stationxml", stations))
+        except Exception as exc:  # noqa: BLE001
+            problems.append(Problem(str(stations), f"unreadable StationXML ({exc}); ingest "
+                                    "continues without station metadata"))
+    catalog = pd.DataFrame()
+    if events is not None:
+        try:
+            catalog, rejected = catalog_table(obspy.read_events(str(events)))
+            problems.extend(Problem(str(events), why, channel=eid) for eid, why in rejected)
+            documents.append(("quakeml", events))
+        except Exception as exc:  # noqa: BLE001
+            problems.append(Problem(str(events), f"unreadable QuakeML ({exc}); no event "
+                                    "windows will be cut"))
+        if start_ns is not None and len(catalog):
+            catalog = catalog[catalog["origin_time_ns"] >= start_ns]
+        if end_ns is not None and len(catalog):
+            catalog = catalog[catalog["origin_time_ns"] < end_ns]
+    metadata = MetadataIndex(channels) if len(channels) else None
+    by_unit: dict[tuple[ChannelId, int], list[SourceFile]] = defaultdict(list)
+    for f in found.files:
+        for day in f.days():
+            if (start_ns is None or day + NS_PER_DAY > start_ns) and (
+                end_ns is None or day < end_ns
+            ):
+                by_unit[(f.channel, day)].append(f)
+    rates: dict[str, float] = dict(existing_rates or {})
+    units = []
+    for (ch, day), files in sorted(by_unit.items()):
+        year_key = f"{ch.nslc}/{str(np.datetime64(day, 'ns').astype('datetime64[Y]'))}"
+        if year_key not in rates:
+            header_rates = [r for r in (_read_header_rate(f.path) for f in files) if r]
+            if not header_rates:
+                header_rates = [0.0]
+            rates[year_key] = Counter(header_rates).most_common(1)[0][0]
+        info = metadata.channel(ch, day + NS_PER_DAY // 2) if metadata else None
+        if info is None and metadata is not None:
+            info = metadata.channel(ch, day)
+        units.append(ChannelDayUnit(
+            channel=ch.nslc, day_ns=day,
+            files=tuple(UnitFile(f.path, f.days()[0] == day and f.channel == ch,
+                                 f.named_channel) for f in files),
+            digest=digest(f.fingerprint() for f in files), sampling_rate=rates[year_key],
+            metadata_rate=info.sampling_rate if info else None, has_metadata=info is not None,
+            size=sum(f.size for f in files),
+        ))
+    return IngestPlan(units, problems, len({f.path for f in found.files}), catalog, channels,
+                      documents)
+
+
+def existing_rates(location: str) -> dict[str, float]:
+    """``NSLC/YEAR`` -> sampling rate of channel-years already in the store."""
+    table = read_table(location, "channel_days")
+    if table.empty:
+        return {}
+    years = pd.to_datetime(table["day_ns"].astype("int64")).dt.year
+    return {f"{c}/{y:04d}": float(r) for c, y, r in
+            zip(table["channel"], years, table["sampling_rate"], strict=True)}
+
+
+def prepare_store(location: str, plan: IngestPlan, settings: Settings) -> None:
+    """Create every structure the units will write into (under the lock; idempotent)."""
+    with store_lock(location):
+        root = open_root(location)
+        for kind, path in plan.documents:
+            media = "application/xml"
+            write_source_document(root, kind, path.read_bytes(), path.name, media)
+        if len(plan.channels):
+            write_table(location, "channels", plan.channels)
+        if len(plan.catalog):
+            write_table(location, "catalog", plan.catalog)
+        for u in {(u.channel, u.year, u.sampling_rate) for u in plan.units if u.sampling_rate}:
+            create_continuous(root, _layout(u[0], u[1], u[2], settings))
+
+
+def _layout(channel: str, year: int, rate: float, settings: Settings) -> ContinuousLayout:
+    return ContinuousLayout(ChannelId.parse(channel), year, rate, settings.chunk_samples,
+                            settings.codec, settings.codec_level)
+
+
+@dataclass
+class UnitResult:
+    """What one channel-day unit did, for the tables and the run summary."""
+
+    row: dict[str, Any]
+    problems: list[dict[str, Any]]
+    status: str  # "written", "skipped" (already done), "empty" (no usable samples)
+    n_samples: int
+
+
+def _day_row(record_row: dict[str, Any], first_ns: int, last_ns: int) -> dict[str, Any]:
+    return {**record_row, "first_ns": first_ns, "last_ns": last_ns,
+            "flag_names": ",".join(describe_flags(int(record_row["flags"])))}
+
+
+def ingest_batch(
+    location: str, units: Sequence[ChannelDayUnit], settings: Settings
+) -> list[UnitResult]:
+    """Ingest a batch of channel-day units; one bad unit never stops the others."""
+    root = open_root(location)
+    cache: dict[str, tuple[list[Segment], list[Problem]]] = {}
+    years: dict[str, ChannelYear] = {}
+    results = []
+    for unit in units:
+        try:
+            layout = _layout(unit.channel, unit.year, unit.sampling_rate, settings)
+            if layout.path not in years:
+                group = root[layout.path]
+                assert isinstance(group, zarr.Group)
+                years[layout.path] = ChannelYear(group, layout)
+            results.append(_ingest_unit(years[layout.path], unit, settings, cache))
+        except Exception as exc:  # noqa: BLE001 - quarantine the unit, keep going
+            prob = Problem(",".join(f.path for f in unit.files), f"channel-day failed "
+                           f"({type(exc).__name__}: {exc}); re-run to retry, report it if it "
+                           "persists", unit.channel, unit.day_ns)
+            results.append(UnitResult({}, _problem_rows([prob], "ingest"), "failed", 0))
+        # Files shared with the next day (midnight overflow) stay cached for one station.
+        if len(cache) > 8:
+            cache.clear()
+    return results
+
+
+def _ingest_unit(
+    year: ChannelYear, unit: ChannelDayUnit, settings: Settings,
+    cache: dict[str, tuple[list[Segment], list[Problem]]],
+) -> UnitResult:
+    channel = ChannelId.parse(unit.channel)
+    d = year.layout.day_index(unit.day_ns)
+    done, stored_digest = year.ledger(unit.day_ns)
+    if done != NAT and stored_digest == unit.digest:
+        rec = read_day_record(year.group, d)
+        first, last = _extent(year.group, d, rec.starttime_ns, rec.sampling_rate)
+        problems = [{**p, "stage": "ingest"} for p in rec.quarantine]
+        return UnitResult(_day_row(rec.as_row(), first, last), problems, "skipped", 0)
+    segments: list[Segment] = []
+    problems: list[Problem] = []
+    for f in unit.files:
+        if f.path not in cache:
+            cache[f.path] = decode(f.path)
+        segs, probs = cache[f.path]
+        # An SDS day file must hold only its own channel (others are reported by
+        # assemble_day); a loose file may hold several channels, each its own unit's.
+        segments.extend(segs if f.named_channel else (s for s in segs if s.channel == channel))
+        if f.home:  # report a file's decoding problems once, from its first channel-day
+            problems.extend(probs)
+    day = assemble_day(channel, unit.day_ns, segments, unit.sampling_rate,
+                       settings.clip_fraction)
+    problems.extend(day.problems)
+    flags = day.flags
+    if not unit.has_metadata:
+        flags |= Flag.NO_METADATA
+    elif unit.metadata_rate is not None and unit.metadata_rate != unit.sampling_rate:
+        flags |= Flag.RATE_MISMATCH_METADATA
+    rows = _problem_rows(problems, "ingest")
+    year.write_day(unit.day_ns, t0_ns=day.t0_ns, data=day.data, mask=day.mask, flags=flags,
+                   segments=day.segments, quarantine=rows, digest=unit.digest,
+                   fresh=stored_digest == "")
+    idx = np.flatnonzero(day.mask)
+    first, last = _extent_from_index(idx, day.t0_ns, unit.sampling_rate)
+    row = {"channel": unit.channel, "day_ns": unit.day_ns,
+           "sampling_rate": unit.sampling_rate, "starttime_ns": day.t0_ns,
+           "n_samples": int(idx.size), "flags": int(flags), "n_segments": len(day.segments),
+           "ingested_at_ns": time.time_ns()}
+    status = "written" if idx.size else "empty"
+    return UnitResult(_day_row(row, first, last), rows, status, int(idx.size))
+
+
+def _extent_from_index(idx: np.ndarray, t0: int, rate: float) -> tuple[int, int]:
+    if idx.size == 0:
+        return NAT, NAT
+    return t0 + round(int(idx[0]) * 1e9 / rate), t0 + round(int(idx[-1]) * 1e9 / rate)
+
+
+def _extent(group: zarr.Group, d: int, t0: int, rate: float) -> tuple[int, int]:
+    mask = group["mask"]
+    assert isinstance(mask, zarr.Array)
+    return _extent_from_index(np.flatnonzero(np.asarray(mask[d, :])), t0, rate)
+
+
+def record_continuous(location: str, results: Sequence[UnitResult]) -> None:
+    """Merge unit outcomes into ``tables/channel_days`` and ``tables/quarantine``."""
+    rows = [r.row for r in results if r.row]
+    problems = [p for r in results for p in r.problems]
+    with store_lock(location):
+        if rows:
+            write_table(location, "channel_days", pd.DataFrame(rows))
+        if problems:
+            write_table(location, "quarantine", pd.DataFrame(problems))
+
+
+def record_problems(location: str, problems: Sequence[Problem], stage: str) -> None:
+    if problems:
+        with store_lock(location):
+            write_table(location, "quarantine", pd.DataFrame(_problem_rows(problems, stage)))
+
+
+def window_layout(settings: Settings) -> EventWindowLayout:
+    return EventWindowLayout(settings.window_sampling_rate, settings.window_pre_s,
+                             settings.window_post_s, settings.window_reference)
+
+
+def prepare_windows(location: str, settings: Settings) -> list[int]:
+    """Plan event windows from the store's catalogue and data; append new traces.
+
+    Returns the indices of traces still to cut (new ones, and any an interrupted run left).
+    """
+    layout = window_layout(settings)
+    with store_lock(location):
+        catalog = read_table(location, "catalog")
+        channel_days = read_table(location, "channel_days")
+        channels = read_table(location, "channels")
+        root = open_root(location)
+        group = create_events(root, layout)
+        if catalog.empty or channel_days.empty:
+            return pending_traces(group)
+        for col in ("first_ns", "last_ns", "n_samples", "origin_time_ns"):
+            for df in (catalog, channel_days):
+                if col in df:
+                    df[col] = df[col].astype("int64")
+        metadata = MetadataIndex(channels if len(channels) else pd.DataFrame(
+            columns=["network", "station", "location", "channel", "start_ns", "end_ns",
+                     "latitude", "longitude", "elevation_m", "sampling_rate"]))
+        specs = plan_windows(catalog, channel_days, metadata, layout)
+        known = trace_keys(group)
+        new = [s for s in specs if s.trace_key not in known]
+        for i in range(0, len(new), 1024):
+            append_traces(group, [s.as_row() for s in new[i : i + 1024]])
+        return pending_traces(group)
+
+
+def _specs(group: zarr.Group, indices: Sequence[int]) -> list[WindowSpec]:
+    """Window specs of ``indices``, reading each coordinate array once."""
+    columns = {}
+    for name in WindowSpec.__dataclass_fields__:
+        arr = group[name]
+        assert isinstance(arr, zarr.Array)
+        columns[name] = np.asarray(arr[:])[list(indices)].tolist()
+    return [WindowSpec(**{k: v[i] for k, v in columns.items()}) for i in range(len(indices))]
+
+
+def cut_batch(location: str, indices: Sequence[int], settings: Settings) -> dict[str, int]:
+    """Cut, resample and write a batch of event-window traces; returns counts."""
+    layout = window_layout(settings)
+    root = open_root(location)
+    group = events_group(root)
+    reader = ContinuousReader(root)
+
+    def read(ch: ChannelId, t0: int, t1: int) -> list[tuple[int, float, np.ndarray]]:
+        return [(p.start_ns, p.sampling_rate, p.data) for p in reader.pieces(ch, t0, t1)]
+
+    counts: Counter[str] = Counter()
+    for index, spec in zip(indices, _specs(group, indices), strict=True):
+        block, flags = cut_window(spec, layout, read)
+        write_trace(group, index, block, flags)
+        counts["written"] += 1
+        for name in describe_flags(flags):
+            counts[f"flag_{name}"] += 1
+    return dict(counts)
+
+
+def finalize(location: str) -> None:
+    """Consolidate metadata so xarray opens the whole store with one read."""
+    with store_lock(location):
+        consolidate(location)
+
+
+def summarize_units(results: Sequence[UnitResult]) -> dict[str, Any]:
+    status = Counter(r.status for r in results)
+    flags: Counter[str] = Counter()
+    for r in results:
+        if r.row:
+            for name in describe_flags(int(r.row["flags"])):
+                flags[name] += 1
+    reasons: Counter[str] = Counter(str(p["reason"]).split(";")[0].split("(")[0].strip()
+                                    for r in results for p in r.problems)
+    return {
+        "units": len(results), **{f"units_{k}": v for k, v in status.items()},
+        "samples_written": sum(r.n_samples for r in results),
+        "quarantined": sum(len(r.problems) for r in results),
+        "quarantine_reasons": dict(reasons), "flags": dict(flags),
+    }
+
+
+def plan_summary(plan: IngestPlan) -> dict[str, Any]:
+    return {"files": plan.n_files, "units": len(plan.units), "events": len(plan.catalog),
+            "channel_epochs": len(plan.channels), "scan_problems": len(plan.problems)}
+
+
+def as_json(obj: Any) -> str:
+    return json.dumps(obj, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__")
+                      else str(o), sort_keys=True)

@@ -1,0 +1,297 @@
+"""Region writes and reads of continuous channel-day data (layout in :mod:`storage.schema`)."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import zarr
+from zarr.core.sync import sync
+
+from seismoflow.ids import ChannelId
+from seismoflow.times import NAT, NS_PER_DAY, rate_fraction
+from storage.schema import CONTINUOUS, ContinuousLayout, SchemaError
+
+
+def _array(group: zarr.Group, name: str) -> zarr.Array:
+    arr = group[name]
+    assert isinstance(arr, zarr.Array)
+    return arr
+
+
+@dataclass(frozen=True)
+class DayRecord:
+    """What the ledger and per-day variables say about one stored channel-day."""
+
+    channel: str
+    day_ns: int
+    sampling_rate: float
+    starttime_ns: int
+    n_samples: int
+    flags: int
+    n_segments: int
+    quarantine: list[dict[str, Any]]
+    ingested_at_ns: int
+    source_digest: str
+
+    def as_row(self) -> dict[str, Any]:
+        return {
+            "channel": self.channel, "day_ns": self.day_ns, "sampling_rate": self.sampling_rate,
+            "starttime_ns": self.starttime_ns, "n_samples": self.n_samples,
+            "flags": self.flags, "n_segments": self.n_segments,
+            "ingested_at_ns": self.ingested_at_ns,
+        }
+
+
+class ChannelYear:
+    """Handles to one channel-year's arrays, opened once and reused for its days."""
+
+    def __init__(self, group: zarr.Group, layout: ContinuousLayout) -> None:
+        self.group = group
+        self.layout = layout
+        self.arrays: dict[str, zarr.Array] = {
+            name: arr for name, arr in group.arrays() if isinstance(arr, zarr.Array)
+        }
+
+    def ledger(self, day_ns: int) -> tuple[int, str]:
+        """``(ingested_at, source_digest)`` of a day; NaT and ``''`` if never completed."""
+        d = self.layout.day_index(day_ns)
+
+        async def _get() -> list[Any]:
+            return list(await asyncio.gather(
+                self.arrays["ingested_at"].async_array.getitem(d),
+                self.arrays["source_digest"].async_array.getitem(d),
+            ))
+
+        done, digest = sync(_get())
+        return int(done), str(digest)
+
+    def is_done(self, day_ns: int, digest: str) -> bool:
+        """True when the ledger marks this day complete for the same source files."""
+        done, stored = self.ledger(day_ns)
+        return done != NAT and stored == digest
+
+    def write_day(
+        self,
+        day_ns: int,
+        *,
+        t0_ns: int,
+        data: np.ndarray,
+        mask: np.ndarray,
+        flags: int,
+        segments: list[dict[str, Any]],
+        quarantine: list[dict[str, Any]],
+        digest: str,
+        fresh: bool = False,
+    ) -> None:
+        """Write one channel-day as a region write; the ledger entry is written last.
+
+        The ledger is cleared first, so a run killed mid-write leaves the day marked undone
+        and the next run rewrites it. Rewriting the same input writes the same bytes. With
+        ``fresh`` (the day was never written) only chunks holding samples are touched;
+        otherwise the whole day is rewritten so no stale chunk survives.
+        """
+        layout = self.layout
+        spd = layout.samples_per_day
+        if data.shape != (spd,) or data.dtype != np.int32:
+            raise SchemaError(
+                f"{layout.path}: day data must be int32 of shape ({spd},), got {data.dtype} "
+                f"{data.shape}"
+            )
+        if mask.shape != (spd,) or mask.dtype != np.bool_:
+            raise SchemaError(f"{layout.path}: mask must be bool of shape ({spd},)")
+        d = layout.day_index(day_ns)
+        lo, hi = 0, spd
+        recorded = np.flatnonzero(mask)
+        if fresh:
+            cs = layout.chunk_samples
+            lo, hi = 0, 0
+            if recorded.size:
+                lo = int(recorded[0]) // cs * cs
+                hi = min(spd, (int(recorded[-1]) // cs + 1) * cs)
+        # Unrecorded samples are zero in ``data`` and False in ``mask``: a gap is never a
+        # silent zero because readers go through the mask.
+        block = np.where(mask[lo:hi], data[lo:hi], 0).astype(np.int32, copy=False)
+        a = {name: arr.async_array for name, arr in self.arrays.items()}
+
+        async def _write() -> None:
+            # Mark the day as in progress: a killed write is redone whole, never "fresh".
+            await asyncio.gather(a["ingested_at"].setitem(d, NAT),
+                                 a["source_digest"].setitem(d, "writing"))
+            await asyncio.gather(
+                a["data"].setitem((d, slice(lo, hi)), block),
+                a["mask"].setitem((d, slice(lo, hi)), mask[lo:hi]),
+                a["starttime"].setitem(d, t0_ns),
+                a["n_samples"].setitem(d, int(recorded.size)),
+                a["flags"].setitem(d, int(flags)),
+                a["segments"].setitem(d, json.dumps(segments, sort_keys=True)),
+                a["quarantine"].setitem(d, json.dumps(quarantine, sort_keys=True)),
+                a["source_digest"].setitem(d, digest),
+            )
+            await a["ingested_at"].setitem(d, time.time_ns())
+
+        sync(_write())
+
+
+def read_day_record(group: zarr.Group, day_index: int) -> DayRecord:
+    attrs = group.attrs
+    nslc = f"{attrs['network']}.{attrs['station']}.{attrs['location']}.{attrs['channel']}"
+    year_start = int(np.datetime64(f"{int(attrs['year']):04d}-01-01", "ns").astype(np.int64))
+    segments = _array(group, "segments")[day_index]
+    quarantine = _array(group, "quarantine")[day_index]
+    return DayRecord(
+        channel=nslc,
+        day_ns=year_start + day_index * NS_PER_DAY,
+        sampling_rate=float(attrs["sampling_rate"]),
+        starttime_ns=int(_array(group, "starttime")[day_index]),
+        n_samples=int(_array(group, "n_samples")[day_index]),
+        flags=int(_array(group, "flags")[day_index]),
+        n_segments=len(json.loads(str(segments))) if segments else 0,
+        quarantine=json.loads(str(quarantine)) if quarantine else [],
+        ingested_at_ns=int(_array(group, "ingested_at")[day_index]),
+        source_digest=str(_array(group, "source_digest")[day_index]),
+    )
+
+
+@dataclass
+class Piece:
+    """A contiguous run of recorded samples with its exact start time."""
+
+    channel: ChannelId
+    start_ns: int
+    sampling_rate: float
+    data: np.ndarray
+
+
+def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """``[start, stop)`` index pairs of the True runs of ``mask``."""
+    edges = np.diff(np.concatenate(([0], mask.view(np.int8), [0])))
+    starts = np.flatnonzero(edges == 1)
+    stops = np.flatnonzero(edges == -1)
+    return list(zip(starts.tolist(), stops.tolist(), strict=True))
+
+
+def _run_start_ns(t0: int, run_start: int, segments: list[dict[str, Any]], rate: float) -> int:
+    """Exact time of grid sample ``run_start``: from the source segment that holds it."""
+    period = 1 / rate_fraction(rate) * 1_000_000_000
+    for seg in sorted(segments, key=lambda s: int(s["index"])):
+        index, npts = int(seg["index"]), int(seg["npts"])
+        if index <= run_start < index + npts:
+            return int(seg["start_ns"]) + round((run_start - index) * period)
+    return t0 + round(run_start * period)
+
+
+class ContinuousReader:
+    """Reads recorded samples back, caching open channel-years across calls."""
+
+    def __init__(self, root: zarr.Group) -> None:
+        self.root = root
+        self._channels: dict[str, set[str] | None] = {}
+        self._years: dict[str, tuple[zarr.Group, dict[str, zarr.Array]]] = {}
+
+    def _years_of(self, channel: ChannelId) -> set[str]:
+        if channel.nslc not in self._channels:
+            base = f"{CONTINUOUS}/{channel.nslc}"
+            node = self.root.get(base)
+            self._channels[channel.nslc] = (
+                set(node.group_keys()) if isinstance(node, zarr.Group) else None
+            )
+        return self._channels[channel.nslc] or set()
+
+    def _year(
+        self, channel: ChannelId, year: int
+    ) -> tuple[zarr.Group, dict[str, zarr.Array]] | None:
+        if f"{year:04d}" not in self._years_of(channel):
+            return None
+        path = f"{CONTINUOUS}/{channel.nslc}/{year:04d}"
+        if path not in self._years:
+            group = self.root[path]
+            assert isinstance(group, zarr.Group)
+            arrays = {n: a for n, a in group.arrays() if isinstance(a, zarr.Array)}
+            self._years[path] = (group, arrays)
+        return self._years[path]
+
+    def pieces(self, channel: ChannelId, start_ns: int, end_ns: int) -> list[Piece]:
+        """Recorded samples of ``channel`` with times in ``[start_ns, end_ns]``, as pieces.
+
+        Pieces split at gaps, at day boundaries where the grid phase changes, and where a
+        source segment started off the grid; start times are the source's exact times.
+        """
+        pieces: list[Piece] = []
+        day = (start_ns // NS_PER_DAY) * NS_PER_DAY - NS_PER_DAY
+        while day <= end_ns:
+            year = int(str(np.datetime64(day, "ns").astype("datetime64[Y]")))
+            handles = self._year(channel, year)
+            if handles is not None:
+                pieces.extend(_day_pieces(*handles, channel, day, year, start_ns, end_ns))
+            day += NS_PER_DAY
+        return _merge_adjacent(pieces)
+
+
+def read_pieces(
+    root: zarr.Group, channel: ChannelId, start_ns: int, end_ns: int
+) -> list[Piece]:
+    """One-off :meth:`ContinuousReader.pieces`."""
+    return ContinuousReader(root).pieces(channel, start_ns, end_ns)
+
+
+def _day_pieces(
+    group: zarr.Group, arrays: dict[str, zarr.Array], channel: ChannelId, day: int, year: int,
+    start_ns: int, end_ns: int,
+) -> list[Piece]:
+    d = (day - int(np.datetime64(f"{year:04d}-01-01", "ns").astype(np.int64))) // NS_PER_DAY
+    a = {name: arrays[name].async_array
+         for name in ("ingested_at", "n_samples", "starttime", "segments")}
+
+    async def _meta() -> list[Any]:
+        return list(await asyncio.gather(*(arr.getitem(d) for arr in a.values())))
+
+    done, n_samples, t0_raw, segments_raw = sync(_meta())
+    if int(done) == NAT or int(n_samples) == 0:
+        return []
+    rate = float(group.attrs["sampling_rate"])
+    t0 = int(t0_raw)
+    fr = rate_fraction(rate)
+    lo = max(0, int(-(-(start_ns - t0) * fr // 1_000_000_000)))
+    hi = min(int(group.attrs["samples_per_day"]),
+             int((end_ns - t0) * fr // 1_000_000_000) + 1)
+    if lo >= hi:
+        return []
+
+    async def _samples() -> list[Any]:
+        return list(await asyncio.gather(
+            arrays["mask"].async_array.getitem((d, slice(lo, hi))),
+            arrays["data"].async_array.getitem((d, slice(lo, hi))),
+        ))
+
+    mask, data = (np.asarray(x) for x in sync(_samples()))
+    if not mask.any():
+        return []
+    segments = json.loads(str(segments_raw))
+    # Split runs at every segment start so off-grid starts keep their exact times.
+    cuts = sorted({int(s["index"]) - lo for s in segments if lo < int(s["index"]) < hi})
+    out: list[Piece] = []
+    for a0, b0 in _runs(mask):
+        bounds = [a0, *[c for c in cuts if a0 < c < b0], b0]
+        for x, y in zip(bounds[:-1], bounds[1:], strict=True):
+            start = _run_start_ns(t0, lo + x, segments, rate)
+            out.append(Piece(channel, start, rate, data[x:y].copy()))
+    return out
+
+
+def _merge_adjacent(pieces: list[Piece]) -> list[Piece]:
+    """Join pieces that continue each other exactly (e.g. across midnight)."""
+    merged: list[Piece] = []
+    for p in sorted(pieces, key=lambda p: p.start_ns):
+        if merged:
+            q = merged[-1]
+            expected = q.start_ns + round(q.data.size * 1_000_000_000 / rate_fraction(q.sampling_rate))
+            if q.sampling_rate == p.sampling_rate and abs(p.start_ns - expected) <= 1_000:
+                q.data = np.concatenate([q.data, p.data])
+                continue
+        merged.append(p)
+    return merged

@@ -1,0 +1,1 @@
+"""Prefect tasks: a few lines each, calling plain functions from ``seismoflow`` and ``storage``."""
