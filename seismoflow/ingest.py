@@ -29,14 +29,15 @@ from seismoflow.ids import ChannelId
 from seismoflow.settings import Settings
 from seismoflow.times import NAT, NS_PER_DAY
 from storage.continuous import ChannelYear, ContinuousReader, read_day_record
-from storage.events import events_group, pending_traces, trace_keys, write_trace
+from storage.events import TraceWriter, events_group, pending_traces, trace_keys
 from storage.location import consolidate, open_root, store_lock
 from storage.schema import (
     ContinuousLayout,
     EventWindowLayout,
     Flag,
     append_traces,
-    create_continuous,
+    choose_codec,
+    create_continuous_many,
     create_events,
     describe_flags,
 )
@@ -65,6 +66,7 @@ class ChannelDayUnit:
     metadata_rate: float | None
     has_metadata: bool
     size: int
+    covered_ns: int  # time span the unit's files cover within the day (a density estimate)
 
     @property
     def year(self) -> int:
@@ -180,6 +182,8 @@ def plan_ingest(
             digest=digest(f.fingerprint() for f in files), sampling_rate=rates[year_key],
             metadata_rate=info.sampling_rate if info else None, has_metadata=info is not None,
             size=sum(f.size for f in files),
+            covered_ns=min(NS_PER_DAY, sum(
+                max(0, min(f.end_ns, day + NS_PER_DAY) - max(f.start_ns, day)) for f in files)),
         ))
     return IngestPlan(units, problems, len({f.path for f in found.files}), catalog, channels,
                       documents)
@@ -206,13 +210,24 @@ def prepare_store(location: str, plan: IngestPlan, settings: Settings) -> None:
             write_table(location, "channels", plan.channels)
         if len(plan.catalog):
             write_table(location, "catalog", plan.catalog)
-        for u in {(u.channel, u.year, u.sampling_rate) for u in plan.units if u.sampling_rate}:
-            create_continuous(root, _layout(u[0], u[1], u[2], settings))
+        coverage: dict[tuple[str, int, float], list[int]] = defaultdict(list)
+        for u in plan.units:
+            if u.sampling_rate:
+                coverage[(u.channel, u.year, u.sampling_rate)].append(u.covered_ns)
+        layouts = [
+            _layout(channel, year, rate, settings,
+                    choose_codec(settings.codec, sum(covered) / (len(covered) * NS_PER_DAY)))
+            for (channel, year, rate), covered in sorted(coverage.items())
+        ]
+        create_continuous_many(root, layouts)
 
 
-def _layout(channel: str, year: int, rate: float, settings: Settings) -> ContinuousLayout:
+def _layout(
+    channel: str, year: int, rate: float, settings: Settings, codec: str | None = None
+) -> ContinuousLayout:
+    """Layout of a channel-year; ``codec`` matters only when the channel-year is created."""
     return ContinuousLayout(ChannelId.parse(channel), year, rate, settings.chunk_samples,
-                            settings.codec, settings.codec_level)
+                            codec or "pcodec", settings.codec_level)
 
 
 @dataclass
@@ -289,10 +304,10 @@ def _ingest_unit(
     elif unit.metadata_rate is not None and unit.metadata_rate != unit.sampling_rate:
         flags |= Flag.RATE_MISMATCH_METADATA
     rows = _problem_rows(problems, "ingest")
-    year.write_day(unit.day_ns, t0_ns=day.t0_ns, data=day.data, mask=day.mask, flags=flags,
-                   segments=day.segments, quarantine=rows, digest=unit.digest,
-                   fresh=stored_digest == "")
-    idx = np.flatnonzero(day.mask)
+    year.write_day(unit.day_ns, t0_ns=day.t0_ns, offset=day.offset, data=day.data,
+                   mask=day.mask, flags=flags, segments=day.segments, quarantine=rows,
+                   digest=unit.digest, fresh=stored_digest == "")
+    idx = np.flatnonzero(day.mask) + day.offset
     first, last = _extent_from_index(idx, day.t0_ns, unit.sampling_rate)
     row = {"channel": unit.channel, "day_ns": unit.day_ns,
            "sampling_rate": unit.sampling_rate, "starttime_ns": day.t0_ns,
@@ -381,17 +396,27 @@ def cut_batch(location: str, indices: Sequence[int], settings: Settings) -> dict
     root = open_root(location)
     group = events_group(root)
     reader = ContinuousReader(root)
+    writer = TraceWriter(group)
 
     def read(ch: ChannelId, t0: int, t1: int) -> list[tuple[int, float, np.ndarray]]:
         return [(p.start_ns, p.sampling_rate, p.data) for p in reader.pieces(ch, t0, t1)]
 
     counts: Counter[str] = Counter()
+    problems: list[Problem] = []
     for index, spec in zip(indices, _specs(group, indices), strict=True):
-        block, flags = cut_window(spec, layout, read)
-        write_trace(group, index, block, flags)
+        try:
+            block, flags = cut_window(spec, layout, read)
+            writer.write(index, block, flags)
+        except Exception as exc:  # noqa: BLE001 - one bad window never stops the batch
+            problems.append(Problem(
+                spec.trace_key, f"event window failed ({type(exc).__name__}: {exc}); left "
+                "unwritten, a re-run retries it", spec.channel_set, spec.window_start))
+            counts["failed"] += 1
+            continue
         counts["written"] += 1
         for name in describe_flags(flags):
             counts[f"flag_{name}"] += 1
+    record_problems(location, problems, "windows")
     return dict(counts)
 
 

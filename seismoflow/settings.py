@@ -19,7 +19,7 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
-CodecName = Literal["pcodec", "delta-zstd"]
+CodecName = Literal["auto", "pcodec", "delta-zstd"]
 WindowReference = Literal["origin", "p"]
 
 DEFAULT_CONFIG_FILE = Path("seismoflow.toml")
@@ -35,8 +35,12 @@ class Settings(BaseSettings):
     toml_file: ClassVar[Path | None] = None
 
     store: str = Field("seismoflow.zarr", description="store location: a path or any fsspec URL")
-    codec: CodecName = Field("pcodec", description="lossless codec for integer counts")
-    codec_level: int = Field(6, ge=0, le=12, description="pcodec level (or zstd level)")
+    codec: CodecName = Field(
+        "auto",
+        description="lossless codec for counts: 'auto' picks pcodec for channel-years mostly "
+        "covered by data and delta-zstd for sparse ones (event snippets); see BENCHMARKS.md",
+    )
+    codec_level: int = Field(6, ge=0, le=12, description="pcodec level (zstd level capped at 9)")
     chunk_samples: int = Field(
         360_000, gt=0, description="samples per chunk of continuous data (time axis)"
     )

@@ -49,8 +49,13 @@ def resample_pieces(
         # Times relative to the target start, in seconds (float64 keeps ns precision here).
         rel0 = (start_ns - target_start_ns) / NS_PER_S
         rel1 = rel0 + (data.size - 1) * dt
-        k0 = max(0, int(np.ceil(rel0 / target_dt - 1e-9)))
-        k1 = min(n_samples - 1, int(np.floor(rel1 / target_dt + 1e-9)))
+        k0 = max(0, int(np.ceil(rel0 / target_dt)))
+        k1 = min(n_samples - 1, int(np.floor(rel1 / target_dt)))
+        # Floating-point guard: the evaluated span must lie inside the piece.
+        while k0 <= k1 and k0 * target_dt < rel0:
+            k0 += 1
+        while k1 >= k0 and k1 * target_dt > rel1:
+            k1 -= 1
         if k1 < k0:
             continue
         values = lanczos_interpolation(

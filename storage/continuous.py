@@ -80,6 +80,7 @@ class ChannelYear:
         day_ns: int,
         *,
         t0_ns: int,
+        offset: int,
         data: np.ndarray,
         mask: np.ndarray,
         flags: int,
@@ -90,32 +91,38 @@ class ChannelYear:
     ) -> None:
         """Write one channel-day as a region write; the ledger entry is written last.
 
-        The ledger is cleared first, so a run killed mid-write leaves the day marked undone
-        and the next run rewrites it. Rewriting the same input writes the same bytes. With
-        ``fresh`` (the day was never written) only chunks holding samples are touched;
-        otherwise the whole day is rewritten so no stale chunk survives.
+        ``data``/``mask`` hold grid samples ``offset .. offset + len``. The ledger is cleared
+        first, so a run killed mid-write leaves the day marked undone and the next run
+        rewrites it; rewriting the same input writes the same bytes. With ``fresh`` (the day
+        was never written) only the chunks holding samples are touched; otherwise the whole
+        day is rewritten so no stale chunk survives.
         """
         layout = self.layout
         spd = layout.samples_per_day
-        if data.shape != (spd,) or data.dtype != np.int32:
+        if data.dtype != np.int32 or mask.dtype != np.bool_ or data.shape != mask.shape:
             raise SchemaError(
-                f"{layout.path}: day data must be int32 of shape ({spd},), got {data.dtype} "
-                f"{data.shape}"
+                f"{layout.path}: day data must be int32 with a bool mask of the same shape, "
+                f"got {data.dtype}{data.shape} and {mask.dtype}{mask.shape}"
             )
-        if mask.shape != (spd,) or mask.dtype != np.bool_:
-            raise SchemaError(f"{layout.path}: mask must be bool of shape ({spd},)")
+        if offset < 0 or offset + data.size > spd:
+            raise SchemaError(f"{layout.path}: samples {offset}..{offset + data.size} fall "
+                              f"outside the day's {spd} samples")
         d = layout.day_index(day_ns)
-        lo, hi = 0, spd
-        recorded = np.flatnonzero(mask)
-        if fresh:
-            cs = layout.chunk_samples
-            lo, hi = 0, 0
-            if recorded.size:
-                lo = int(recorded[0]) // cs * cs
-                hi = min(spd, (int(recorded[-1]) // cs + 1) * cs)
+        cs = layout.chunk_samples
+        n_recorded = int(mask.sum())
+        if fresh and n_recorded == 0:
+            lo = hi = 0
+        elif fresh:
+            lo, hi = offset // cs * cs, min(spd, -(-(offset + data.size) // cs) * cs)
+        else:
+            lo, hi = 0, spd
         # Unrecorded samples are zero in ``data`` and False in ``mask``: a gap is never a
         # silent zero because readers go through the mask.
-        block = np.where(mask[lo:hi], data[lo:hi], 0).astype(np.int32, copy=False)
+        block = np.zeros(hi - lo, dtype=np.int32)
+        valid = np.zeros(hi - lo, dtype=bool)
+        if hi > lo:
+            block[offset - lo : offset - lo + data.size] = np.where(mask, data, 0)
+            valid[offset - lo : offset - lo + mask.size] = mask
         a = {name: arr.async_array for name, arr in self.arrays.items()}
 
         async def _write() -> None:
@@ -124,9 +131,9 @@ class ChannelYear:
                                  a["source_digest"].setitem(d, "writing"))
             await asyncio.gather(
                 a["data"].setitem((d, slice(lo, hi)), block),
-                a["mask"].setitem((d, slice(lo, hi)), mask[lo:hi]),
+                a["mask"].setitem((d, slice(lo, hi)), valid),
                 a["starttime"].setitem(d, t0_ns),
-                a["n_samples"].setitem(d, int(recorded.size)),
+                a["n_samples"].setitem(d, n_recorded),
                 a["flags"].setitem(d, int(flags)),
                 a["segments"].setitem(d, json.dumps(segments, sort_keys=True)),
                 a["quarantine"].setitem(d, json.dumps(quarantine, sort_keys=True)),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 
 import numpy as np
 import zarr
+from zarr.core.sync import sync
 
 from seismoflow.times import NAT
 from storage.schema import EVENTS, check_trace_region
@@ -35,10 +37,22 @@ def pending_traces(group: zarr.Group) -> list[int]:
     return np.flatnonzero(written == NAT).tolist()
 
 
-def write_trace(group: zarr.Group, index: int, block: np.ndarray, flags: int) -> None:
-    """Write one trace's waveform (one whole chunk) and mark it done in the ledger."""
-    check_trace_region(group, index, block)
-    _array(group, "written_at")[index] = NAT
-    _array(group, "waveform")[index] = block
-    _array(group, "flags")[index] = int(flags)
-    _array(group, "written_at")[index] = time.time_ns()
+class TraceWriter:
+    """Writes event-window traces: one whole chunk each, the ledger entry last."""
+
+    def __init__(self, group: zarr.Group) -> None:
+        self.group = group
+        self._a = {name: _array(group, name).async_array
+                   for name in ("waveform", "flags", "written_at")}
+
+    def write(self, index: int, block: np.ndarray, flags: int) -> None:
+        check_trace_region(self.group, index, block)
+        a = self._a
+
+        async def _write() -> None:
+            await a["written_at"].setitem(index, NAT)
+            await asyncio.gather(a["waveform"].setitem(index, block),
+                                 a["flags"].setitem(index, int(flags)))
+            await a["written_at"].setitem(index, time.time_ns())
+
+        sync(_write())

@@ -25,7 +25,9 @@ regions and concurrent runs cannot corrupt each other's chunks.
 
 from __future__ import annotations
 
+import asyncio
 import enum
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -34,6 +36,9 @@ import numpy as np
 import zarr
 from zarr.codecs import BloscCodec, PCodec, ZstdCodec
 from zarr.codecs.numcodecs import Delta
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.group import AsyncGroup
+from zarr.core.sync import sync
 
 from seismoflow.ids import ChannelId
 from seismoflow.times import NAT, NS_PER_DAY, samples_per_day
@@ -49,6 +54,18 @@ TIME_ATTRS: dict[str, str] = {
     "calendar": "proleptic_gregorian",
 }
 INTEGER_CODECS = ("pcodec", "delta-zstd")
+# pcodec pages of 16384 values: a page of unrecorded (zero) samples costs almost nothing,
+# where one large page mixes zeros and waveform and costs ~0.3 bit per zero (measured).
+PCODEC_PAGE = 16_384
+# Below this share of the day covered by data, delta + zstd beats pcodec (BENCHMARKS.md).
+DENSE_COVERAGE = 0.5
+
+
+def choose_codec(setting: str, coverage: float) -> str:
+    """The codec for a new channel-year: the setting, or by data coverage for ``auto``."""
+    if setting != "auto":
+        return setting
+    return "pcodec" if coverage >= DENSE_COVERAGE else "delta-zstd"
 
 
 class SchemaError(ValueError):
@@ -80,11 +97,13 @@ def describe_flags(value: int) -> list[str]:
 def integer_codec_kwargs(codec: str, level: int) -> dict[str, Any]:
     """Codec pipeline for int32 counts. Chosen by measurement (``bench/codecs.py``)."""
     if codec == "pcodec":
-        return {"serializer": PCodec(level=level), "compressors": None, "filters": None}
+        return {"serializer": PCodec(level=level, equal_pages_up_to=PCODEC_PAGE),
+                "compressors": None, "filters": None}
     if codec == "delta-zstd":
         return {
             "filters": [Delta(dtype="int32")],
-            "compressors": [BloscCodec(cname="zstd", clevel=min(level, 9), shuffle="bitshuffle")],
+            # zstd level 3 measured best for speed at equal size (bench/codecs.py)
+            "compressors": [BloscCodec(cname="zstd", clevel=3, shuffle="bitshuffle")],
         }
     raise SchemaError(f"unknown codec {codec!r}; choose one of {INTEGER_CODECS}")
 
@@ -149,13 +168,90 @@ def create_continuous(root: zarr.Group, layout: ContinuousLayout) -> zarr.Group:
 
     Call under the store lock: creation is the only structural change of continuous data.
     """
-    path = layout.path
-    if path in root:
-        group = root[path]
-        assert isinstance(group, zarr.Group)
-        check_continuous(group, layout)
-        return group
-    attrs = {
+    create_continuous_many(root, [layout])
+    group = root[layout.path]
+    assert isinstance(group, zarr.Group)
+    return group
+
+
+def create_continuous_many(
+    root: zarr.Group, layouts: Sequence[ContinuousLayout], concurrency: int = 64
+) -> None:
+    """:func:`create_continuous` for many channel-years at once.
+
+    Creating thousands of small channel-years through zarr's API costs ~20 ms each (every
+    array re-checks the hierarchy). The metadata documents are the same for every
+    channel-year of one shape, so they are made once per shape in memory and stamped into
+    the store, with the channel's attributes in its group document.
+    """
+    store = root.store
+    prefix = root.path.strip("/")
+    proto = default_buffer_prototype()
+    templates: dict[tuple[Any, ...], dict[str, bytes]] = {}
+
+    def key(path: str) -> str:
+        return f"{prefix}/{path}" if prefix else path
+
+    def shape(layout: ContinuousLayout) -> tuple[Any, ...]:
+        return (layout.year, layout.sampling_rate, layout.chunk_samples, layout.codec,
+                layout.codec_level)
+
+    for layout in layouts:
+        if shape(layout) not in templates:
+            templates[shape(layout)] = _template_documents(layout)
+
+    async def one(layout: ContinuousLayout) -> None:
+        async with sem:
+            existing = await store.get(key(f"{layout.path}/zarr.json"), prototype=proto)
+            if existing is not None:
+                check_continuous(json.loads(existing.to_bytes())["attributes"], layout)
+                return
+            docs = dict(templates[shape(layout)])
+            group_doc = json.loads(docs["zarr.json"])
+            group_doc["attributes"] = _continuous_attrs(layout)
+            docs["zarr.json"] = json.dumps(group_doc).encode()
+            base = layout.path.split("/")
+            parents = ["/".join(base[:i]) for i in range(1, len(base))]
+            writes = [store.set(key(f"{p}/zarr.json"), proto.buffer.from_bytes(_GROUP_DOC))
+                      for p in parents if not await store.exists(key(f"{p}/zarr.json"))]
+            # Group document last: a channel-year exists only once all its arrays do.
+            writes += [store.set(key(f"{layout.path}/{rel}"), proto.buffer.from_bytes(doc))
+                       for rel, doc in docs.items() if rel != "zarr.json"]
+            await asyncio.gather(*writes)
+            await store.set(key(f"{layout.path}/zarr.json"),
+                            proto.buffer.from_bytes(docs["zarr.json"]))
+
+    sem = asyncio.Semaphore(concurrency)
+
+    async def all_() -> None:
+        await asyncio.gather(*(one(layout) for layout in layouts))
+
+    sync(all_())
+
+
+_GROUP_DOC = json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}).encode()
+
+
+def _template_documents(layout: ContinuousLayout) -> dict[str, bytes]:
+    """Every document of a channel-year of this shape, made in a memory store."""
+    mem = zarr.storage.MemoryStore()
+    group = zarr.open_group(mem, mode="w", zarr_format=3)
+    sync(_create_continuous(group._async_group, layout))  # noqa: SLF001
+    docs: dict[str, bytes] = {}
+
+    async def collect() -> None:
+        proto = default_buffer_prototype()
+        async for k in mem.list_prefix(layout.path + "/"):
+            buf = await mem.get(k, prototype=proto)
+            assert buf is not None
+            docs[k[len(layout.path) + 1 :]] = buf.to_bytes()
+
+    sync(collect())
+    return docs
+
+
+def _continuous_attrs(layout: ContinuousLayout) -> dict[str, Any]:
+    return {
         "network": layout.channel.network,
         "station": layout.channel.station,
         "location": layout.channel.location,
@@ -166,38 +262,46 @@ def create_continuous(root: zarr.Group, layout: ContinuousLayout) -> zarr.Group:
         "codec": layout.codec,
         "seismoflow_schema": SCHEMA_VERSION,
     }
-    group = root.require_group(path)
-    group.attrs.update(attrs)
+
+
+async def _create_continuous(aroot: AsyncGroup, layout: ContinuousLayout) -> None:
+    group = await aroot.require_group(layout.path)
+    await group.update_attributes(_continuous_attrs(layout))
     spd, n_days = layout.samples_per_day, layout.n_days
-    group.create_array(
-        "data", shape=(n_days, spd), chunks=(1, layout.chunk_samples), dtype="int32",
-        fill_value=0, dimension_names=("day", "sample"),
-        attributes={"units": "counts", "long_name": "raw counts; valid only where mask"},
-        **integer_codec_kwargs(layout.codec, layout.codec_level),
-    )
-    group.create_array(
-        "mask", shape=(n_days, spd), chunks=(1, layout.chunk_samples), dtype="bool",
-        fill_value=False, dimension_names=("day", "sample"),
-        compressors=[ZstdCodec(level=3)],
-        attributes={"long_name": "True where a sample was recorded; gaps are False"},
-    )
-    for name, (dtype, fill, var_attrs) in _DAY_VARS.items():
+    creations = [
+        group.create_array(
+            "data", shape=(n_days, spd), chunks=(1, layout.chunk_samples), dtype="int32",
+            fill_value=0, dimension_names=("day", "sample"),
+            attributes={"units": "counts", "long_name": "raw counts; valid only where mask"},
+            **integer_codec_kwargs(layout.codec, layout.codec_level),
+        ),
+        group.create_array(
+            "mask", shape=(n_days, spd), chunks=(1, layout.chunk_samples), dtype="bool",
+            fill_value=False, dimension_names=("day", "sample"),
+            compressors=[ZstdCodec(level=3)],
+            attributes={"long_name": "True where a sample was recorded; gaps are False"},
+        ),
+    ]
+    creations += [
         group.create_array(
             name, shape=(n_days,), chunks=(1,), dtype=dtype, fill_value=fill,
             dimension_names=("day",), attributes=var_attrs,
         )
-    day = group.create_array(
+        for name, (dtype, fill, var_attrs) in _DAY_VARS.items()
+    ]
+    await asyncio.gather(*creations)
+    day = await group.create_array(
         "day", shape=(n_days,), chunks=(n_days,), dtype="int64", fill_value=0,
         dimension_names=("day",),
-        attributes={"units": f"days since {layout.year:04d}-01-01", "calendar": "proleptic_gregorian"},
+        attributes={"units": f"days since {layout.year:04d}-01-01",
+                    "calendar": "proleptic_gregorian"},
     )
-    day[:] = np.arange(n_days, dtype="int64")
-    return group
+    await day.setitem(slice(None), np.arange(n_days, dtype="int64"))
 
 
-def check_continuous(group: zarr.Group, layout: ContinuousLayout) -> None:
-    """Refuse a channel-year whose rate or chunking differs from what the writer expects."""
-    rate = float(group.attrs.get("sampling_rate", np.nan))
+def check_continuous(attrs: Mapping[str, Any], layout: ContinuousLayout) -> None:
+    """Refuse a channel-year whose sampling rate differs from what the writer expects."""
+    rate = float(attrs.get("sampling_rate", np.nan))
     if rate != float(layout.sampling_rate):
         raise SchemaError(
             f"{layout.path} holds {rate} Hz data but {layout.sampling_rate} Hz was written; "
@@ -320,6 +424,8 @@ def check_trace_region(group: zarr.Group, index: int, block: np.ndarray) -> None
     """Refuse a waveform write that is not one whole, well-typed trace chunk."""
     wave = group["waveform"]
     assert isinstance(wave, zarr.Array)
+    if wave.chunks[0] != 1:
+        raise SchemaError("events/waveform must be chunked one trace per chunk")
     if not 0 <= index < wave.shape[0]:
         raise SchemaError(f"trace {index} is outside events/waveform (n={wave.shape[0]})")
     if block.shape != tuple(wave.shape[1:]) or block.dtype != np.float32:

@@ -30,6 +30,7 @@ class ChannelDay:
     day_ns: int
     sampling_rate: float
     t0_ns: int
+    offset: int  # grid index of data[0]; data and mask span only the recorded extent
     data: np.ndarray
     mask: np.ndarray
     segments: list[dict[str, object]] = field(default_factory=list)
@@ -67,13 +68,32 @@ def is_flat(values: np.ndarray) -> bool:
     return values.size > 1 and bool((values == values[0]).all())
 
 
+def _plateaus(at: np.ndarray) -> list[tuple[int, int]]:
+    edges = np.diff(np.concatenate(([0], at.view(np.int8), [0])))
+    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(),
+                    strict=True))
+
+
 def is_clipped(values: np.ndarray, fraction: float) -> bool:
-    """A share ``fraction`` (and at least 3) of samples sit exactly at the max or min value."""
+    """Plateaus at the max or min value hold a share ``fraction`` (and >= 3) of the samples.
+
+    A plateau counts when it lasts >= 3 samples and is entered steeply (a step of at least
+    half the RMS sample-to-sample step): a smooth natural peak flattens gently into its top
+    integer value, a clipped trace runs into the digitizer's limit.
+    """
     if values.size < 3 or is_flat(values):
         return False
+    steps = np.diff(values.astype(np.int64))
+    steep = 0.5 * float(np.sqrt(np.mean(steps.astype(np.float64) ** 2)))
     need = max(3, int(np.ceil(fraction * values.size)))
-    hi, lo = values.max(), values.min()
-    return bool((values == hi).sum() >= need or (values == lo).sum() >= need)
+    for extreme in (values.max(), values.min()):
+        held = sum(
+            b - a for a, b in _plateaus(values == extreme)
+            if b - a >= 3 and a > 0 and abs(int(values[a]) - int(values[a - 1])) >= steep
+        )
+        if held >= need:
+            return True
+    return False
 
 
 def assemble_day(
@@ -113,16 +133,21 @@ def assemble_day(
         if trimmed is not None:
             usable.append(trimmed)
     usable.sort(key=lambda s: (s.start_ns, s.source))
-    data = np.zeros(spd, dtype=np.int32)
-    mask = np.zeros(spd, dtype=bool)
     t0 = _grid_start(usable[0].start_ns, day_ns, sampling_rate) if usable else day_ns
+    placements = [(seg, *sample_index(seg.start_ns, t0, sampling_rate)) for seg in usable]
+    # Arrays span only the recorded extent: a 150 s window does not allocate a whole day.
+    first = max(0, min((i for _, i, _ in placements), default=0))
+    stop = min(spd, max((i + s.npts for s, i, _ in placements), default=0))
+    data = np.zeros(max(0, stop - first), dtype=np.int32)
+    mask = np.zeros(max(0, stop - first), dtype=bool)
     placed: list[dict[str, object]] = []
-    for seg in usable:
-        index, residual = sample_index(seg.start_ns, t0, sampling_rate)
+    for seg, index, residual in placements:
         if abs(residual) > TIMING_TOLERANCE_NS:
             flags |= Flag.TIMING_SHIFT
-        lo, hi = max(index, 0), min(index + seg.npts, spd)
-        values = seg.data[lo - index : hi - index]
+        lo, hi = max(index, 0) - first, min(index + seg.npts, spd) - first
+        if hi <= lo:
+            continue
+        values = seg.data[lo + first - index : hi + first - index]
         taken = mask[lo:hi]
         if taken.any():
             same = data[lo:hi][taken] == values[taken]
@@ -145,11 +170,12 @@ def assemble_day(
         })
     recorded = data[mask]
     if recorded.size:
-        first, last = np.flatnonzero(mask)[[0, -1]]
-        if not mask[first : last + 1].all():
+        lo_rec, hi_rec = np.flatnonzero(mask)[[0, -1]]
+        if not mask[lo_rec : hi_rec + 1].all():
             flags |= Flag.GAPS
         if is_flat(recorded):
             flags |= Flag.FLAT
         elif is_clipped(recorded, clip_fraction):
             flags |= Flag.CLIPPED
-    return ChannelDay(channel, day_ns, sampling_rate, t0, data, mask, placed, problems, flags)
+    return ChannelDay(channel, day_ns, sampling_rate, t0, first, data, mask, placed, problems,
+                      flags)

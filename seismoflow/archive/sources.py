@@ -10,6 +10,7 @@ import hashlib
 import io
 import os
 import re
+import threading
 import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -26,6 +27,7 @@ from seismoflow.times import NS_PER_DAY, day_start_ns, to_ns
 # (and quarantined) rather than skipped.
 _SDS_NAME = re.compile(r"^(?P<nslc>.+)\.(?P<type>[A-Z])\.(?P<year>\d{4})\.(?P<doy>\d{3})$")
 _SAC_SUFFIXES = {".sac", ".SAC"}
+_DECODE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -222,7 +224,9 @@ def decode(path: str) -> tuple[list[Segment], list[Problem]]:
                     path, f"truncated miniSEED: last {excess} bytes are not a whole "
                     f"{reclen}-byte record; the complete records were ingested",
                 ))
-            with warnings.catch_warnings(record=True) as caught:
+            # Warnings are process-global: decode one file at a time while recording them,
+            # and keep only ObsPy's, so no other thread's warning is blamed on this file.
+            with _DECODE_LOCK, warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 try:
                     stream = obspy.read(io.BytesIO(raw[: len(raw) - excess]), format="MSEED")
@@ -231,7 +235,7 @@ def decode(path: str) -> tuple[list[Segment], list[Problem]]:
                     problems.extend(record_problems)
             problems.extend(
                 Problem(path, f"decoder warning: {w.message}; affected records skipped")
-                for w in caught
+                for w in caught if "obspy" in str(w.filename)
             )
     except Exception as exc:  # noqa: BLE001
         return [], [Problem(path, f"unreadable waveform file ({exc}); file not ingested")]

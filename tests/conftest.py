@@ -1,0 +1,112 @@
+"""Shared fixtures: the real data folder, one Prefect server per session, temp stores.
+
+Data-bound tests use ``../shared/data`` beside the repository (or ``SEISMOFLOW_TEST_DATA``).
+Without it they are skipped with the reason printed; with ``SEISMOFLOW_REQUIRE_DATA=1``
+(set by ``.ci/run``) a missing folder fails them instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+DATA = Path(os.environ.get("SEISMOFLOW_TEST_DATA", REPO.parent / "shared" / "data"))
+ARCHIVE = DATA / "archive"
+OUTPUT = REPO / "test-output"
+
+
+def _require_data() -> bool:
+    return os.environ.get("SEISMOFLOW_REQUIRE_DATA", "") not in ("", "0", "false")
+
+
+@pytest.fixture(scope="session")
+def archive() -> Path:
+    """The shared real archive (SDS + StationXML + QuakeML); skip or fail without it."""
+    if not (ARCHIVE / "sds").is_dir():
+        reason = f"real archive not found at {ARCHIVE} (set SEISMOFLOW_TEST_DATA)"
+        if _require_data():
+            pytest.fail(f"{reason}; SEISMOFLOW_REQUIRE_DATA=1 forbids skipping")
+        pytest.skip(reason)
+    return ARCHIVE
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.fixture(scope="session")
+def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """One real ``prefect server`` (SQLite) for the session; flows in tests report to it."""
+    home = tmp_path_factory.mktemp("prefect-home")
+    port = _free_port()
+    url = f"http://127.0.0.1:{port}/api"
+    env = {
+        **os.environ,
+        "PREFECT_HOME": str(home),
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "PREFECT_API_URL": "",
+        "PREFECT_UI_API_URL": url,
+        "PREFECT_SERVER_API_HOST": "127.0.0.1",
+        "PREFECT_SERVER_API_PORT": str(port),
+        "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db",
+    }
+    log = open(home / "server.log", "w")
+    prefect = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"
+    proc = subprocess.Popen(
+        [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
+        env=env, stdout=log, stderr=subprocess.STDOUT,
+    )
+    deadline = time.monotonic() + 120
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as resp:
+                if resp.status == 200:
+                    break
+        except OSError:
+            pass
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"prefect server did not start; see {home / 'server.log'}")
+        time.sleep(0.5)
+    old = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME",
+                                          "PREFECT_SERVER_ANALYTICS_ENABLED")}
+    os.environ.update({"PREFECT_API_URL": url, "PREFECT_HOME": str(home),
+                       "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+    try:
+        yield url
+    finally:
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+        log.close()
+
+
+def cli_env(prefect_url: str, **extra: str) -> dict[str, str]:
+    """Environment for running the ``seismoflow`` CLI against the session's server."""
+    env = {**os.environ, "PREFECT_API_URL": prefect_url,
+           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "SEISMOFLOW_MAX_WORKERS": "2"}
+    env.update(extra)
+    return env
+
+
+def seismoflow_cmd() -> list[str]:
+    return [sys.executable, "-m", "seismoflow.cli"]

@@ -1,0 +1,179 @@
+"""Store schema, region writes, readers and tables (seeded synthetic counts)."""
+
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+
+from seismoflow.ids import ChannelId
+from seismoflow.times import NAT, NS_PER_S, to_ns
+from storage.continuous import ChannelYear, read_pieces
+from storage.location import open_root, store_lock
+from storage.schema import (
+    ContinuousLayout,
+    EventWindowLayout,
+    SchemaError,
+    append_traces,
+    choose_codec,
+    create_continuous,
+    create_events,
+)
+from storage.tables import read_source_document, read_table, write_source_document, write_table
+
+CH = ChannelId("XX", "TEST", "00", "HHZ")
+DAY = to_ns("2021-03-04")
+RNG = np.random.default_rng(7)
+
+
+def _write(location: str, codec: str = "pcodec", fresh: bool = True) -> tuple[ChannelYear, np.ndarray]:
+    root = open_root(location)
+    layout = ContinuousLayout(CH, 2021, 100.0, 360_000, codec)
+    year = ChannelYear(create_continuous(root, layout), layout)
+    data = RNG.integers(-2**30, 2**30, 500_000).astype(np.int32)
+    mask = np.ones(data.size, bool)
+    mask[1000:1100] = False  # a gap
+    year.write_day(DAY, t0_ns=DAY + 2_500_000, offset=350_000, data=data, mask=mask, flags=1,
+                   segments=[{"start_ns": DAY + 2_500_000 + 3500 * NS_PER_S, "index": 350_000,
+                              "npts": 1000, "residual_ns": 0, "source": "x"},
+                             {"start_ns": DAY + 2_500_000 + 3511 * NS_PER_S, "index": 351_100,
+                              "npts": 498_900, "residual_ns": 0, "source": "x"}],
+                   quarantine=[], digest="abc", fresh=fresh)
+    return year, data
+
+
+@pytest.mark.parametrize("codec", ["pcodec", "delta-zstd"])
+def test_lossless_round_trip_and_xarray_view(tmp_path: Path, codec: str) -> None:
+    location = str(tmp_path / "s.zarr")
+    year, data = _write(location, codec)
+    assert year.is_done(DAY, "abc") and not year.is_done(DAY, "other")
+    ds = xr.open_zarr(location, group=year.layout.path, consolidated=False)
+    d = (DAY - to_ns("2021-01-01")) // (86400 * NS_PER_S)
+    row = ds.data[d, 350_000:850_000].values
+    valid = ds.mask[d, 350_000:850_000].values
+    assert row.dtype == np.int32
+    assert np.array_equal(row[valid], data[valid]) and not valid[1000:1100].any()
+    assert str(ds.starttime.values[d]) == "2021-03-04T00:00:00.002500000"
+    assert ds.attrs["sampling_rate"] == 100.0 and ds.attrs["codec"] == codec
+    assert np.isnat(ds.ingested_at.values[0])
+
+
+def test_reader_splits_at_gaps_with_exact_times(tmp_path: Path) -> None:
+    location = str(tmp_path / "s.zarr")
+    _, data = _write(location)
+    pieces = read_pieces(open_root(location, "r"), CH, DAY, DAY + 86400 * NS_PER_S)
+    assert [p.data.size for p in pieces] == [1000, 498_900]
+    assert pieces[0].start_ns == DAY + 2_500_000 + 3500 * NS_PER_S
+    assert pieces[1].start_ns == DAY + 2_500_000 + 3511 * NS_PER_S
+    assert np.array_equal(np.concatenate([p.data for p in pieces]),
+                          np.concatenate([data[:1000], data[1100:]]))
+
+
+def test_misaligned_or_mistyped_writes_are_refused(tmp_path: Path) -> None:
+    year, _ = _write(str(tmp_path / "s.zarr"))
+    ok = dict(t0_ns=DAY, offset=0, flags=0, segments=[], quarantine=[], digest="d")
+    with pytest.raises(SchemaError, match="int32"):
+        year.write_day(DAY, data=np.zeros(10, np.float64), mask=np.ones(10, bool), **ok)
+    with pytest.raises(SchemaError, match="outside"):
+        year.write_day(DAY, data=np.zeros(10, np.int32), mask=np.ones(10, bool),
+                       **{**ok, "offset": 8_639_995})
+    with pytest.raises(SchemaError, match="outside year"):
+        year.write_day(to_ns("2022-01-01"), data=np.zeros(1, np.int32), mask=np.ones(1, bool),
+                       **ok)
+
+
+def test_rewrite_removes_stale_chunks(tmp_path: Path) -> None:
+    location = str(tmp_path / "s.zarr")
+    year, _ = _write(location)
+    small = np.arange(10, dtype=np.int32)
+    year.write_day(DAY, t0_ns=DAY, offset=0, data=small, mask=np.ones(10, bool), flags=0,
+                   segments=[], quarantine=[], digest="new", fresh=False)
+    ds = xr.open_zarr(location, group=year.layout.path, consolidated=False)
+    d = (DAY - to_ns("2021-01-01")) // (86400 * NS_PER_S)
+    assert int(ds.mask[d].sum()) == 10 and int(ds.n_samples[d]) == 10
+
+
+def test_rate_conflict_and_window_settings_conflict(tmp_path: Path) -> None:
+    root = open_root(str(tmp_path / "s.zarr"))
+    create_continuous(root, ContinuousLayout(CH, 2021, 100.0, 360_000))
+    with pytest.raises(SchemaError, match="quarantined"):
+        create_continuous(root, ContinuousLayout(CH, 2021, 50.0, 360_000))
+    create_events(root, EventWindowLayout(100.0, 30.0, 90.0, "origin"))
+    with pytest.raises(SchemaError, match="same window settings"):
+        create_events(root, EventWindowLayout(50.0, 30.0, 90.0, "origin"))
+
+
+def test_event_windows_have_exact_length(tmp_path: Path) -> None:
+    root = open_root(str(tmp_path / "s.zarr"))
+    layout = EventWindowLayout(40.0, 40.0, 90.0, "origin")
+    group = create_events(root, layout)
+    assert group["waveform"].shape == (0, 3, 5200)
+    rows = [{"trace_key": f"k{i}", "event_id": "smi:x/1", "network": "XX", "station": "A",
+             "location": "", "channel_set": "HH?", "channels": "HHZ,,",
+             "station_latitude": 1.0, "station_longitude": 2.0, "station_elevation": 3.0,
+             "distance_deg": 0.5, "origin_time": DAY, "reference_time": DAY,
+             "window_start": DAY - 40 * NS_PER_S, "event_type": "earthquake",
+             "magnitude": 2.0, "source_sampling_rate": 100.0, "flags": 0,
+             "written_at": NAT} for i in range(3)]
+    assert append_traces(group, rows) == range(0, 3)
+    assert group["waveform"].shape == (3, 3, 5200)
+    ds = xr.open_zarr(str(tmp_path / "s.zarr"), group="events", consolidated=False)
+    assert list(ds.component.values) == ["Z", "N", "E"]
+    assert np.isnan(ds.waveform.values).all()
+    assert ds.time.values[0] == -40.0
+
+
+def test_tables_merge_by_key_and_documents_verbatim(tmp_path: Path) -> None:
+    location = str(tmp_path / "s.zarr")
+    open_root(location)
+    write_table(location, "catalog", pd.DataFrame({"event_id": ["a", "b"], "magnitude": [1.0, 2.0]}))
+    write_table(location, "catalog", pd.DataFrame({"event_id": ["b", "c"], "magnitude": [2.5, 3.0]}))
+    table = read_table(location, "catalog")
+    assert list(table.event_id) == ["a", "b", "c"] and list(table.magnitude) == [1.0, 2.5, 3.0]
+    content = b"<?xml version='1.0'?><FDSNStationXML/>\n\x00\xff"
+    root = open_root(location)
+    path = write_source_document(root, "stationxml", content, "s.xml", "application/xml")
+    assert write_source_document(root, "stationxml", content, "s.xml", "application/xml") == path
+    assert read_source_document(root, path) == content
+
+
+def test_any_fsspec_url(tmp_path: Path) -> None:
+    year, data = _write("memory://seismoflow-test/store.zarr")
+    pieces = read_pieces(open_root("memory://seismoflow-test/store.zarr", "r"), CH, DAY,
+                         DAY + 86400 * NS_PER_S)
+    assert sum(p.data.size for p in pieces) == 499_900
+
+
+def test_lock_is_exclusive_and_released(tmp_path: Path) -> None:
+    location = str(tmp_path / "s.zarr")
+    order: list[str] = []
+
+    def hold() -> None:
+        with store_lock(location):
+            order.append("b")
+
+    with store_lock(location):
+        t = threading.Thread(target=hold)
+        t.start()
+        t.join(0.3)
+        assert t.is_alive()  # blocked while we hold the lock
+        order.append("a")
+    t.join(5)
+    assert order == ["a", "b"]
+
+
+def test_codec_choice_by_coverage() -> None:
+    assert choose_codec("auto", 0.9) == "pcodec"
+    assert choose_codec("auto", 0.01) == "delta-zstd"
+    assert choose_codec("pcodec", 0.01) == "pcodec"
+
+
+def test_segments_json_is_stored(tmp_path: Path) -> None:
+    location = str(tmp_path / "s.zarr")
+    year, _ = _write(location)
+    ds = xr.open_zarr(location, group=year.layout.path, consolidated=False)
+    d = (DAY - to_ns("2021-01-01")) // (86400 * NS_PER_S)
+    assert len(json.loads(str(ds.segments.values[d]))) == 2
