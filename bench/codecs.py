@@ -61,8 +61,9 @@ def day_rows(archive: Path) -> tuple[list[tuple[str, np.ndarray, np.ndarray, int
         segments, _ = decode(f.path)
         if not segments:
             continue
-        day = assemble_day(f.channel, day_start_ns(segments[0].start_ns), segments,
-                           segments[0].sampling_rate)
+        day = assemble_day(
+            f.channel, day_start_ns(segments[0].start_ns), segments, segments[0].sampling_rate
+        )
         spd = samples_per_day(day.sampling_rate)
         data = np.zeros(spd, dtype=np.int32)
         mask = np.zeros(spd, dtype=bool)
@@ -94,33 +95,47 @@ def measure(rows: list[tuple[str, np.ndarray, np.ndarray, int]]) -> list[dict[st
                         codec.decode(enc)
                         dec_s += time.perf_counter() - t
                         nbytes += len(enc)
-                results.append({
-                    "records": kind, "files": len(subset), "samples": n, "chunk": cs,
-                    "codec": name, "bytes_vs_miniseed": round(nbytes / source, 3),
-                    "encode_Msamples_s": round(n / enc_s / 1e6, 1),
-                    "decode_Msamples_s": round(n / dec_s / 1e6, 1),
-                })
+                results.append(
+                    {
+                        "records": kind,
+                        "files": len(subset),
+                        "samples": n,
+                        "chunk": cs,
+                        "codec": name,
+                        "bytes_vs_miniseed": round(nbytes / source, 3),
+                        "encode_Msamples_s": round(n / enc_s / 1e6, 1),
+                        "decode_Msamples_s": round(n / dec_s / 1e6, 1),
+                    }
+                )
     return results
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--archive", type=Path,
-                        default=Path(__file__).resolve().parents[2] / "shared/data/archive")
+    parser.add_argument(
+        "--archive", type=Path, default=Path(__file__).resolve().parents[2] / "shared/data/archive"
+    )
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     rows, obspy_s = day_rows(args.archive)
     total = sum(int(r[2].sum()) for r in rows)
     results = measure(rows)
     print(f"ObsPy decode of all day files: {total / obspy_s / 1e6:.1f} Msamples/s")
-    print(f"{'records':9} {'chunk':>7} {'codec':14} {'bytes/mseed':>11} {'enc Ms/s':>9} "
-          f"{'dec Ms/s':>9}")
+    print(
+        f"{'records':9} {'chunk':>7} {'codec':14} {'bytes/mseed':>11} {'enc Ms/s':>9} "
+        f"{'dec Ms/s':>9}"
+    )
     for r in results:
-        print(f"{r['records']:9} {r['chunk']:>7} {r['codec']:14} {r['bytes_vs_miniseed']:>11} "
-              f"{r['encode_Msamples_s']:>9} {r['decode_Msamples_s']:>9}")
+        print(
+            f"{r['records']:9} {r['chunk']:>7} {r['codec']:14} {r['bytes_vs_miniseed']:>11} "
+            f"{r['encode_Msamples_s']:>9} {r['decode_Msamples_s']:>9}"
+        )
     if args.json:
-        args.json.write_text(json.dumps({"obspy_decode_Msamples_s": total / obspy_s / 1e6,
-                                         "results": results}, indent=2))
+        args.json.write_text(
+            json.dumps(
+                {"obspy_decode_Msamples_s": total / obspy_s / 1e6, "results": results}, indent=2
+            )
+        )
 
 
 if __name__ == "__main__":

@@ -41,10 +41,10 @@ def ingest_archive(
     clock = time.perf_counter()
     batches = plan.batches(s.batch_bytes)
     results = []
-    futures = t.ingest_batch.map(unmapped(s.store), batches, unmapped(s))
+    unit_futures = t.ingest_batch.map(unmapped(s.store), batches, unmapped(s))
     with progress("channel-days", len(plan.units)) as advance:
-        for fut in as_completed(list(futures)):
-            batch = fut.result()
+        for unit_future in as_completed(list(unit_futures)):
+            batch = unit_future.result()
             results.extend(batch)
             advance(len(batch))
     t.record_continuous(s.store, results)
@@ -58,8 +58,9 @@ def ingest_archive(
         pending = t.prepare_windows(s.store, s)
         chunks = [pending[i : i + s.window_batch] for i in range(0, len(pending), s.window_batch)]
         with progress("event windows", len(pending)) as advance:
-            for fut in as_completed(list(t.cut_windows.map(unmapped(s.store), chunks,
-                                                            unmapped(s)))):
+            for fut in as_completed(
+                list(t.cut_windows.map(unmapped(s.store), chunks, unmapped(s)))
+            ):
                 counts = fut.result()
                 for k, v in counts.items():
                     windows[k] = windows.get(k, 0) + v
@@ -75,8 +76,17 @@ def ingest_archive(
 
 def _publish(summary: dict[str, Any]) -> None:
     lines = ["# Archive ingest", "", "| what | count |", "|---|---|"]
-    for key in ("files", "units", "units_written", "units_skipped", "units_empty",
-                "units_failed", "samples_written", "quarantined", "events"):
+    for key in (
+        "files",
+        "units",
+        "units_written",
+        "units_skipped",
+        "units_empty",
+        "units_failed",
+        "samples_written",
+        "quarantined",
+        "events",
+    ):
         lines.append(f"| {key} | {summary.get(key, 0)} |")
     lines += ["", "## Quality flags (channel-days)", "", "| flag | channel-days |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in sorted(summary.get("flags", {}).items())]
@@ -84,21 +94,33 @@ def _publish(summary: dict[str, Any]) -> None:
     lines += [f"| {k} | {v} |" for k, v in sorted(summary.get("windows", {}).items())]
     lines += ["", "## Seconds per stage", "", "| stage | s |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in summary.get("seconds", {}).items()]
-    create_markdown_artifact("\n".join(lines), key="ingest-summary",
-                             description="counts of an archive ingest")
+    create_markdown_artifact(
+        "\n".join(lines), key="ingest-summary", description="counts of an archive ingest"
+    )
     reasons = summary.get("quarantine_reasons", {})
     if reasons:
-        create_table_artifact([{"reason": k, "count": v} for k, v in sorted(reasons.items())],
-                              key="ingest-quarantine", description="quarantine reasons")
+        create_table_artifact(
+            [{"reason": k, "count": v} for k, v in sorted(reasons.items())],
+            key="ingest-quarantine",
+            description="quarantine reasons",
+        )
 
 
 def run_ingest(
-    settings: Settings, sds: str, stations: str | None, events: str | None,
-    start_ns: int | None, end_ns: int | None,
+    settings: Settings,
+    sds: str,
+    stations: str | None,
+    events: str | None,
+    start_ns: int | None,
+    end_ns: int | None,
 ) -> dict[str, Any]:
     """Run the flow with a thread pool sized by the settings."""
-    runner = ThreadPoolTaskRunner(max_workers=settings.max_workers)  # type: ignore[arg-type]
-    return ingest_archive.with_options(task_runner=runner)(
-        sds=sds, stations=stations, events=events, start_ns=start_ns, end_ns=end_ns,
+    runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=settings.max_workers)
+    return ingest_archive.with_options(task_runner=runner)(  # type: ignore[arg-type]
+        sds=sds,
+        stations=stations,
+        events=events,
+        start_ns=start_ns,
+        end_ns=end_ns,
         settings=settings.model_dump(),
     )

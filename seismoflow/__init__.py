@@ -1,4 +1,4 @@
-"""seismoflow: FDSN and archive seismic data into a chunked Zarr v3 store, orchestrated with Prefect."""
+"""seismoflow: FDSN and archive seismic data into a chunked Zarr v3 store, run by Prefect."""
 
 from importlib.metadata import PackageNotFoundError, version
 

@@ -14,8 +14,12 @@ from rich.table import Table
 from seismoflow.settings import Settings, load_settings
 from seismoflow.times import to_ns
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False,
-                  help="Seismic data from FDSN services and archives into a Zarr store.")
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    help="Seismic data from FDSN services and archives into a Zarr store.",
+)
 export_app = typer.Typer(no_args_is_help=True, help="Export data from a store.")
 app.add_typer(export_app, name="export")
 console = Console(stderr=True)
@@ -60,18 +64,30 @@ def ingest(
     as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
 ) -> None:
     """Ingest a local archive into the store (runs the ``ingest-archive`` flow)."""
-    settings = _settings(config, store=store, codec=codec, window_sampling_rate=window_rate,
-                         window_pre_s=pre, window_post_s=post, window_reference=reference,
-                         max_workers=workers)
+    settings = _settings(
+        config,
+        store=store,
+        codec=codec,
+        window_sampling_rate=window_rate,
+        window_pre_s=pre,
+        window_post_s=post,
+        window_reference=reference,
+        max_workers=workers,
+    )
     for path, option in ((sds, "--sds"), (stations, "--stations"), (events, "--events")):
         if path is not None and not path.exists():
             console.print(f"[red]{option} {path} does not exist[/red]")
             raise typer.Exit(2)
     from flows.ingest import run_ingest
 
-    summary = run_ingest(settings, str(sds), str(stations) if stations else None,
-                         str(events) if events else None, _time(start, "--start"),
-                         _time(end, "--end"))
+    summary = run_ingest(
+        settings,
+        str(sds),
+        str(stations) if stations else None,
+        str(events) if events else None,
+        _time(start, "--start"),
+        _time(end, "--end"),
+    )
     if as_json:
         typer.echo(json.dumps(summary, indent=2, sort_keys=True))
     else:
@@ -90,8 +106,11 @@ def _print_info(info: dict[str, Any]) -> None:
     table.add_column("value", justify="right")
     for key, value in info.items():
         if key != "store":
-            shown = ", ".join(f"{k}: {v}" for k, v in value.items()) if isinstance(
-                value, dict) else str(value)
+            shown = (
+                ", ".join(f"{k}: {v}" for k, v in value.items())
+                if isinstance(value, dict)
+                else str(value)
+            )
             table.add_row(key, shown)
     Console().print(table)
 
@@ -107,8 +126,10 @@ def info(
     from storage.location import store_exists
 
     if not store_exists(settings.store):
-        console.print(f"[red]no seismoflow store at {settings.store}[/red]; run "
-                      "`seismoflow ingest` first or check --store")
+        console.print(
+            f"[red]no seismoflow store at {settings.store}[/red]; run "
+            "`seismoflow ingest` first or check --store"
+        )
         raise typer.Exit(1)
     summary = _info(settings.store)
     if as_json:

@@ -49,9 +49,7 @@ class ChannelId:
         _check("network", self.network, _NETWORK, "1-8 characters A-Z 0-9")
         _check("station", self.station, _STATION, "1-8 characters A-Z 0-9 -")
         _check("location", self.location, _LOCATION, "0-8 characters A-Z 0-9 - (empty allowed)")
-        _check(
-            "channel", self.channel, _CHANNEL, "3 characters A-Z 0-9, or BAND_SOURCE_SUBSOURCE"
-        )
+        _check("channel", self.channel, _CHANNEL, "3 characters A-Z 0-9, or BAND_SOURCE_SUBSOURCE")
 
     @classmethod
     def parse(cls, nslc: str) -> ChannelId:

@@ -8,11 +8,10 @@ ledger last, and are skipped on re-runs when their source files are unchanged.
 
 from __future__ import annotations
 
-import json
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ import numpy as np
 import obspy
 import pandas as pd
 import zarr
+from obspy.io.mseed.util import get_record_information
 
 from seismoflow.archive.assemble import assemble_day
 from seismoflow.archive.metadata import MetadataIndex, catalog_table, inventory_table
@@ -27,7 +27,7 @@ from seismoflow.archive.sources import Problem, Segment, SourceFile, decode, dig
 from seismoflow.archive.windows import WindowSpec, cut_window, plan_windows
 from seismoflow.ids import ChannelId
 from seismoflow.settings import Settings
-from seismoflow.times import NAT, NS_PER_DAY
+from seismoflow.times import NAT, NS_PER_DAY, grid_time_ns
 from storage.continuous import ChannelYear, ContinuousReader, read_day_record
 from storage.events import TraceWriter, events_group, pending_traces, trace_keys
 from storage.location import consolidate, open_root, store_lock
@@ -102,24 +102,26 @@ class IngestPlan:
 def _problem_rows(problems: Iterable[Problem], stage: str) -> list[dict[str, Any]]:
     now = time.time_ns()
     return [
-        {**p.as_record(), "stage": stage, "recorded_at_ns": now,
-         "start_ns": NAT if p.start_ns is None else p.start_ns,
-         "end_ns": NAT if p.end_ns is None else p.end_ns}
+        {
+            **p.as_record(),
+            "stage": stage,
+            "recorded_at_ns": now,
+            "start_ns": NAT if p.start_ns is None else p.start_ns,
+            "end_ns": NAT if p.end_ns is None else p.end_ns,
+        }
         for p in problems
     ]
 
 
 def _read_header_rate(path: str) -> float | None:
+    """Sampling rate from the first header, or ``None`` if no header can be read."""
     try:
-        from obspy.io.mseed.util import get_record_information
-
-        return float(get_record_information(path)["samp_rate"])
-    except Exception:  # noqa: BLE001 - SAC or damaged: decide from decoded data instead
-        try:
-            st = obspy.read(path, headonly=True)
-            return float(st[0].stats.sampling_rate) if len(st) else None
-        except Exception:  # noqa: BLE001
-            return None
+        if Path(path).suffix.lower() != ".sac":
+            return float(get_record_information(path)["samp_rate"])
+        st = obspy.read(path, headonly=True, format="SAC")
+        return float(st[0].stats.sampling_rate) if len(st) else None
+    except Exception:  # noqa: BLE001 - damaged: its unit decodes and reports it
+        return None
 
 
 def plan_ingest(
@@ -140,8 +142,12 @@ def plan_ingest(
             channels = inventory_table(obspy.read_inventory(str(stations)))
             documents.append(("stationxml", stations))
         except Exception as exc:  # noqa: BLE001
-            problems.append(Problem(str(stations), f"unreadable StationXML ({exc}); ingest "
-                                    "continues without station metadata"))
+            problems.append(
+                Problem(
+                    str(stations),
+                    f"unreadable StationXML ({exc}); ingest continues without station metadata",
+                )
+            )
     catalog = pd.DataFrame()
     if events is not None:
         try:
@@ -149,8 +155,9 @@ def plan_ingest(
             problems.extend(Problem(str(events), why, channel=eid) for eid, why in rejected)
             documents.append(("quakeml", events))
         except Exception as exc:  # noqa: BLE001
-            problems.append(Problem(str(events), f"unreadable QuakeML ({exc}); no event "
-                                    "windows will be cut"))
+            problems.append(
+                Problem(str(events), f"unreadable QuakeML ({exc}); no event windows will be cut")
+            )
         if start_ns is not None and len(catalog):
             catalog = catalog[catalog["origin_time_ns"] >= start_ns]
         if end_ns is not None and len(catalog):
@@ -175,18 +182,31 @@ def plan_ingest(
         info = metadata.channel(ch, day + NS_PER_DAY // 2) if metadata else None
         if info is None and metadata is not None:
             info = metadata.channel(ch, day)
-        units.append(ChannelDayUnit(
-            channel=ch.nslc, day_ns=day,
-            files=tuple(UnitFile(f.path, f.days()[0] == day and f.channel == ch,
-                                 f.named_channel) for f in files),
-            digest=digest(f.fingerprint() for f in files), sampling_rate=rates[year_key],
-            metadata_rate=info.sampling_rate if info else None, has_metadata=info is not None,
-            size=sum(f.size for f in files),
-            covered_ns=min(NS_PER_DAY, sum(
-                max(0, min(f.end_ns, day + NS_PER_DAY) - max(f.start_ns, day)) for f in files)),
-        ))
-    return IngestPlan(units, problems, len({f.path for f in found.files}), catalog, channels,
-                      documents)
+        units.append(
+            ChannelDayUnit(
+                channel=ch.nslc,
+                day_ns=day,
+                files=tuple(
+                    UnitFile(f.path, f.days()[0] == day and f.channel == ch, f.named_channel)
+                    for f in files
+                ),
+                digest=digest(f.fingerprint() for f in files),
+                sampling_rate=rates[year_key],
+                metadata_rate=info.sampling_rate if info else None,
+                has_metadata=info is not None,
+                size=sum(f.size for f in files),
+                covered_ns=min(
+                    NS_PER_DAY,
+                    sum(
+                        max(0, min(f.end_ns, day + NS_PER_DAY) - max(f.start_ns, day))
+                        for f in files
+                    ),
+                ),
+            )
+        )
+    return IngestPlan(
+        units, problems, len({f.path for f in found.files}), catalog, channels, documents
+    )
 
 
 def existing_rates(location: str) -> dict[str, float]:
@@ -195,8 +215,10 @@ def existing_rates(location: str) -> dict[str, float]:
     if table.empty:
         return {}
     years = pd.to_datetime(table["day_ns"].astype("int64")).dt.year
-    return {f"{c}/{y:04d}": float(r) for c, y, r in
-            zip(table["channel"], years, table["sampling_rate"], strict=True)}
+    return {
+        f"{c}/{y:04d}": float(r)
+        for c, y, r in zip(table["channel"], years, table["sampling_rate"], strict=True)
+    }
 
 
 def prepare_store(location: str, plan: IngestPlan, settings: Settings) -> None:
@@ -215,8 +237,13 @@ def prepare_store(location: str, plan: IngestPlan, settings: Settings) -> None:
             if u.sampling_rate:
                 coverage[(u.channel, u.year, u.sampling_rate)].append(u.covered_ns)
         layouts = [
-            _layout(channel, year, rate, settings,
-                    choose_codec(settings.codec, sum(covered) / (len(covered) * NS_PER_DAY)))
+            _layout(
+                channel,
+                year,
+                rate,
+                settings,
+                choose_codec(settings.codec, sum(covered) / (len(covered) * NS_PER_DAY)),
+            )
             for (channel, year, rate), covered in sorted(coverage.items())
         ]
         create_continuous_many(root, layouts)
@@ -226,8 +253,14 @@ def _layout(
     channel: str, year: int, rate: float, settings: Settings, codec: str | None = None
 ) -> ContinuousLayout:
     """Layout of a channel-year; ``codec`` matters only when the channel-year is created."""
-    return ContinuousLayout(ChannelId.parse(channel), year, rate, settings.chunk_samples,
-                            codec or "pcodec", settings.codec_level)
+    return ContinuousLayout(
+        ChannelId.parse(channel),
+        year,
+        rate,
+        settings.chunk_samples,
+        codec or "pcodec",
+        settings.codec_level,
+    )
 
 
 @dataclass
@@ -241,8 +274,12 @@ class UnitResult:
 
 
 def _day_row(record_row: dict[str, Any], first_ns: int, last_ns: int) -> dict[str, Any]:
-    return {**record_row, "first_ns": first_ns, "last_ns": last_ns,
-            "flag_names": ",".join(describe_flags(int(record_row["flags"])))}
+    return {
+        **record_row,
+        "first_ns": first_ns,
+        "last_ns": last_ns,
+        "flag_names": ",".join(describe_flags(int(record_row["flags"]))),
+    }
 
 
 def ingest_batch(
@@ -255,6 +292,9 @@ def ingest_batch(
     results = []
     for unit in units:
         try:
+            if not unit.sampling_rate:
+                results.append(_unreadable_unit(unit))
+                continue
             layout = _layout(unit.channel, unit.year, unit.sampling_rate, settings)
             if layout.path not in years:
                 group = root[layout.path]
@@ -262,9 +302,14 @@ def ingest_batch(
                 years[layout.path] = ChannelYear(group, layout)
             results.append(_ingest_unit(years[layout.path], unit, settings, cache))
         except Exception as exc:  # noqa: BLE001 - quarantine the unit, keep going
-            prob = Problem(",".join(f.path for f in unit.files), f"channel-day failed "
-                           f"({type(exc).__name__}: {exc}); re-run to retry, report it if it "
-                           "persists", unit.channel, unit.day_ns)
+            prob = Problem(
+                ",".join(f.path for f in unit.files),
+                f"channel-day failed "
+                f"({type(exc).__name__}: {exc}); re-run to retry, report it if it "
+                "persists",
+                unit.channel,
+                unit.day_ns,
+            )
             results.append(UnitResult({}, _problem_rows([prob], "ingest"), "failed", 0))
         # Files shared with the next day (midnight overflow) stay cached for one station.
         if len(cache) > 8:
@@ -272,8 +317,28 @@ def ingest_batch(
     return results
 
 
+def _unreadable_unit(unit: ChannelDayUnit) -> UnitResult:
+    """No file of the unit has a readable header: report what decoding says, write nothing."""
+    problems: list[Problem] = []
+    for f in unit.files:
+        segments, probs = decode(f.path)
+        problems.extend(probs if f.home else [])
+        if segments and f.home:
+            problems.append(
+                Problem(
+                    f.path,
+                    "no sampling rate could be read from the file headers; file not ingested",
+                    unit.channel,
+                    unit.day_ns,
+                )
+            )
+    return UnitResult({}, _problem_rows(problems, "ingest"), "unreadable", 0)
+
+
 def _ingest_unit(
-    year: ChannelYear, unit: ChannelDayUnit, settings: Settings,
+    year: ChannelYear,
+    unit: ChannelDayUnit,
+    settings: Settings,
     cache: dict[str, tuple[list[Segment], list[Problem]]],
 ) -> UnitResult:
     channel = ChannelId.parse(unit.channel)
@@ -281,11 +346,12 @@ def _ingest_unit(
     done, stored_digest = year.ledger(unit.day_ns)
     if done != NAT and stored_digest == unit.digest:
         rec = read_day_record(year.group, d)
-        first, last = _extent(year.group, d, rec.starttime_ns, rec.sampling_rate)
-        problems = [{**p, "stage": "ingest"} for p in rec.quarantine]
-        return UnitResult(_day_row(rec.as_row(), first, last), problems, "skipped", 0)
+        first, last = _extent_from_segments(rec.segments, rec.starttime_ns, rec.sampling_rate)
+        stored = [{**p, "stage": "ingest"} for p in rec.quarantine]
+        return UnitResult(_day_row(rec.as_row(), first, last), stored, "skipped", 0)
     segments: list[Segment] = []
     problems: list[Problem] = []
+    damaged = False
     for f in unit.files:
         if f.path not in cache:
             cache[f.path] = decode(f.path)
@@ -295,24 +361,39 @@ def _ingest_unit(
         segments.extend(segs if f.named_channel else (s for s in segs if s.channel == channel))
         if f.home:  # report a file's decoding problems once, from its first channel-day
             problems.extend(probs)
-    day = assemble_day(channel, unit.day_ns, segments, unit.sampling_rate,
-                       settings.clip_fraction)
+        damaged = damaged or bool(probs)
+    day = assemble_day(channel, unit.day_ns, segments, unit.sampling_rate, settings.clip_fraction)
     problems.extend(day.problems)
-    flags = day.flags
+    flags = day.flags | (Flag.CORRUPT_RECORDS if damaged else 0)
     if not unit.has_metadata:
         flags |= Flag.NO_METADATA
     elif unit.metadata_rate is not None and unit.metadata_rate != unit.sampling_rate:
         flags |= Flag.RATE_MISMATCH_METADATA
     rows = _problem_rows(problems, "ingest")
-    year.write_day(unit.day_ns, t0_ns=day.t0_ns, offset=day.offset, data=day.data,
-                   mask=day.mask, flags=flags, segments=day.segments, quarantine=rows,
-                   digest=unit.digest, fresh=stored_digest == "")
+    year.write_day(
+        unit.day_ns,
+        t0_ns=day.t0_ns,
+        offset=day.offset,
+        data=day.data,
+        mask=day.mask,
+        flags=flags,
+        segments=day.segments,
+        quarantine=rows,
+        digest=unit.digest,
+        fresh=stored_digest == "",
+    )
     idx = np.flatnonzero(day.mask) + day.offset
     first, last = _extent_from_index(idx, day.t0_ns, unit.sampling_rate)
-    row = {"channel": unit.channel, "day_ns": unit.day_ns,
-           "sampling_rate": unit.sampling_rate, "starttime_ns": day.t0_ns,
-           "n_samples": int(idx.size), "flags": int(flags), "n_segments": len(day.segments),
-           "ingested_at_ns": time.time_ns()}
+    row = {
+        "channel": unit.channel,
+        "day_ns": unit.day_ns,
+        "sampling_rate": unit.sampling_rate,
+        "starttime_ns": day.t0_ns,
+        "n_samples": int(idx.size),
+        "flags": int(flags),
+        "n_segments": len(day.segments),
+        "ingested_at_ns": time.time_ns(),
+    }
     status = "written" if idx.size else "empty"
     return UnitResult(_day_row(row, first, last), rows, status, int(idx.size))
 
@@ -320,13 +401,16 @@ def _ingest_unit(
 def _extent_from_index(idx: np.ndarray, t0: int, rate: float) -> tuple[int, int]:
     if idx.size == 0:
         return NAT, NAT
-    return t0 + round(int(idx[0]) * 1e9 / rate), t0 + round(int(idx[-1]) * 1e9 / rate)
+    return grid_time_ns(t0, int(idx[0]), rate), grid_time_ns(t0, int(idx[-1]), rate)
 
 
-def _extent(group: zarr.Group, d: int, t0: int, rate: float) -> tuple[int, int]:
-    mask = group["mask"]
-    assert isinstance(mask, zarr.Array)
-    return _extent_from_index(np.flatnonzero(np.asarray(mask[d, :])), t0, rate)
+def _extent_from_segments(segments: list[dict[str, Any]], t0: int, rate: float) -> tuple[int, int]:
+    """Times of the first and last recorded grid samples, from the stored segment list."""
+    if not segments:
+        return NAT, NAT
+    lo = min(int(s["index"]) for s in segments)
+    hi = max(int(s["index"]) + int(s["npts"]) - 1 for s in segments)
+    return _extent_from_index(np.array([lo, hi]), t0, rate)
 
 
 def record_continuous(location: str, results: Sequence[UnitResult]) -> None:
@@ -347,8 +431,12 @@ def record_problems(location: str, problems: Sequence[Problem], stage: str) -> N
 
 
 def window_layout(settings: Settings) -> EventWindowLayout:
-    return EventWindowLayout(settings.window_sampling_rate, settings.window_pre_s,
-                             settings.window_post_s, settings.window_reference)
+    return EventWindowLayout(
+        settings.window_sampling_rate,
+        settings.window_pre_s,
+        settings.window_post_s,
+        settings.window_reference,
+    )
 
 
 def prepare_windows(location: str, settings: Settings) -> list[int]:
@@ -369,9 +457,24 @@ def prepare_windows(location: str, settings: Settings) -> list[int]:
             for df in (catalog, channel_days):
                 if col in df:
                     df[col] = df[col].astype("int64")
-        metadata = MetadataIndex(channels if len(channels) else pd.DataFrame(
-            columns=["network", "station", "location", "channel", "start_ns", "end_ns",
-                     "latitude", "longitude", "elevation_m", "sampling_rate"]))
+        metadata = MetadataIndex(
+            channels
+            if len(channels)
+            else pd.DataFrame(
+                columns=[
+                    "network",
+                    "station",
+                    "location",
+                    "channel",
+                    "start_ns",
+                    "end_ns",
+                    "latitude",
+                    "longitude",
+                    "elevation_m",
+                    "sampling_rate",
+                ]
+            )
+        )
         specs = plan_windows(catalog, channel_days, metadata, layout)
         known = trace_keys(group)
         new = [s for s in specs if s.trace_key not in known]
@@ -408,9 +511,15 @@ def cut_batch(location: str, indices: Sequence[int], settings: Settings) -> dict
             block, flags = cut_window(spec, layout, read)
             writer.write(index, block, flags)
         except Exception as exc:  # noqa: BLE001 - one bad window never stops the batch
-            problems.append(Problem(
-                spec.trace_key, f"event window failed ({type(exc).__name__}: {exc}); left "
-                "unwritten, a re-run retries it", spec.channel_set, spec.window_start))
+            problems.append(
+                Problem(
+                    spec.trace_key,
+                    f"event window failed ({type(exc).__name__}: {exc}); left "
+                    "unwritten, a re-run retries it",
+                    spec.channel_set,
+                    spec.window_start,
+                )
+            )
             counts["failed"] += 1
             continue
         counts["written"] += 1
@@ -433,21 +542,24 @@ def summarize_units(results: Sequence[UnitResult]) -> dict[str, Any]:
         if r.row:
             for name in describe_flags(int(r.row["flags"])):
                 flags[name] += 1
-    reasons: Counter[str] = Counter(str(p["reason"]).split(";")[0].split("(")[0].strip()
-                                    for r in results for p in r.problems)
+    reasons: Counter[str] = Counter(
+        str(p["reason"]).split(";")[0].split("(")[0].strip() for r in results for p in r.problems
+    )
     return {
-        "units": len(results), **{f"units_{k}": v for k, v in status.items()},
+        "units": len(results),
+        **{f"units_{k}": v for k, v in status.items()},
         "samples_written": sum(r.n_samples for r in results),
         "quarantined": sum(len(r.problems) for r in results),
-        "quarantine_reasons": dict(reasons), "flags": dict(flags),
+        "quarantine_reasons": dict(reasons),
+        "flags": dict(flags),
     }
 
 
 def plan_summary(plan: IngestPlan) -> dict[str, Any]:
-    return {"files": plan.n_files, "units": len(plan.units), "events": len(plan.catalog),
-            "channel_epochs": len(plan.channels), "scan_problems": len(plan.problems)}
-
-
-def as_json(obj: Any) -> str:
-    return json.dumps(obj, default=lambda o: asdict(o) if hasattr(o, "__dataclass_fields__")
-                      else str(o), sort_keys=True)
+    return {
+        "files": plan.n_files,
+        "units": len(plan.units),
+        "events": len(plan.catalog),
+        "channel_epochs": len(plan.channels),
+        "scan_problems": len(plan.problems),
+    }

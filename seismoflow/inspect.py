@@ -57,9 +57,14 @@ def store_info(location: str) -> dict[str, Any]:
 def _to_stream(pieces: list[Any]) -> obspy.Stream:
     st = obspy.Stream()
     for p in pieces:
-        header = {"network": p.channel.network, "station": p.channel.station,
-                  "location": p.channel.location, "channel": p.channel.channel,
-                  "sampling_rate": p.sampling_rate, "starttime": from_ns(p.start_ns)}
+        header = {
+            "network": p.channel.network,
+            "station": p.channel.station,
+            "location": p.channel.location,
+            "channel": p.channel.channel,
+            "sampling_rate": p.sampling_rate,
+            "starttime": from_ns(p.start_ns),
+        }
         st += obspy.Trace(np.ascontiguousarray(p.data, dtype=np.int32), header=header)
     return st
 
@@ -84,10 +89,12 @@ def export_event(location: str, event_id: str) -> obspy.Stream:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds = xr.open_zarr(location, group=EVENTS, consolidated=False, decode_times=False)
-    sel = np.flatnonzero(ds["event_id"].values.astype(str) == event_id)
+    sel = np.flatnonzero(ds["event_id"].values.astype(object) == event_id)
     if sel.size == 0:
-        raise KeyError(f"event {event_id!r} has no windows in {location}; check "
-                       "`seismoflow info` and the catalogue's event ids")
+        raise KeyError(
+            f"event {event_id!r} has no windows in {location}; check "
+            "`seismoflow info` and the catalogue's event ids"
+        )
     root = open_root(location, mode="r")
     duration = round(int(ds.attrs["n_samples"]) * NS_PER_S / float(ds.attrs["sampling_rate"]))
     st = obspy.Stream()
@@ -95,8 +102,9 @@ def export_event(location: str, event_id: str) -> obspy.Stream:
         start = int(ds["window_start"].values[i])
         net, sta, loc = (str(ds[k].values[i]) for k in ("network", "station", "location"))
         for code in filter(None, str(ds["channels"].values[i]).split(",")):
-            st += _to_stream(read_pieces(root, ChannelId(net, sta, loc, code), start,
-                                         start + duration))
+            st += _to_stream(
+                read_pieces(root, ChannelId(net, sta, loc, code), start, start + duration)
+            )
     return st
 
 

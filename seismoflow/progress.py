@@ -13,9 +13,17 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 def progress(description: str, total: int) -> Iterator[Callable[[int], None]]:
     """Yield ``advance(n)``; renders a bar on a TTY, nothing otherwise."""
     bar = Progress(
-        TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
-        TimeElapsedColumn(), disable=not sys.stderr.isatty(), transient=False,
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        disable=not sys.stderr.isatty(),
+        transient=False,
     )
     with bar:
         task_id = bar.add_task(description, total=total)
-        yield lambda n=1: bar.advance(task_id, n)
+
+        def advance(n: int = 1) -> None:
+            bar.advance(task_id, n)
+
+        yield advance

@@ -91,8 +91,10 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     """
     if config is not None and not config.is_file():
         raise FileNotFoundError(f"config file {config} does not exist; check --config")
-    toml_file = config if config is not None else (
-        DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None
+    toml_file = (
+        config
+        if config is not None
+        else (DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.is_file() else None)
     )
     cls = type("Settings", (Settings,), {"toml_file": toml_file})
     return cls(**{k: v for k, v in overrides.items() if v is not None})

@@ -27,11 +27,6 @@ def from_ns(ns: int) -> UTCDateTime:
     return UTCDateTime(ns=int(ns))
 
 
-def iso(ns: int) -> str:
-    """ISO 8601 with microseconds and ``Z``; ``''`` for NaT."""
-    return "" if ns == NAT else str(from_ns(ns))
-
-
 def day_start_ns(ns: int) -> int:
     """Start (00:00 UTC) of the day holding ``ns``."""
     return (ns // NS_PER_DAY) * NS_PER_DAY

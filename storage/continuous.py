@@ -33,16 +33,20 @@ class DayRecord:
     starttime_ns: int
     n_samples: int
     flags: int
-    n_segments: int
+    segments: list[dict[str, Any]]
     quarantine: list[dict[str, Any]]
     ingested_at_ns: int
     source_digest: str
 
     def as_row(self) -> dict[str, Any]:
         return {
-            "channel": self.channel, "day_ns": self.day_ns, "sampling_rate": self.sampling_rate,
-            "starttime_ns": self.starttime_ns, "n_samples": self.n_samples,
-            "flags": self.flags, "n_segments": self.n_segments,
+            "channel": self.channel,
+            "day_ns": self.day_ns,
+            "sampling_rate": self.sampling_rate,
+            "starttime_ns": self.starttime_ns,
+            "n_samples": self.n_samples,
+            "flags": self.flags,
+            "n_segments": len(self.segments),
             "ingested_at_ns": self.ingested_at_ns,
         }
 
@@ -62,10 +66,12 @@ class ChannelYear:
         d = self.layout.day_index(day_ns)
 
         async def _get() -> list[Any]:
-            return list(await asyncio.gather(
-                self.arrays["ingested_at"].async_array.getitem(d),
-                self.arrays["source_digest"].async_array.getitem(d),
-            ))
+            return list(
+                await asyncio.gather(
+                    self.arrays["ingested_at"].async_array.getitem(d),
+                    self.arrays["source_digest"].async_array.getitem(d),
+                )
+            )
 
         done, digest = sync(_get())
         return int(done), str(digest)
@@ -105,8 +111,10 @@ class ChannelYear:
                 f"got {data.dtype}{data.shape} and {mask.dtype}{mask.shape}"
             )
         if offset < 0 or offset + data.size > spd:
-            raise SchemaError(f"{layout.path}: samples {offset}..{offset + data.size} fall "
-                              f"outside the day's {spd} samples")
+            raise SchemaError(
+                f"{layout.path}: samples {offset}..{offset + data.size} fall "
+                f"outside the day's {spd} samples"
+            )
         d = layout.day_index(day_ns)
         cs = layout.chunk_samples
         n_recorded = int(mask.sum())
@@ -127,8 +135,9 @@ class ChannelYear:
 
         async def _write() -> None:
             # Mark the day as in progress: a killed write is redone whole, never "fresh".
-            await asyncio.gather(a["ingested_at"].setitem(d, NAT),
-                                 a["source_digest"].setitem(d, "writing"))
+            await asyncio.gather(
+                a["ingested_at"].setitem(d, NAT), a["source_digest"].setitem(d, "writing")
+            )
             await asyncio.gather(
                 a["data"].setitem((d, slice(lo, hi)), block),
                 a["mask"].setitem((d, slice(lo, hi)), valid),
@@ -145,22 +154,41 @@ class ChannelYear:
 
 
 def read_day_record(group: zarr.Group, day_index: int) -> DayRecord:
-    attrs = group.attrs
+    """The per-day variables of one stored channel-day."""
+    attrs: dict[str, Any] = dict(group.attrs)
     nslc = f"{attrs['network']}.{attrs['station']}.{attrs['location']}.{attrs['channel']}"
-    year_start = int(np.datetime64(f"{int(attrs['year']):04d}-01-01", "ns").astype(np.int64))
-    segments = _array(group, "segments")[day_index]
-    quarantine = _array(group, "quarantine")[day_index]
+    names = (
+        "segments",
+        "quarantine",
+        "starttime",
+        "n_samples",
+        "flags",
+        "ingested_at",
+        "source_digest",
+    )
+
+    arrays = [_array(group, n).async_array for n in names]
+
+    async def _get() -> list[Any]:
+        return list(await asyncio.gather(*(a.getitem(day_index) for a in arrays)))
+
+    values: dict[str, Any] = {
+        n: np.asarray(v).item() for n, v in zip(names, sync(_get()), strict=True)
+    }
+    year_start = int(
+        np.datetime64(f"{int(attrs['year']):04d}-01-01").astype("datetime64[ns]").astype(np.int64)
+    )
     return DayRecord(
         channel=nslc,
         day_ns=year_start + day_index * NS_PER_DAY,
         sampling_rate=float(attrs["sampling_rate"]),
-        starttime_ns=int(_array(group, "starttime")[day_index]),
-        n_samples=int(_array(group, "n_samples")[day_index]),
-        flags=int(_array(group, "flags")[day_index]),
-        n_segments=len(json.loads(str(segments))) if segments else 0,
-        quarantine=json.loads(str(quarantine)) if quarantine else [],
-        ingested_at_ns=int(_array(group, "ingested_at")[day_index]),
-        source_digest=str(_array(group, "source_digest")[day_index]),
+        starttime_ns=int(values["starttime"]),
+        n_samples=int(values["n_samples"]),
+        flags=int(values["flags"]),
+        segments=json.loads(values["segments"]) if values["segments"] else [],
+        quarantine=json.loads(values["quarantine"]) if values["quarantine"] else [],
+        ingested_at_ns=int(values["ingested_at"]),
+        source_digest=str(values["source_digest"]),
     )
 
 
@@ -239,41 +267,50 @@ class ContinuousReader:
         return _merge_adjacent(pieces)
 
 
-def read_pieces(
-    root: zarr.Group, channel: ChannelId, start_ns: int, end_ns: int
-) -> list[Piece]:
+def read_pieces(root: zarr.Group, channel: ChannelId, start_ns: int, end_ns: int) -> list[Piece]:
     """One-off :meth:`ContinuousReader.pieces`."""
     return ContinuousReader(root).pieces(channel, start_ns, end_ns)
 
 
 def _day_pieces(
-    group: zarr.Group, arrays: dict[str, zarr.Array], channel: ChannelId, day: int, year: int,
-    start_ns: int, end_ns: int,
+    group: zarr.Group,
+    arrays: dict[str, zarr.Array],
+    channel: ChannelId,
+    day: int,
+    year: int,
+    start_ns: int,
+    end_ns: int,
 ) -> list[Piece]:
     d = (day - int(np.datetime64(f"{year:04d}-01-01", "ns").astype(np.int64))) // NS_PER_DAY
-    a = {name: arrays[name].async_array
-         for name in ("ingested_at", "n_samples", "starttime", "segments")}
+    a = {
+        name: arrays[name].async_array
+        for name in ("ingested_at", "n_samples", "starttime", "segments")
+    }
 
     async def _meta() -> list[Any]:
         return list(await asyncio.gather(*(arr.getitem(d) for arr in a.values())))
 
-    done, n_samples, t0_raw, segments_raw = sync(_meta())
+    done, n_samples, t0_raw, segments_raw = (np.asarray(v).item() for v in sync(_meta()))
     if int(done) == NAT or int(n_samples) == 0:
         return []
-    rate = float(group.attrs["sampling_rate"])
+    attrs: dict[str, Any] = dict(group.attrs)
+    rate = float(attrs["sampling_rate"])
     t0 = int(t0_raw)
     fr = rate_fraction(rate)
-    lo = max(0, int(-(-(start_ns - t0) * fr // 1_000_000_000)))
-    hi = min(int(group.attrs["samples_per_day"]),
-             int((end_ns - t0) * fr // 1_000_000_000) + 1)
+    # One sample of slack each side: a segment that started off the grid has exact times
+    # up to half a sample from its grid times; pieces are trimmed on exact times below.
+    lo = max(0, int(-(-(start_ns - t0) * fr // 1_000_000_000)) - 1)
+    hi = min(int(attrs["samples_per_day"]), int((end_ns - t0) * fr // 1_000_000_000) + 2)
     if lo >= hi:
         return []
 
     async def _samples() -> list[Any]:
-        return list(await asyncio.gather(
-            arrays["mask"].async_array.getitem((d, slice(lo, hi))),
-            arrays["data"].async_array.getitem((d, slice(lo, hi))),
-        ))
+        return list(
+            await asyncio.gather(
+                arrays["mask"].async_array.getitem((d, slice(lo, hi))),
+                arrays["data"].async_array.getitem((d, slice(lo, hi))),
+            )
+        )
 
     mask, data = (np.asarray(x) for x in sync(_samples()))
     if not mask.any():
@@ -286,8 +323,28 @@ def _day_pieces(
         bounds = [a0, *[c for c in cuts if a0 < c < b0], b0]
         for x, y in zip(bounds[:-1], bounds[1:], strict=True):
             start = _run_start_ns(t0, lo + x, segments, rate)
-            out.append(Piece(channel, start, rate, data[x:y].copy()))
+            piece = _trim(Piece(channel, start, rate, data[x:y]), start_ns, end_ns)
+            if piece is not None:
+                out.append(piece)
     return out
+
+
+# Request bounds are honoured to within a microsecond: ObsPy and miniSEED times carry
+# microseconds, so the time of a last sample at 120 Hz is rounded by up to 0.5 us.
+TIME_TOLERANCE_NS = 1_000
+
+
+def _trim(piece: Piece, start_ns: int, end_ns: int) -> Piece | None:
+    """The samples of ``piece`` whose exact times lie in ``[start_ns, end_ns]`` (+- 1 us)."""
+    fr = rate_fraction(piece.sampling_rate)
+    lo = start_ns - TIME_TOLERANCE_NS - piece.start_ns
+    hi = end_ns + TIME_TOLERANCE_NS - piece.start_ns
+    first = max(0, int(-(-lo * fr // 1_000_000_000)))
+    last = min(piece.data.size - 1, int(hi * fr // 1_000_000_000))
+    if last < first:
+        return None
+    start = piece.start_ns + round(first * 1_000_000_000 / fr)
+    return Piece(piece.channel, start, piece.sampling_rate, piece.data[first : last + 1].copy())
 
 
 def _merge_adjacent(pieces: list[Piece]) -> list[Piece]:
@@ -296,7 +353,9 @@ def _merge_adjacent(pieces: list[Piece]) -> list[Piece]:
     for p in sorted(pieces, key=lambda p: p.start_ns):
         if merged:
             q = merged[-1]
-            expected = q.start_ns + round(q.data.size * 1_000_000_000 / rate_fraction(q.sampling_rate))
+            expected = q.start_ns + round(
+                q.data.size * 1_000_000_000 / rate_fraction(q.sampling_rate)
+            )
             if q.sampling_rate == p.sampling_rate and abs(p.start_ns - expected) <= 1_000:
                 q.data = np.concatenate([q.data, p.data])
                 continue

@@ -42,8 +42,9 @@ class TraceWriter:
 
     def __init__(self, group: zarr.Group) -> None:
         self.group = group
-        self._a = {name: _array(group, name).async_array
-                   for name in ("waveform", "flags", "written_at")}
+        self._a = {
+            name: _array(group, name).async_array for name in ("waveform", "flags", "written_at")
+        }
 
     def write(self, index: int, block: np.ndarray, flags: int) -> None:
         check_trace_region(self.group, index, block)
@@ -51,8 +52,9 @@ class TraceWriter:
 
         async def _write() -> None:
             await a["written_at"].setitem(index, NAT)
-            await asyncio.gather(a["waveform"].setitem(index, block),
-                                 a["flags"].setitem(index, int(flags)))
+            await asyncio.gather(
+                a["waveform"].setitem(index, block), a["flags"].setitem(index, int(flags))
+            )
             await a["written_at"].setitem(index, time.time_ns())
 
         sync(_write())

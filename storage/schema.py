@@ -97,8 +97,11 @@ def describe_flags(value: int) -> list[str]:
 def integer_codec_kwargs(codec: str, level: int) -> dict[str, Any]:
     """Codec pipeline for int32 counts. Chosen by measurement (``bench/codecs.py``)."""
     if codec == "pcodec":
-        return {"serializer": PCodec(level=level, equal_pages_up_to=PCODEC_PAGE),
-                "compressors": None, "filters": None}
+        return {
+            "serializer": PCodec(level=level, equal_pages_up_to=PCODEC_PAGE),
+            "compressors": None,
+            "filters": None,
+        }
     if codec == "delta-zstd":
         return {
             "filters": [Delta(dtype="int32")],
@@ -154,8 +157,14 @@ _DAY_VARS: dict[str, tuple[str, Any, dict[str, Any]]] = {
     # name: (dtype, fill, attrs)
     "starttime": ("int64", NAT, {**TIME_ATTRS, "long_name": "time of sample 0 of the day grid"}),
     "n_samples": ("int64", 0, {"units": "1", "long_name": "recorded samples"}),
-    "flags": ("uint32", 0, {"long_name": "quality flags", "flag_meanings": " ".join(
-        f"{f.name.lower()}={int(f)}" for f in Flag if f.name)}),
+    "flags": (
+        "uint32",
+        0,
+        {
+            "long_name": "quality flags",
+            "flag_meanings": " ".join(f"{f.name.lower()}={int(f)}" for f in Flag if f.name),
+        },
+    ),
     "segments": ("str", "", {"long_name": "JSON list of source segments (exact start, ns)"}),
     "quarantine": ("str", "", {"long_name": "JSON list of quarantined pieces"}),
     "source_digest": ("str", "", {"long_name": "digest of the source files"}),
@@ -193,8 +202,13 @@ def create_continuous_many(
         return f"{prefix}/{path}" if prefix else path
 
     def shape(layout: ContinuousLayout) -> tuple[Any, ...]:
-        return (layout.year, layout.sampling_rate, layout.chunk_samples, layout.codec,
-                layout.codec_level)
+        return (
+            layout.year,
+            layout.sampling_rate,
+            layout.chunk_samples,
+            layout.codec,
+            layout.codec_level,
+        )
 
     for layout in layouts:
         if shape(layout) not in templates:
@@ -212,14 +226,21 @@ def create_continuous_many(
             docs["zarr.json"] = json.dumps(group_doc).encode()
             base = layout.path.split("/")
             parents = ["/".join(base[:i]) for i in range(1, len(base))]
-            writes = [store.set(key(f"{p}/zarr.json"), proto.buffer.from_bytes(_GROUP_DOC))
-                      for p in parents if not await store.exists(key(f"{p}/zarr.json"))]
+            writes = [
+                store.set(key(f"{p}/zarr.json"), proto.buffer.from_bytes(_GROUP_DOC))
+                for p in parents
+                if not await store.exists(key(f"{p}/zarr.json"))
+            ]
             # Group document last: a channel-year exists only once all its arrays do.
-            writes += [store.set(key(f"{layout.path}/{rel}"), proto.buffer.from_bytes(doc))
-                       for rel, doc in docs.items() if rel != "zarr.json"]
+            writes += [
+                store.set(key(f"{layout.path}/{rel}"), proto.buffer.from_bytes(doc))
+                for rel, doc in docs.items()
+                if rel != "zarr.json"
+            ]
             await asyncio.gather(*writes)
-            await store.set(key(f"{layout.path}/zarr.json"),
-                            proto.buffer.from_bytes(docs["zarr.json"]))
+            await store.set(
+                key(f"{layout.path}/zarr.json"), proto.buffer.from_bytes(docs["zarr.json"])
+            )
 
     sem = asyncio.Semaphore(concurrency)
 
@@ -270,31 +291,50 @@ async def _create_continuous(aroot: AsyncGroup, layout: ContinuousLayout) -> Non
     spd, n_days = layout.samples_per_day, layout.n_days
     creations = [
         group.create_array(
-            "data", shape=(n_days, spd), chunks=(1, layout.chunk_samples), dtype="int32",
-            fill_value=0, dimension_names=("day", "sample"),
+            "data",
+            shape=(n_days, spd),
+            chunks=(1, layout.chunk_samples),
+            dtype="int32",
+            fill_value=0,
+            dimension_names=("day", "sample"),
             attributes={"units": "counts", "long_name": "raw counts; valid only where mask"},
             **integer_codec_kwargs(layout.codec, layout.codec_level),
         ),
         group.create_array(
-            "mask", shape=(n_days, spd), chunks=(1, layout.chunk_samples), dtype="bool",
-            fill_value=False, dimension_names=("day", "sample"),
+            "mask",
+            shape=(n_days, spd),
+            chunks=(1, layout.chunk_samples),
+            dtype="bool",
+            fill_value=False,
+            dimension_names=("day", "sample"),
             compressors=[ZstdCodec(level=3)],
             attributes={"long_name": "True where a sample was recorded; gaps are False"},
         ),
     ]
     creations += [
         group.create_array(
-            name, shape=(n_days,), chunks=(1,), dtype=dtype, fill_value=fill,
-            dimension_names=("day",), attributes=var_attrs,
+            name,
+            shape=(n_days,),
+            chunks=(1,),
+            dtype=dtype,
+            fill_value=fill,
+            dimension_names=("day",),
+            attributes=var_attrs,
         )
         for name, (dtype, fill, var_attrs) in _DAY_VARS.items()
     ]
     await asyncio.gather(*creations)
     day = await group.create_array(
-        "day", shape=(n_days,), chunks=(n_days,), dtype="int64", fill_value=0,
+        "day",
+        shape=(n_days,),
+        chunks=(n_days,),
+        dtype="int64",
+        fill_value=0,
         dimension_names=("day",),
-        attributes={"units": f"days since {layout.year:04d}-01-01",
-                    "calendar": "proleptic_gregorian"},
+        attributes={
+            "units": f"days since {layout.year:04d}-01-01",
+            "calendar": "proleptic_gregorian",
+        },
     )
     await day.setitem(slice(None), np.arange(n_days, dtype="int64"))
 
@@ -366,8 +406,10 @@ def create_events(root: zarr.Group, layout: EventWindowLayout) -> zarr.Group:
     if EVENTS in root:
         group = root[EVENTS]
         assert isinstance(group, zarr.Group)
-        existing = {k: group.attrs.get(k) for k in ("sampling_rate", "pre_s", "post_s",
-                                                     "reference", "n_samples")}
+        existing = {
+            k: group.attrs.get(k)
+            for k in ("sampling_rate", "pre_s", "post_s", "reference", "n_samples")
+        }
         wanted = {k: v for k, v in layout.attrs().items() if k in existing}
         if existing != wanted:
             raise SchemaError(
@@ -379,24 +421,44 @@ def create_events(root: zarr.Group, layout: EventWindowLayout) -> zarr.Group:
     group.attrs.update(layout.attrs())
     n = layout.n_samples
     group.create_array(
-        "waveform", shape=(0, len(COMPONENTS), n), chunks=(1, len(COMPONENTS), n),
-        dtype="float32", fill_value=np.nan, dimension_names=("trace", "component", "sample"),
+        "waveform",
+        shape=(0, len(COMPONENTS), n),
+        chunks=(1, len(COMPONENTS), n),
+        dtype="float32",
+        fill_value=np.nan,
+        dimension_names=("trace", "component", "sample"),
         compressors=[ZstdCodec(level=3)],
-        attributes={"units": "counts", "long_name": "window resampled to sampling_rate; NaN = no data"},
+        attributes={
+            "units": "counts",
+            "long_name": "window resampled to sampling_rate; NaN = no data",
+        },
     )
-    comp = group.create_array("component", shape=(len(COMPONENTS),), dtype="str",
-                              dimension_names=("component",))
+    comp = group.create_array(
+        "component", shape=(len(COMPONENTS),), dtype="str", dimension_names=("component",)
+    )
     comp[:] = np.array(COMPONENTS)
-    offs = group.create_array("time", shape=(n,), dtype="float64", fill_value=np.nan,
-                              dimension_names=("sample",),
-                              attributes={"units": "s", "long_name": "time after reference_time"})
+    offs = group.create_array(
+        "time",
+        shape=(n,),
+        dtype="float64",
+        fill_value=np.nan,
+        dimension_names=("sample",),
+        attributes={"units": "s", "long_name": "time after reference_time"},
+    )
     offs[:] = np.arange(n) / layout.sampling_rate - layout.pre_s
     for name, (dtype, fill, attrs) in TRACE_COORDS.items():
         # Variables written per trace by concurrent tasks get one chunk per trace, so no two
         # writers ever share a chunk; the rest is written once, under the lock, at planning.
         chunk = 1 if name in PER_TRACE_WRITES else 4096
-        group.create_array(name, shape=(0,), chunks=(chunk,), dtype=dtype, fill_value=fill,
-                           dimension_names=("trace",), attributes=attrs)
+        group.create_array(
+            name,
+            shape=(0,),
+            chunks=(chunk,),
+            dtype=dtype,
+            fill_value=fill,
+            dimension_names=("trace",),
+            attributes=attrs,
+        )
     group.attrs["coordinates"] = " ".join(TRACE_COORDS)
     return group
 
@@ -406,7 +468,9 @@ def append_traces(group: zarr.Group, rows: Sequence[Mapping[str, Any]]) -> range
 
     The waveform grows with them, filled with NaN (fill chunks are not written).
     """
-    start = int(group["trace_key"].shape[0])
+    keys = group["trace_key"]
+    assert isinstance(keys, zarr.Array)
+    start = int(keys.shape[0])
     stop = start + len(rows)
     for name, (dtype, _fill, _attrs) in TRACE_COORDS.items():
         arr = group[name]

@@ -74,8 +74,7 @@ def write_table(
     ds.attrs["key"] = keys
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds.to_zarr(location, group=f"{TABLES}/{name}", mode="w", consolidated=False,
-                   zarr_format=3)
+        ds.to_zarr(location, group=f"{TABLES}/{name}", mode="w", consolidated=False, zarr_format=3)
     return merged
 
 
@@ -91,10 +90,13 @@ def write_source_document(
     if path in root:
         return path
     arr = root.create_array(
-        path, shape=(len(content),), chunks=(max(1, min(len(content), 8 << 20)),),
-        dtype="uint8", dimension_names=("byte",),
-        attributes={"filename": filename, "sha256": sha, "media_type": media_type,
-                    "kind": kind},
+        path,
+        shape=(len(content),),
+        chunks=(max(1, min(len(content), 8 << 20)),),
+        dtype="uint8",
+        # One dimension per document: xarray needs one size per dimension name.
+        dimension_names=(f"{kind}_{sha[:16]}_byte",),
+        attributes={"filename": filename, "sha256": sha, "media_type": media_type, "kind": kind},
     )
     arr[:] = np.frombuffer(content, dtype=np.uint8)
     return path

@@ -16,12 +16,20 @@ from seismoflow.settings import Settings
 
 @task(name="plan-ingest", cache_policy=NO_CACHE)
 def plan(
-    location: str, sds: str, stations: str | None, events: str | None,
-    start_ns: int | None, end_ns: int | None,
+    location: str,
+    sds: str,
+    stations: str | None,
+    events: str | None,
+    start_ns: int | None,
+    end_ns: int | None,
 ) -> ingest.IngestPlan:
     return ingest.plan_ingest(
-        Path(sds), Path(stations) if stations else None, Path(events) if events else None,
-        start_ns, end_ns, ingest.existing_rates(location),
+        Path(sds),
+        Path(stations) if stations else None,
+        Path(events) if events else None,
+        start_ns,
+        end_ns,
+        ingest.existing_rates(location),
     )
 
 

@@ -62,11 +62,13 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         "PREFECT_SERVER_API_PORT": str(port),
         "PREFECT_API_DATABASE_CONNECTION_URL": f"sqlite+aiosqlite:///{home}/prefect.db",
     }
-    log = open(home / "server.log", "w")
+    log = open(home / "server.log", "w")  # noqa: SIM115 - open for the server's lifetime
     prefect = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"
     proc = subprocess.Popen(
         [prefect, "server", "start", "--host", "127.0.0.1", "--port", str(port)],
-        env=env, stdout=log, stderr=subprocess.STDOUT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
     )
     deadline = time.monotonic() + 120
     while True:
@@ -80,10 +82,17 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             proc.kill()
             pytest.fail(f"prefect server did not start; see {home / 'server.log'}")
         time.sleep(0.5)
-    old = {k: os.environ.get(k) for k in ("PREFECT_API_URL", "PREFECT_HOME",
-                                          "PREFECT_SERVER_ANALYTICS_ENABLED")}
-    os.environ.update({"PREFECT_API_URL": url, "PREFECT_HOME": str(home),
-                       "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
+    old = {
+        k: os.environ.get(k)
+        for k in ("PREFECT_API_URL", "PREFECT_HOME", "PREFECT_SERVER_ANALYTICS_ENABLED")
+    }
+    os.environ.update(
+        {
+            "PREFECT_API_URL": url,
+            "PREFECT_HOME": str(home),
+            "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        }
+    )
     try:
         yield url
     finally:
@@ -102,8 +111,12 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 def cli_env(prefect_url: str, **extra: str) -> dict[str, str]:
     """Environment for running the ``seismoflow`` CLI against the session's server."""
-    env = {**os.environ, "PREFECT_API_URL": prefect_url,
-           "PREFECT_SERVER_ANALYTICS_ENABLED": "false", "SEISMOFLOW_MAX_WORKERS": "2"}
+    env = {
+        **os.environ,
+        "PREFECT_API_URL": prefect_url,
+        "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+        "SEISMOFLOW_MAX_WORKERS": "2",
+    }
     env.update(extra)
     return env
 

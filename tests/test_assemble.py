@@ -13,8 +13,9 @@ DAY = to_ns("2020-01-01")
 RNG = np.random.default_rng(42)
 
 
-def seg(start_s: float, n: int, rate: float = 100.0, data: np.ndarray | None = None,
-        source: str = "a") -> Segment:
+def seg(
+    start_s: float, n: int, rate: float = 100.0, data: np.ndarray | None = None, source: str = "a"
+) -> Segment:
     values = data if data is not None else RNG.integers(-1000, 1000, n).astype(np.int32)
     return Segment(CH, DAY + round(start_s * NS_PER_S), rate, values, source)
 
@@ -22,8 +23,8 @@ def seg(start_s: float, n: int, rate: float = 100.0, data: np.ndarray | None = N
 def full(day) -> tuple[np.ndarray, np.ndarray]:
     data = np.zeros(day.offset + day.data.size, dtype=np.int32)
     mask = np.zeros_like(data, dtype=bool)
-    data[day.offset:] = day.data
-    mask[day.offset:] = day.mask
+    data[day.offset :] = day.data
+    mask[day.offset :] = day.mask
     return data, mask
 
 

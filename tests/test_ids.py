@@ -17,9 +17,19 @@ def test_valid_codes_round_trip() -> None:
 
 @pytest.mark.parametrize(
     "nslc",
-    ["../x.STA..BHZ", "NE/T.STA..BHZ", "NET.ST/A..BHZ", "NET...BHZ", "NET.STA..bhz",
-     "NET.STA..BH", "NET.STA.. BHZ", "NET.STA.LOC.BHZ.X", "NETWORKXX.STA..BHZ",
-     "NET.S..TA..BHZ", "NET.STA..B/Z"],
+    [
+        "../x.STA..BHZ",
+        "NE/T.STA..BHZ",
+        "NET.ST/A..BHZ",
+        "NET...BHZ",
+        "NET.STA..bhz",
+        "NET.STA..BH",
+        "NET.STA.. BHZ",
+        "NET.STA.LOC.BHZ.X",
+        "NETWORKXX.STA..BHZ",
+        "NET.S..TA..BHZ",
+        "NET.STA..B/Z",
+    ],
 )
 def test_invalid_codes_are_rejected_with_the_input_named(nslc: str) -> None:
     with pytest.raises(InvalidCodeError) as err:

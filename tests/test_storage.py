@@ -29,19 +29,42 @@ DAY = to_ns("2021-03-04")
 RNG = np.random.default_rng(7)
 
 
-def _write(location: str, codec: str = "pcodec", fresh: bool = True) -> tuple[ChannelYear, np.ndarray]:
+def _write(
+    location: str, codec: str = "pcodec", fresh: bool = True
+) -> tuple[ChannelYear, np.ndarray]:
     root = open_root(location)
     layout = ContinuousLayout(CH, 2021, 100.0, 360_000, codec)
     year = ChannelYear(create_continuous(root, layout), layout)
-    data = RNG.integers(-2**30, 2**30, 500_000).astype(np.int32)
+    data = RNG.integers(-(2**30), 2**30, 500_000).astype(np.int32)
     mask = np.ones(data.size, bool)
     mask[1000:1100] = False  # a gap
-    year.write_day(DAY, t0_ns=DAY + 2_500_000, offset=350_000, data=data, mask=mask, flags=1,
-                   segments=[{"start_ns": DAY + 2_500_000 + 3500 * NS_PER_S, "index": 350_000,
-                              "npts": 1000, "residual_ns": 0, "source": "x"},
-                             {"start_ns": DAY + 2_500_000 + 3511 * NS_PER_S, "index": 351_100,
-                              "npts": 498_900, "residual_ns": 0, "source": "x"}],
-                   quarantine=[], digest="abc", fresh=fresh)
+    year.write_day(
+        DAY,
+        t0_ns=DAY + 2_500_000,
+        offset=350_000,
+        data=data,
+        mask=mask,
+        flags=1,
+        segments=[
+            {
+                "start_ns": DAY + 2_500_000 + 3500 * NS_PER_S,
+                "index": 350_000,
+                "npts": 1000,
+                "residual_ns": 0,
+                "source": "x",
+            },
+            {
+                "start_ns": DAY + 2_500_000 + 3511 * NS_PER_S,
+                "index": 351_100,
+                "npts": 498_900,
+                "residual_ns": 0,
+                "source": "x",
+            },
+        ],
+        quarantine=[],
+        digest="abc",
+        fresh=fresh,
+    )
     return year, data
 
 
@@ -68,8 +91,9 @@ def test_reader_splits_at_gaps_with_exact_times(tmp_path: Path) -> None:
     assert [p.data.size for p in pieces] == [1000, 498_900]
     assert pieces[0].start_ns == DAY + 2_500_000 + 3500 * NS_PER_S
     assert pieces[1].start_ns == DAY + 2_500_000 + 3511 * NS_PER_S
-    assert np.array_equal(np.concatenate([p.data for p in pieces]),
-                          np.concatenate([data[:1000], data[1100:]]))
+    assert np.array_equal(
+        np.concatenate([p.data for p in pieces]), np.concatenate([data[:1000], data[1100:]])
+    )
 
 
 def test_misaligned_or_mistyped_writes_are_refused(tmp_path: Path) -> None:
@@ -78,19 +102,29 @@ def test_misaligned_or_mistyped_writes_are_refused(tmp_path: Path) -> None:
     with pytest.raises(SchemaError, match="int32"):
         year.write_day(DAY, data=np.zeros(10, np.float64), mask=np.ones(10, bool), **ok)
     with pytest.raises(SchemaError, match="outside"):
-        year.write_day(DAY, data=np.zeros(10, np.int32), mask=np.ones(10, bool),
-                       **{**ok, "offset": 8_639_995})
+        year.write_day(
+            DAY, data=np.zeros(10, np.int32), mask=np.ones(10, bool), **{**ok, "offset": 8_639_995}
+        )
     with pytest.raises(SchemaError, match="outside year"):
-        year.write_day(to_ns("2022-01-01"), data=np.zeros(1, np.int32), mask=np.ones(1, bool),
-                       **ok)
+        year.write_day(to_ns("2022-01-01"), data=np.zeros(1, np.int32), mask=np.ones(1, bool), **ok)
 
 
 def test_rewrite_removes_stale_chunks(tmp_path: Path) -> None:
     location = str(tmp_path / "s.zarr")
     year, _ = _write(location)
     small = np.arange(10, dtype=np.int32)
-    year.write_day(DAY, t0_ns=DAY, offset=0, data=small, mask=np.ones(10, bool), flags=0,
-                   segments=[], quarantine=[], digest="new", fresh=False)
+    year.write_day(
+        DAY,
+        t0_ns=DAY,
+        offset=0,
+        data=small,
+        mask=np.ones(10, bool),
+        flags=0,
+        segments=[],
+        quarantine=[],
+        digest="new",
+        fresh=False,
+    )
     ds = xr.open_zarr(location, group=year.layout.path, consolidated=False)
     d = (DAY - to_ns("2021-01-01")) // (86400 * NS_PER_S)
     assert int(ds.mask[d].sum()) == 10 and int(ds.n_samples[d]) == 10
@@ -111,13 +145,30 @@ def test_event_windows_have_exact_length(tmp_path: Path) -> None:
     layout = EventWindowLayout(40.0, 40.0, 90.0, "origin")
     group = create_events(root, layout)
     assert group["waveform"].shape == (0, 3, 5200)
-    rows = [{"trace_key": f"k{i}", "event_id": "smi:x/1", "network": "XX", "station": "A",
-             "location": "", "channel_set": "HH?", "channels": "HHZ,,",
-             "station_latitude": 1.0, "station_longitude": 2.0, "station_elevation": 3.0,
-             "distance_deg": 0.5, "origin_time": DAY, "reference_time": DAY,
-             "window_start": DAY - 40 * NS_PER_S, "event_type": "earthquake",
-             "magnitude": 2.0, "source_sampling_rate": 100.0, "flags": 0,
-             "written_at": NAT} for i in range(3)]
+    rows = [
+        {
+            "trace_key": f"k{i}",
+            "event_id": "smi:x/1",
+            "network": "XX",
+            "station": "A",
+            "location": "",
+            "channel_set": "HH?",
+            "channels": "HHZ,,",
+            "station_latitude": 1.0,
+            "station_longitude": 2.0,
+            "station_elevation": 3.0,
+            "distance_deg": 0.5,
+            "origin_time": DAY,
+            "reference_time": DAY,
+            "window_start": DAY - 40 * NS_PER_S,
+            "event_type": "earthquake",
+            "magnitude": 2.0,
+            "source_sampling_rate": 100.0,
+            "flags": 0,
+            "written_at": NAT,
+        }
+        for i in range(3)
+    ]
     assert append_traces(group, rows) == range(0, 3)
     assert group["waveform"].shape == (3, 3, 5200)
     ds = xr.open_zarr(str(tmp_path / "s.zarr"), group="events", consolidated=False)
@@ -129,8 +180,12 @@ def test_event_windows_have_exact_length(tmp_path: Path) -> None:
 def test_tables_merge_by_key_and_documents_verbatim(tmp_path: Path) -> None:
     location = str(tmp_path / "s.zarr")
     open_root(location)
-    write_table(location, "catalog", pd.DataFrame({"event_id": ["a", "b"], "magnitude": [1.0, 2.0]}))
-    write_table(location, "catalog", pd.DataFrame({"event_id": ["b", "c"], "magnitude": [2.5, 3.0]}))
+    write_table(
+        location, "catalog", pd.DataFrame({"event_id": ["a", "b"], "magnitude": [1.0, 2.0]})
+    )
+    write_table(
+        location, "catalog", pd.DataFrame({"event_id": ["b", "c"], "magnitude": [2.5, 3.0]})
+    )
     table = read_table(location, "catalog")
     assert list(table.event_id) == ["a", "b", "c"] and list(table.magnitude) == [1.0, 2.5, 3.0]
     content = b"<?xml version='1.0'?><FDSNStationXML/>\n\x00\xff"
@@ -142,8 +197,9 @@ def test_tables_merge_by_key_and_documents_verbatim(tmp_path: Path) -> None:
 
 def test_any_fsspec_url(tmp_path: Path) -> None:
     year, data = _write("memory://seismoflow-test/store.zarr")
-    pieces = read_pieces(open_root("memory://seismoflow-test/store.zarr", "r"), CH, DAY,
-                         DAY + 86400 * NS_PER_S)
+    pieces = read_pieces(
+        open_root("memory://seismoflow-test/store.zarr", "r"), CH, DAY, DAY + 86400 * NS_PER_S
+    )
     assert sum(p.data.size for p in pieces) == 499_900
 
 

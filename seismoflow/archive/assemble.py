@@ -70,8 +70,9 @@ def is_flat(values: np.ndarray) -> bool:
 
 def _plateaus(at: np.ndarray) -> list[tuple[int, int]]:
     edges = np.diff(np.concatenate(([0], at.view(np.int8), [0])))
-    return list(zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(),
-                    strict=True))
+    return list(
+        zip(np.flatnonzero(edges == 1).tolist(), np.flatnonzero(edges == -1).tolist(), strict=True)
+    )
 
 
 def is_clipped(values: np.ndarray, fraction: float) -> bool:
@@ -88,7 +89,8 @@ def is_clipped(values: np.ndarray, fraction: float) -> bool:
     need = max(3, int(np.ceil(fraction * values.size)))
     for extreme in (values.max(), values.min()):
         held = sum(
-            b - a for a, b in _plateaus(values == extreme)
+            b - a
+            for a, b in _plateaus(values == extreme)
             if b - a >= 3 and a > 0 and abs(int(values[a]) - int(values[a - 1])) >= steep
         )
         if held >= need:
@@ -115,19 +117,31 @@ def assemble_day(
     usable: list[Segment] = []
     for seg in segments:
         if seg.channel != channel:
-            problems.append(Problem(
-                seg.source, f"file holds {seg.channel} data where {channel} was expected "
-                "(SDS name and record header disagree); trace not ingested",
-                channel.nslc, seg.start_ns, None, seg.npts,
-            ))
+            problems.append(
+                Problem(
+                    seg.source,
+                    f"file holds {seg.channel} data where {channel} was expected "
+                    "(SDS name and record header disagree); trace not ingested",
+                    channel.nslc,
+                    seg.start_ns,
+                    None,
+                    seg.npts,
+                )
+            )
             continue
         if seg.sampling_rate != sampling_rate:
             flags |= Flag.MIXED_RATES
-            problems.append(Problem(
-                seg.source, f"segment at {seg.sampling_rate} Hz on a channel stored at "
-                f"{sampling_rate} Hz (mixed sampling rates); segment not ingested",
-                channel.nslc, seg.start_ns, None, seg.npts,
-            ))
+            problems.append(
+                Problem(
+                    seg.source,
+                    f"segment at {seg.sampling_rate} Hz on a channel stored at "
+                    f"{sampling_rate} Hz (mixed sampling rates); segment not ingested",
+                    channel.nslc,
+                    seg.start_ns,
+                    None,
+                    seg.npts,
+                )
+            )
             continue
         trimmed = _trim_to_day(seg, day_ns)
         if trimmed is not None:
@@ -155,19 +169,30 @@ def assemble_day(
                 flags |= Flag.OVERLAP_IDENTICAL
             else:
                 flags |= Flag.OVERLAP_CONFLICT
-                problems.append(Problem(
-                    seg.source, f"overlap with differing samples: {int((~same).sum())} of "
-                    f"{int(taken.sum())} overlapping samples disagree with the earlier "
-                    "segment; the earlier samples were kept, these not ingested",
-                    channel.nslc, seg.start_ns, None, int((~same).sum()),
-                ))
+                problems.append(
+                    Problem(
+                        seg.source,
+                        f"overlap with differing samples: {int((~same).sum())} of "
+                        f"{int(taken.sum())} overlapping samples disagree with the earlier "
+                        "segment; the earlier samples were kept, these not ingested",
+                        channel.nslc,
+                        seg.start_ns,
+                        None,
+                        int((~same).sum()),
+                    )
+                )
         fresh = ~taken
         data[lo:hi][fresh] = values[fresh]
         mask[lo:hi] |= True
-        placed.append({
-            "start_ns": seg.start_ns, "index": index, "npts": seg.npts,
-            "residual_ns": residual, "source": seg.source,
-        })
+        placed.append(
+            {
+                "start_ns": seg.start_ns,
+                "index": index,
+                "npts": seg.npts,
+                "residual_ns": residual,
+                "source": seg.source,
+            }
+        )
     recorded = data[mask]
     if recorded.size:
         lo_rec, hi_rec = np.flatnonzero(mask)[[0, -1]]
@@ -177,5 +202,6 @@ def assemble_day(
             flags |= Flag.FLAT
         elif is_clipped(recorded, clip_fraction):
             flags |= Flag.CLIPPED
-    return ChannelDay(channel, day_ns, sampling_rate, t0, first, data, mask, placed, problems,
-                      flags)
+    return ChannelDay(
+        channel, day_ns, sampling_rate, t0, first, data, mask, placed, problems, flags
+    )

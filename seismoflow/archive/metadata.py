@@ -17,13 +17,33 @@ from seismoflow.ids import ChannelId, InvalidCodeError, validate_event_id
 from seismoflow.times import NAT, to_ns
 
 CHANNEL_COLUMNS = [
-    "network", "station", "location", "channel", "start_ns", "end_ns", "latitude",
-    "longitude", "elevation_m", "depth_m", "sampling_rate", "azimuth", "dip", "has_response",
+    "network",
+    "station",
+    "location",
+    "channel",
+    "start_ns",
+    "end_ns",
+    "latitude",
+    "longitude",
+    "elevation_m",
+    "depth_m",
+    "sampling_rate",
+    "azimuth",
+    "dip",
+    "has_response",
     "description",
 ]
 CATALOG_COLUMNS = [
-    "event_id", "origin_time_ns", "latitude", "longitude", "depth_km", "magnitude",
-    "magnitude_type", "event_type", "event_type_certainty", "description",
+    "event_id",
+    "origin_time_ns",
+    "latitude",
+    "longitude",
+    "depth_km",
+    "magnitude",
+    "magnitude_type",
+    "event_type",
+    "event_type_certainty",
+    "description",
 ]
 
 
@@ -45,32 +65,54 @@ def inventory_table(inv: obspy.Inventory) -> pd.DataFrame:
     for net in inv:
         for sta in net:
             base = {
-                "network": net.code, "station": sta.code,
-                "latitude": _num(sta.latitude), "longitude": _num(sta.longitude),
+                "network": net.code,
+                "station": sta.code,
+                "latitude": _num(sta.latitude),
+                "longitude": _num(sta.longitude),
                 "elevation_m": _num(sta.elevation),
             }
             if not sta.channels:
-                rows.append({**base, "location": "", "channel": "",
-                             "start_ns": _ns_or_nat(sta.start_date),
-                             "end_ns": _ns_or_nat(sta.end_date), "depth_m": np.nan,
-                             "sampling_rate": np.nan, "azimuth": np.nan, "dip": np.nan,
-                             "has_response": False,
-                             "description": str(sta.description or "")})
+                rows.append(
+                    {
+                        **base,
+                        "location": "",
+                        "channel": "",
+                        "start_ns": _ns_or_nat(sta.start_date),
+                        "end_ns": _ns_or_nat(sta.end_date),
+                        "depth_m": np.nan,
+                        "sampling_rate": np.nan,
+                        "azimuth": np.nan,
+                        "dip": np.nan,
+                        "has_response": False,
+                        "description": str(sta.description or ""),
+                    }
+                )
             for cha in sta.channels:
-                rows.append({
-                    **base, "location": cha.location_code or "", "channel": cha.code,
-                    "latitude": _num(cha.latitude if cha.latitude is not None else sta.latitude),
-                    "longitude": _num(
-                        cha.longitude if cha.longitude is not None else sta.longitude),
-                    "elevation_m": _num(
-                        cha.elevation if cha.elevation is not None else sta.elevation),
-                    "start_ns": _ns_or_nat(cha.start_date), "end_ns": _ns_or_nat(cha.end_date),
-                    "depth_m": _num(cha.depth), "sampling_rate": _num(cha.sample_rate),
-                    "azimuth": _num(cha.azimuth), "dip": _num(cha.dip),
-                    "has_response": cha.response is not None and bool(
-                        cha.response.response_stages),
-                    "description": str(sta.description or ""),
-                })
+                rows.append(
+                    {
+                        **base,
+                        "location": cha.location_code or "",
+                        "channel": cha.code,
+                        "latitude": _num(
+                            cha.latitude if cha.latitude is not None else sta.latitude
+                        ),
+                        "longitude": _num(
+                            cha.longitude if cha.longitude is not None else sta.longitude
+                        ),
+                        "elevation_m": _num(
+                            cha.elevation if cha.elevation is not None else sta.elevation
+                        ),
+                        "start_ns": _ns_or_nat(cha.start_date),
+                        "end_ns": _ns_or_nat(cha.end_date),
+                        "depth_m": _num(cha.depth),
+                        "sampling_rate": _num(cha.sample_rate),
+                        "azimuth": _num(cha.azimuth),
+                        "dip": _num(cha.dip),
+                        "has_response": cha.response is not None
+                        and bool(cha.response.response_stages),
+                        "description": str(sta.description or ""),
+                    }
+                )
     df = pd.DataFrame(rows, columns=CHANNEL_COLUMNS)
     return df.astype({"start_ns": "int64", "end_ns": "int64", "has_response": bool})
 
@@ -90,18 +132,20 @@ def catalog_table(cat: obspy.Catalog) -> tuple[pd.DataFrame, list[tuple[str, str
             rejected.append((event_id, "event has no origin time; event not ingested"))
             continue
         mag = ev.preferred_magnitude() or (ev.magnitudes[0] if ev.magnitudes else None)
-        rows.append({
-            "event_id": event_id,
-            "origin_time_ns": to_ns(origin.time),
-            "latitude": _num(origin.latitude),
-            "longitude": _num(origin.longitude),
-            "depth_km": _num(origin.depth) / 1000.0,
-            "magnitude": _num(mag.mag) if mag else np.nan,
-            "magnitude_type": (mag.magnitude_type or "") if mag else "",
-            "event_type": str(ev.event_type or ""),
-            "event_type_certainty": str(ev.event_type_certainty or ""),
-            "description": " | ".join(d.text for d in ev.event_descriptions if d.text),
-        })
+        rows.append(
+            {
+                "event_id": event_id,
+                "origin_time_ns": to_ns(origin.time),
+                "latitude": _num(origin.latitude),
+                "longitude": _num(origin.longitude),
+                "depth_km": _num(origin.depth) / 1000.0,
+                "magnitude": _num(mag.mag) if mag else np.nan,
+                "magnitude_type": (mag.magnitude_type or "") if mag else "",
+                "event_type": str(ev.event_type or ""),
+                "event_type_certainty": str(ev.event_type_certainty or ""),
+                "description": " | ".join(d.text for d in ev.event_descriptions if d.text),
+            }
+        )
     df = pd.DataFrame(rows, columns=CATALOG_COLUMNS)
     return df.astype({"origin_time_ns": "int64"}), rejected
 
@@ -124,8 +168,12 @@ class MetadataIndex:
             end = int(r.end_ns) if int(r.end_ns) != NAT else np.iinfo(np.int64).max
             start = int(r.start_ns) if int(r.start_ns) != NAT else np.iinfo(np.int64).min
             rate = float(r.sampling_rate)
-            info = StationInfo(float(r.latitude), float(r.longitude), float(r.elevation_m),
-                               None if np.isnan(rate) else rate)
+            info = StationInfo(
+                float(r.latitude),
+                float(r.longitude),
+                float(r.elevation_m),
+                None if np.isnan(rate) else rate,
+            )
             if r.channel:
                 key = (str(r.network), str(r.station), str(r.location), str(r.channel))
                 self._by_channel.setdefault(key, []).append((start, end, info))

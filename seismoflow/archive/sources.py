@@ -43,8 +43,12 @@ class Problem:
 
     def as_record(self) -> dict[str, object]:
         return {
-            "source": self.source, "reason": self.reason, "channel": self.channel,
-            "start_ns": self.start_ns, "end_ns": self.end_ns, "npts": self.npts,
+            "source": self.source,
+            "reason": self.reason,
+            "channel": self.channel,
+            "start_ns": self.start_ns,
+            "end_ns": self.end_ns,
+            "npts": self.npts,
         }
 
 
@@ -179,9 +183,11 @@ def _as_counts(tr: obspy.Trace, source: str) -> tuple[np.ndarray | None, str]:
         return data.astype(np.int32, copy=False), ""
     if np.issubdtype(data.dtype, np.floating):
         finite = np.isfinite(data).all()
-        if finite and np.array_equal(data, np.round(data)) and (
-            np.abs(data) <= np.iinfo(np.int32).max
-        ).all():
+        if (
+            finite
+            and np.array_equal(data, np.round(data))
+            and (np.abs(data) <= np.iinfo(np.int32).max).all()
+        ):
             return data.astype(np.int32), ""
         return None, (
             "floating-point samples that are not integer counts; seismoflow stores raw "
@@ -200,9 +206,9 @@ def _decode_records(path: str, raw: bytes, reclen: int) -> tuple[obspy.Stream, l
                 warnings.simplefilter("ignore")
                 stream += obspy.read(io.BytesIO(raw[offset : offset + reclen]), format="MSEED")
         except Exception as exc:  # noqa: BLE001
-            problems.append(Problem(
-                path, f"corrupt miniSEED record at byte {offset} ({exc}); record skipped"
-            ))
+            problems.append(
+                Problem(path, f"corrupt miniSEED record at byte {offset} ({exc}); record skipped")
+            )
     return stream, problems
 
 
@@ -220,10 +226,13 @@ def decode(path: str) -> tuple[list[Segment], list[Problem]]:
             raw = Path(path).read_bytes()
             excess = len(raw) % reclen
             if excess:
-                problems.append(Problem(
-                    path, f"truncated miniSEED: last {excess} bytes are not a whole "
-                    f"{reclen}-byte record; the complete records were ingested",
-                ))
+                problems.append(
+                    Problem(
+                        path,
+                        f"truncated miniSEED: last {excess} bytes are not a whole "
+                        f"{reclen}-byte record; the complete records were ingested",
+                    )
+                )
             # Warnings are process-global: decode one file at a time while recording them,
             # and keep only ObsPy's, so no other thread's warning is blamed on this file.
             with _DECODE_LOCK, warnings.catch_warnings(record=True) as caught:
@@ -235,7 +244,8 @@ def decode(path: str) -> tuple[list[Segment], list[Problem]]:
                     problems.extend(record_problems)
             problems.extend(
                 Problem(path, f"decoder warning: {w.message}; affected records skipped")
-                for w in caught if "obspy" in str(w.filename)
+                for w in caught
+                if "obspy" in str(w.filename)
             )
     except Exception as exc:  # noqa: BLE001
         return [], [Problem(path, f"unreadable waveform file ({exc}); file not ingested")]
@@ -249,8 +259,9 @@ def decode(path: str) -> tuple[list[Segment], list[Problem]]:
             continue
         counts, why = _as_counts(tr, path)
         if counts is None:
-            problems.append(Problem(path, why, ch.nslc, to_ns(s.starttime), to_ns(s.endtime),
-                                    int(s.npts)))
+            problems.append(
+                Problem(path, why, ch.nslc, to_ns(s.starttime), to_ns(s.endtime), int(s.npts))
+            )
             continue
         if s.npts == 0:
             continue

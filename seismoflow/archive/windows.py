@@ -69,7 +69,8 @@ def p_travel_time_s(distance_deg: float, depth_km: float) -> float | None:
     """First P-type arrival (iasp91) in seconds, or ``None`` if there is none."""
     model = _taup_model()
     arrivals = model.get_travel_times(  # type: ignore[attr-defined]
-        source_depth_in_km=max(0.0, depth_km), distance_in_degree=distance_deg,
+        source_depth_in_km=max(0.0, depth_km),
+        distance_in_degree=distance_deg,
         phase_list=["P", "p", "Pn", "Pg", "Pdiff"],
     )
     return float(arrivals[0].time) if arrivals else None
@@ -102,17 +103,39 @@ def plan_windows(
             key = (ch.network, ch.station, ch.location, ch.channel_set)
             groups.setdefault(key, {}).setdefault(comp, (ch.channel, float(row.sampling_rate)))
         for (net, sta, loc, chset), comps in sorted(groups.items()):
-            spec = _window(ev, origin, net, sta, loc, chset, comps, metadata, layout,
-                           travel_time, pre_ns, post_ns, days)
+            spec = _window(
+                ev,
+                origin,
+                net,
+                sta,
+                loc,
+                chset,
+                comps,
+                metadata,
+                layout,
+                travel_time,
+                pre_ns,
+                post_ns,
+                days,
+            )
             if spec is not None:
                 specs.append(spec)
     return specs
 
 
 def _window(
-    ev: object, origin: int, net: str, sta: str, loc: str, chset: str,
-    comps: dict[str, tuple[str, float]], metadata: MetadataIndex, layout: EventWindowLayout,
-    travel_time: Callable[[float, float], float | None], pre_ns: int, post_ns: int,
+    ev: object,
+    origin: int,
+    net: str,
+    sta: str,
+    loc: str,
+    chset: str,
+    comps: dict[str, tuple[str, float]],
+    metadata: MetadataIndex,
+    layout: EventWindowLayout,
+    travel_time: Callable[[float, float], float | None],
+    pre_ns: int,
+    post_ns: int,
     days: pd.DataFrame,
 ) -> WindowSpec | None:
     flags = 0
@@ -151,13 +174,23 @@ def _window(
     event_id = str(ev.event_id)  # type: ignore[attr-defined]
     return WindowSpec(
         trace_key=f"{event_id}|{net}.{sta}.{loc}.{chset}",
-        event_id=event_id, network=net, station=sta, location=loc, channel_set=chset,
-        channels=",".join(codes), station_latitude=lat, station_longitude=lon,
-        station_elevation=elev, distance_deg=dist, origin_time=origin,
-        reference_time=reference, window_start=start,
+        event_id=event_id,
+        network=net,
+        station=sta,
+        location=loc,
+        channel_set=chset,
+        channels=",".join(codes),
+        station_latitude=lat,
+        station_longitude=lon,
+        station_elevation=elev,
+        distance_deg=dist,
+        origin_time=origin,
+        reference_time=reference,
+        window_start=start,
         event_type=str(ev.event_type),  # type: ignore[attr-defined]
         magnitude=float(ev.magnitude),  # type: ignore[attr-defined]
-        source_sampling_rate=float(max(rates)), flags=flags,
+        source_sampling_rate=float(max(rates)),
+        flags=flags,
     )
 
 

@@ -1,0 +1,175 @@
+"""Killed runs resume, concurrent overlapping runs do not corrupt the store.
+
+Runs the real CLI (a Prefect flow on the session server) in subprocesses over a subset of
+the real archive (linked, not copied), and compares stores array by array with an
+uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import zarr
+
+from tests.conftest import cli_env, seismoflow_cmd
+
+pytestmark = [pytest.mark.slow, pytest.mark.data]
+
+YEARS = ("2015", "2020", "2022", "2024")  # day-long records plus event windows
+LEDGER_FREE = {"ingested_at", "written_at"}  # completion times differ run to run
+
+
+@pytest.fixture(scope="module")
+def subset(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    root = tmp_path_factory.mktemp("subset") / "sds"
+    for year in YEARS:
+        for src in (archive / "sds" / year).rglob("*.D.*"):
+            dst = root / src.relative_to(archive / "sds")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.symlink_to(src)
+    return root
+
+
+def _args(archive: Path, sds: Path, store: Path, *extra: str) -> list[str]:
+    return [
+        *seismoflow_cmd(),
+        "ingest",
+        "--sds",
+        str(sds),
+        "--stations",
+        str(archive / "stations.xml.gz"),
+        "--events",
+        str(archive / "events.xml"),
+        "--store",
+        str(store),
+        "--json",
+        *extra,
+    ]
+
+
+def _run(args: list[str], prefect_url: str) -> dict:
+    proc = subprocess.run(
+        args, env=cli_env(prefect_url), capture_output=True, text=True, timeout=1200
+    )
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    return json.loads(proc.stdout)
+
+
+def snapshot(location: Path) -> dict[str, object]:
+    """Every stored array except completion times; event traces keyed by trace_key."""
+    root = zarr.open_group(str(location), mode="r", use_consolidated=False)
+    out: dict[str, object] = {}
+    cont = root["continuous"]
+    assert isinstance(cont, zarr.Group)
+    for name, chan in cont.groups():
+        for year, group in chan.groups():
+            for var, arr in group.arrays():
+                if var not in LEDGER_FREE:
+                    out[f"{name}/{year}/{var}"] = np.asarray(arr[:])
+    events = root["events"]
+    keys = np.asarray(events["trace_key"][:]).astype(object)
+    order = np.argsort(keys)
+    out["events/trace_key"] = keys[order]
+    for var, arr in events.arrays():
+        if (
+            var not in LEDGER_FREE
+            and var != "trace_key"
+            and arr.shape
+            and arr.shape[0] == keys.size
+        ):
+            out[f"events/{var}"] = np.asarray(arr[:])[order]
+    return out
+
+
+def assert_same(a: dict[str, object], b: dict[str, object]) -> None:
+    assert sorted(a) == sorted(b)
+    for key in a:
+        x, y = np.asarray(a[key]), np.asarray(b[key])
+        assert x.shape == y.shape, key
+        if x.dtype.kind == "f":
+            assert np.array_equal(x, y, equal_nan=True), key
+        else:
+            assert np.array_equal(x, y), key
+
+
+@pytest.fixture(scope="module")
+def reference(
+    archive: Path, subset: Path, prefect_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[dict, dict]:
+    store = tmp_path_factory.mktemp("ref") / "store.zarr"
+    summary = _run(_args(archive, subset, store), prefect_server)
+    return summary, snapshot(store)
+
+
+def _ledger_count(store: Path) -> int:
+    return sum(1 for _ in store.glob("continuous/*/*/ingested_at/c/*"))
+
+
+def test_killed_ingest_resumes_to_the_same_store(
+    archive: Path, subset: Path, prefect_server: str, tmp_path: Path, reference: tuple[dict, dict]
+) -> None:
+    ref_summary, ref = reference
+    store = tmp_path / "store.zarr"
+    proc = subprocess.Popen(
+        _args(archive, subset, store, "--workers", "1"),
+        env=cli_env(prefect_server),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
+    deadline = time.monotonic() + 300
+    while _ledger_count(store) < 40 and proc.poll() is None and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert proc.poll() is None, "ingest finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    done = _ledger_count(store)
+    assert 0 < done < ref_summary["units"]
+    # The interrupted store is readable as it stands.
+    root = zarr.open_group(str(store), mode="r", use_consolidated=False)
+    assert len(list(root["continuous"].group_keys())) > 0
+    summary = _run(_args(archive, subset, store), prefect_server)
+    assert summary["units_skipped"] >= done - 2  # a unit killed mid-write is redone
+    assert summary.get("units_written", 0) + summary["units_skipped"] == ref_summary["units"]
+    assert_same(snapshot(store), ref)
+
+
+def test_concurrent_overlapping_ingests(
+    archive: Path, subset: Path, prefect_server: str, tmp_path: Path, reference: tuple[dict, dict]
+) -> None:
+    _, ref = reference
+    store = tmp_path / "store.zarr"
+    first = subprocess.Popen(
+        _args(archive, subset, store, "--end", "2023-01-01"),
+        env=cli_env(prefect_server),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    second = subprocess.Popen(
+        _args(archive, subset, store, "--start", "2020-01-01"),
+        env=cli_env(prefect_server),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    for proc in (first, second):
+        out, err = proc.communicate(timeout=1200)
+        assert proc.returncode == 0, err[-4000:]
+    assert_same(snapshot(store), ref)
+    table = zarr.open_group(str(store), mode="r")["tables/channel_days"]
+    keys = list(
+        zip(
+            np.asarray(table["channel"][:]).astype(object),
+            np.asarray(table["day_ns"][:]).tolist(),
+            strict=True,
+        )
+    )
+    assert len(keys) == len(set(keys))
