@@ -32,9 +32,9 @@ def ingest_archive(
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
-    plan = t.plan(s.store, sds, stations, events, start_ns, end_ns)
+    plan = t.plan(sds, stations, events, start_ns, end_ns)
     t.record_problems(s.store, plan.problems, "scan")
-    t.prepare(s.store, plan, s)
+    plan = t.prepare(s.store, plan, s)
     timings["plan"] = time.perf_counter() - clock
     logger.info("planned %s", plan_summary(plan))
 

@@ -11,7 +11,7 @@ from __future__ import annotations
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -23,12 +23,18 @@ from obspy.io.mseed.util import get_record_information
 
 from seismoflow.archive.assemble import assemble_day
 from seismoflow.archive.metadata import MetadataIndex, catalog_table, inventory_table
-from seismoflow.archive.sources import Problem, Segment, SourceFile, decode, digest, scan
+from seismoflow.archive.sources import Problem, Segment, SourceFile, decode, scan
 from seismoflow.archive.windows import WindowSpec, cut_window, plan_windows
 from seismoflow.ids import ChannelId
 from seismoflow.settings import Settings
 from seismoflow.times import NAT, NS_PER_DAY, grid_time_ns
-from storage.continuous import ChannelYear, ContinuousReader, read_day_record
+from storage.continuous import (
+    WRITING,
+    ChannelYear,
+    ContinuousReader,
+    DayRecord,
+    read_day_record,
+)
 from storage.events import TraceWriter, events_group, pending_traces, trace_keys
 from storage.location import consolidate, open_root, store_lock
 from storage.schema import (
@@ -61,7 +67,7 @@ class ChannelDayUnit:
     channel: str
     day_ns: int
     files: tuple[UnitFile, ...]
-    digest: str
+    sources: tuple[dict[str, object], ...]  # fingerprints (path, size, mtime) of the files
     sampling_rate: float
     metadata_rate: float | None
     has_metadata: bool
@@ -130,7 +136,6 @@ def plan_ingest(
     events: Path | None,
     start_ns: int | None = None,
     end_ns: int | None = None,
-    existing_rates: dict[str, float] | None = None,
 ) -> IngestPlan:
     """Scan the sources and split them into channel-day units (no store writes)."""
     found = scan(sds, start_ns, end_ns)
@@ -170,7 +175,7 @@ def plan_ingest(
                 end_ns is None or day < end_ns
             ):
                 by_unit[(f.channel, day)].append(f)
-    rates: dict[str, float] = dict(existing_rates or {})
+    rates: dict[str, float] = {}
     units = []
     for (ch, day), files in sorted(by_unit.items()):
         year_key = f"{ch.nslc}/{str(np.datetime64(day, 'ns').astype('datetime64[Y]'))}"
@@ -190,7 +195,7 @@ def plan_ingest(
                     UnitFile(f.path, f.days()[0] == day and f.channel == ch, f.named_channel)
                     for f in files
                 ),
-                digest=digest(f.fingerprint() for f in files),
+                sources=tuple(f.fingerprint() for f in files),
                 sampling_rate=rates[year_key],
                 metadata_rate=info.sampling_rate if info else None,
                 has_metadata=info is not None,
@@ -209,20 +214,13 @@ def plan_ingest(
     )
 
 
-def existing_rates(location: str) -> dict[str, float]:
-    """``NSLC/YEAR`` -> sampling rate of channel-years already in the store."""
-    table = read_table(location, "channel_days")
-    if table.empty:
-        return {}
-    years = pd.to_datetime(table["day_ns"].astype("int64")).dt.year
-    return {
-        f"{c}/{y:04d}": float(r)
-        for c, y, r in zip(table["channel"], years, table["sampling_rate"], strict=True)
-    }
+def prepare_store(location: str, plan: IngestPlan, settings: Settings) -> IngestPlan:
+    """Create every structure the units will write into (under the lock; idempotent).
 
-
-def prepare_store(location: str, plan: IngestPlan, settings: Settings) -> None:
-    """Create every structure the units will write into (under the lock; idempotent)."""
+    Returns the plan with each unit's rate set to its channel-year's stored rate: a
+    channel-year made by an earlier run keeps its rate, and data at another rate are
+    quarantined by the unit instead of failing the run.
+    """
     with store_lock(location):
         root = open_root(location)
         for kind, path in plan.documents:
@@ -246,7 +244,14 @@ def prepare_store(location: str, plan: IngestPlan, settings: Settings) -> None:
             )
             for (channel, year, rate), covered in sorted(coverage.items())
         ]
-        create_continuous_many(root, layouts)
+        stored = create_continuous_many(root, layouts)
+    units = [
+        replace(u, sampling_rate=stored[_layout(u.channel, u.year, u.sampling_rate, settings).path])
+        if u.sampling_rate
+        else u
+        for u in plan.units
+    ]
+    return replace(plan, units=units)
 
 
 def _layout(
@@ -341,15 +346,33 @@ def _ingest_unit(
     settings: Settings,
     cache: dict[str, tuple[list[Segment], list[Problem]]],
 ) -> UnitResult:
+    """Build one channel-day from its files, merged with what the store has from others.
+
+    A day already built from all of these files (same size and mtime) is skipped. Otherwise
+    the day is rebuilt from these files plus the stored segments of other source files (an
+    earlier run over another folder); a file read again replaces its own earlier samples.
+    """
     channel = ChannelId.parse(unit.channel)
     d = year.layout.day_index(unit.day_ns)
-    done, stored_digest = year.ledger(unit.day_ns)
-    if done != NAT and stored_digest == unit.digest:
+    if year.is_done(unit.day_ns, list(unit.sources)):
         rec = read_day_record(year.group, d)
         first, last = _extent_from_segments(rec.segments, rec.starttime_ns, rec.sampling_rate)
         stored = [{**p, "stage": "ingest"} for p in rec.quarantine]
         return UnitResult(_day_row(rec.as_row(), first, last), stored, "skipped", 0)
+    _, state = year.ledger(unit.day_ns)
+    paths = {f.path for f in unit.files}
+    kept_sources: list[dict[str, Any]] = []
+    kept_rows: list[dict[str, Any]] = []
     segments: list[Segment] = []
+    if state not in ("", WRITING):  # merge with what other files gave this day
+        rec = read_day_record(year.group, d)
+        kept_sources = [s for s in rec.sources if s["path"] not in paths]
+        kept_rows = [q for q in rec.quarantine if q["source"] not in paths]
+        others = {str(s["path"]) for s in kept_sources}
+        segments = [
+            Segment(channel, p.start_ns, p.sampling_rate, p.data, source)
+            for source, p in year.stored_segments(unit.day_ns, others)
+        ]
     problems: list[Problem] = []
     damaged = False
     for f in unit.files:
@@ -369,8 +392,9 @@ def _ingest_unit(
         flags |= Flag.NO_METADATA
     elif unit.metadata_rate is not None and unit.metadata_rate != unit.sampling_rate:
         flags |= Flag.RATE_MISMATCH_METADATA
-    rows = _problem_rows(problems, "ingest")
-    year.write_day(
+    rows = kept_rows + _problem_rows(problems, "ingest")
+    sources = sorted([*unit.sources, *kept_sources], key=lambda s: str(s["path"]))
+    completed = year.write_day(
         unit.day_ns,
         t0_ns=day.t0_ns,
         offset=day.offset,
@@ -379,23 +403,25 @@ def _ingest_unit(
         flags=flags,
         segments=day.segments,
         quarantine=rows,
-        digest=unit.digest,
-        fresh=stored_digest == "",
+        sources=sources,
+        fresh=state == "",
     )
     idx = np.flatnonzero(day.mask) + day.offset
     first, last = _extent_from_index(idx, day.t0_ns, unit.sampling_rate)
-    row = {
-        "channel": unit.channel,
-        "day_ns": unit.day_ns,
-        "sampling_rate": unit.sampling_rate,
-        "starttime_ns": day.t0_ns,
-        "n_samples": int(idx.size),
-        "flags": int(flags),
-        "n_segments": len(day.segments),
-        "ingested_at_ns": time.time_ns(),
-    }
+    record = DayRecord(
+        channel=unit.channel,
+        day_ns=unit.day_ns,
+        sampling_rate=unit.sampling_rate,
+        starttime_ns=day.t0_ns,
+        n_samples=int(idx.size),
+        flags=int(flags),
+        segments=day.segments,
+        quarantine=rows,
+        ingested_at_ns=completed,
+        sources=sources,
+    )
     status = "written" if idx.size else "empty"
-    return UnitResult(_day_row(row, first, last), rows, status, int(idx.size))
+    return UnitResult(_day_row(record.as_row(), first, last), rows, status, int(idx.size))
 
 
 def _extent_from_index(idx: np.ndarray, t0: int, rate: float) -> tuple[int, int]:

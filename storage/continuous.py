@@ -13,7 +13,7 @@ import zarr
 from zarr.core.sync import sync
 
 from seismoflow.ids import ChannelId
-from seismoflow.times import NAT, NS_PER_DAY, rate_fraction
+from seismoflow.times import NAT, NS_PER_DAY, NS_PER_S, rate_fraction
 from storage.schema import CONTINUOUS, ContinuousLayout, SchemaError
 
 
@@ -36,7 +36,7 @@ class DayRecord:
     segments: list[dict[str, Any]]
     quarantine: list[dict[str, Any]]
     ingested_at_ns: int
-    source_digest: str
+    sources: list[dict[str, Any]]
 
     def as_row(self) -> dict[str, Any]:
         return {
@@ -51,6 +51,10 @@ class DayRecord:
         }
 
 
+# ``sources`` of a day being written: a killed write is redone whole, never merged.
+WRITING = "writing"
+
+
 class ChannelYear:
     """Handles to one channel-year's arrays, opened once and reused for its days."""
 
@@ -62,24 +66,47 @@ class ChannelYear:
         }
 
     def ledger(self, day_ns: int) -> tuple[int, str]:
-        """``(ingested_at, source_digest)`` of a day; NaT and ``''`` if never completed."""
+        """``(ingested_at, sources)`` of a day.
+
+        ``sources`` is ``''`` if the day was never written, ``'writing'`` while (or if a
+        killed run left it) being written, else the JSON list of its source files.
+        """
         d = self.layout.day_index(day_ns)
 
         async def _get() -> list[Any]:
             return list(
                 await asyncio.gather(
                     self.arrays["ingested_at"].async_array.getitem(d),
-                    self.arrays["source_digest"].async_array.getitem(d),
+                    self.arrays["sources"].async_array.getitem(d),
                 )
             )
 
-        done, digest = sync(_get())
-        return int(done), str(digest)
+        done, sources = (np.asarray(v).item() for v in sync(_get()))
+        return int(done), str(sources)
 
-    def is_done(self, day_ns: int, digest: str) -> bool:
-        """True when the ledger marks this day complete for the same source files."""
+    def is_done(self, day_ns: int, sources: list[dict[str, Any]]) -> bool:
+        """True when the ledger marks this day complete and built from all of ``sources``."""
         done, stored = self.ledger(day_ns)
-        return done != NAT and stored == digest
+        if done == NAT or stored in ("", WRITING):
+            return False
+        have = {json.dumps(s, sort_keys=True) for s in json.loads(stored)}
+        return all(json.dumps(s, sort_keys=True) in have for s in sources)
+
+    def stored_segments(self, day_ns: int, sources: set[str]) -> list[tuple[str, Piece]]:
+        """Recorded samples of the day that came from ``sources``, with exact start times."""
+        rec = read_day_record(self.group, self.layout.day_index(day_ns))
+        period_ns = NS_PER_S / rate_fraction(rec.sampling_rate)
+        out = []
+        for seg in rec.segments:
+            if seg["source"] not in sources:
+                continue
+            start = int(seg["start_ns"])
+            end = start + round((int(seg["npts"]) - 1) * period_ns)
+            pieces = _day_pieces(
+                self.group, self.arrays, self.layout.channel, day_ns, self.layout.year, start, end
+            )
+            out += [(str(seg["source"]), p) for p in pieces]
+        return out
 
     def write_day(
         self,
@@ -92,10 +119,12 @@ class ChannelYear:
         flags: int,
         segments: list[dict[str, Any]],
         quarantine: list[dict[str, Any]],
-        digest: str,
+        sources: list[dict[str, Any]],
         fresh: bool = False,
-    ) -> None:
+    ) -> int:
         """Write one channel-day as a region write; the ledger entry is written last.
+
+        Returns the completion time written to the ledger (ns).
 
         ``data``/``mask`` hold grid samples ``offset .. offset + len``. The ledger is cleared
         first, so a run killed mid-write leaves the day marked undone and the next run
@@ -133,11 +162,9 @@ class ChannelYear:
             valid[offset - lo : offset - lo + mask.size] = mask
         a = {name: arr.async_array for name, arr in self.arrays.items()}
 
-        async def _write() -> None:
+        async def _write() -> int:
             # Mark the day as in progress: a killed write is redone whole, never "fresh".
-            await asyncio.gather(
-                a["ingested_at"].setitem(d, NAT), a["source_digest"].setitem(d, "writing")
-            )
+            await asyncio.gather(a["ingested_at"].setitem(d, NAT), a["sources"].setitem(d, WRITING))
             await asyncio.gather(
                 a["data"].setitem((d, slice(lo, hi)), block),
                 a["mask"].setitem((d, slice(lo, hi)), valid),
@@ -146,11 +173,13 @@ class ChannelYear:
                 a["flags"].setitem(d, int(flags)),
                 a["segments"].setitem(d, json.dumps(segments, sort_keys=True)),
                 a["quarantine"].setitem(d, json.dumps(quarantine, sort_keys=True)),
-                a["source_digest"].setitem(d, digest),
+                a["sources"].setitem(d, json.dumps(sources, sort_keys=True)),
             )
-            await a["ingested_at"].setitem(d, time.time_ns())
+            completed = time.time_ns()
+            await a["ingested_at"].setitem(d, completed)
+            return completed
 
-        sync(_write())
+        return int(sync(_write()))
 
 
 def read_day_record(group: zarr.Group, day_index: int) -> DayRecord:
@@ -164,7 +193,7 @@ def read_day_record(group: zarr.Group, day_index: int) -> DayRecord:
         "n_samples",
         "flags",
         "ingested_at",
-        "source_digest",
+        "sources",
     )
 
     arrays = [_array(group, n).async_array for n in names]
@@ -188,7 +217,7 @@ def read_day_record(group: zarr.Group, day_index: int) -> DayRecord:
         segments=json.loads(values["segments"]) if values["segments"] else [],
         quarantine=json.loads(values["quarantine"]) if values["quarantine"] else [],
         ingested_at_ns=int(values["ingested_at"]),
-        source_digest=str(values["source_digest"]),
+        sources=json.loads(values["sources"]) if values["sources"] not in ("", WRITING) else [],
     )
 
 

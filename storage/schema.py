@@ -11,7 +11,7 @@ Layout (``STORE.md`` documents it for users)::
         flags       (day)          uint32 quality flags (:class:`Flag`)
         segments    (day)          str    JSON list of source segments with exact start times
         quarantine  (day)          str    JSON list of rejected pieces with reasons
-        source_digest (day)        str    digest of the source files the day was built from
+        sources     (day)          str    JSON list of the source files (path, size, mtime)
         ingested_at (day)          time   completion ledger: NaT until the day is complete
     events/                             event windows at one common sampling rate
         waveform    (trace, component, sample) float32, NaN where no data
@@ -167,7 +167,7 @@ _DAY_VARS: dict[str, tuple[str, Any, dict[str, Any]]] = {
     ),
     "segments": ("str", "", {"long_name": "JSON list of source segments (exact start, ns)"}),
     "quarantine": ("str", "", {"long_name": "JSON list of quarantined pieces"}),
-    "source_digest": ("str", "", {"long_name": "digest of the source files"}),
+    "sources": ("str", "", {"long_name": "JSON list of source files: path, size, mtime_ns"}),
     "ingested_at": ("int64", NAT, {**TIME_ATTRS, "long_name": "completion ledger"}),
 }
 
@@ -177,7 +177,8 @@ def create_continuous(root: zarr.Group, layout: ContinuousLayout) -> zarr.Group:
 
     Call under the store lock: creation is the only structural change of continuous data.
     """
-    create_continuous_many(root, [layout])
+    rates = create_continuous_many(root, [layout])
+    check_continuous({"sampling_rate": rates[layout.path]}, layout)
     group = root[layout.path]
     assert isinstance(group, zarr.Group)
     return group
@@ -185,8 +186,11 @@ def create_continuous(root: zarr.Group, layout: ContinuousLayout) -> zarr.Group:
 
 def create_continuous_many(
     root: zarr.Group, layouts: Sequence[ContinuousLayout], concurrency: int = 64
-) -> None:
-    """:func:`create_continuous` for many channel-years at once.
+) -> dict[str, float]:
+    """Create the channel-years that are absent; return every one's stored sampling rate.
+
+    An existing channel-year keeps its rate: the caller ingests at that rate, and segments
+    at another rate are quarantined (``mixed_rates``) rather than failing the run.
 
     Creating thousands of small channel-years through zarr's API costs ~20 ms each (every
     array re-checks the hierarchy). The metadata documents are the same for every
@@ -214,12 +218,12 @@ def create_continuous_many(
         if shape(layout) not in templates:
             templates[shape(layout)] = _template_documents(layout)
 
-    async def one(layout: ContinuousLayout) -> None:
+    async def one(layout: ContinuousLayout) -> tuple[str, float]:
         async with sem:
             existing = await store.get(key(f"{layout.path}/zarr.json"), prototype=proto)
             if existing is not None:
-                check_continuous(json.loads(existing.to_bytes())["attributes"], layout)
-                return
+                attrs = json.loads(existing.to_bytes())["attributes"]
+                return layout.path, float(attrs["sampling_rate"])
             docs = dict(templates[shape(layout)])
             group_doc = json.loads(docs["zarr.json"])
             group_doc["attributes"] = _continuous_attrs(layout)
@@ -241,13 +245,14 @@ def create_continuous_many(
             await store.set(
                 key(f"{layout.path}/zarr.json"), proto.buffer.from_bytes(docs["zarr.json"])
             )
+            return layout.path, float(layout.sampling_rate)
 
     sem = asyncio.Semaphore(concurrency)
 
-    async def all_() -> None:
-        await asyncio.gather(*(one(layout) for layout in layouts))
+    async def all_() -> list[tuple[str, float]]:
+        return list(await asyncio.gather(*(one(layout) for layout in layouts)))
 
-    sync(all_())
+    return dict(sync(all_()))
 
 
 _GROUP_DOC = json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}).encode()

@@ -16,7 +16,6 @@ from seismoflow.settings import Settings
 
 @task(name="plan-ingest", cache_policy=NO_CACHE)
 def plan(
-    location: str,
     sds: str,
     stations: str | None,
     events: str | None,
@@ -29,13 +28,12 @@ def plan(
         Path(events) if events else None,
         start_ns,
         end_ns,
-        ingest.existing_rates(location),
     )
 
 
 @task(name="prepare-store", cache_policy=NO_CACHE)
-def prepare(location: str, plan: ingest.IngestPlan, settings: Settings) -> None:
-    ingest.prepare_store(location, plan, settings)
+def prepare(location: str, plan: ingest.IngestPlan, settings: Settings) -> ingest.IngestPlan:
+    return ingest.prepare_store(location, plan, settings)
 
 
 @task(name="record-problems", cache_policy=NO_CACHE)

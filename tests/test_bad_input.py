@@ -56,7 +56,7 @@ def _ingest(sds: Path, location: str, stations: Path | None = None) -> dict:
     settings = Settings(store=location)
     plan = plan_ingest(sds, stations, None)
     record_problems(location, plan.problems, "scan")
-    prepare_store(location, plan, settings)
+    plan = prepare_store(location, plan, settings)
     results = ingest_batch(location, plan.units, settings)
     record_continuous(location, results)
     summary = summarize_units(results)
@@ -221,3 +221,62 @@ def test_overlaps_mixed_rates_clipping_and_codes(archive: Path, tmp_path: Path) 
     assert np.array_equal(got[:n_a], tr.data[:n_a])
     assert np.array_equal(got[n_a:], tr.data[n_a : got.size] + 7)
     assert not (pd.Series(q.source).str.contains("/../")).any()
+
+
+def test_new_rate_on_an_existing_channel_year_is_quarantined(archive: Path, tmp_path: Path) -> None:
+    """A later run bringing another rate for a stored channel-year does not fail."""
+    tr = obspy.read(str(archive / "sds" / DAYLONG))[0]
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    early = tr.copy().trim(tr.stats.starttime, tr.stats.starttime + 600)
+    early.write(str(first / "early.mseed"), format="MSEED")
+    late = tr.copy().trim(tr.stats.starttime + 3600, tr.stats.starttime + 4200)
+    late.data = late.data[::2].copy()
+    late.stats.sampling_rate = tr.stats.sampling_rate / 2
+    late.write(str(second / "late.mseed"), format="MSEED")
+    location = str(tmp_path / "store.zarr")
+    _ingest(first, location)
+    summary = _ingest(second, location)
+    assert summary.get("units_failed", 0) == 0 and summary["flags"].get("mixed_rates") == 1
+    q = read_table(location, "quarantine")
+    assert q.reason.str.contains("mixed sampling rates").any()
+    root = open_root(location, "r")
+    assert root["continuous/GR.FUR..BHN/2015"].attrs["sampling_rate"] == 20.0  # type: ignore[index]
+    kept = read_pieces(
+        root,
+        ChannelId.parse("GR.FUR..BHN"),
+        to_ns(tr.stats.starttime),
+        to_ns(tr.stats.starttime + 600),
+    )
+    assert np.array_equal(np.concatenate([p.data for p in kept]), early.data)
+
+
+def test_separate_runs_over_one_channel_day_merge(archive: Path, tmp_path: Path) -> None:
+    """Files of one channel-day ingested in different runs add up; a re-read file replaces
+    its own earlier samples; a re-run of unchanged files is skipped."""
+    tr = obspy.read(str(archive / "sds" / DAYLONG))[0]
+    t0 = tr.stats.starttime
+    one, two = tmp_path / "one", tmp_path / "two"
+    one.mkdir()
+    two.mkdir()
+    tr.slice(t0, t0 + 600).write(str(one / "a.mseed"), format="MSEED")
+    tr.slice(t0 + 1200, t0 + 1800).write(str(two / "b.mseed"), format="MSEED")
+    location = str(tmp_path / "store.zarr")
+    ch = ChannelId.parse("GR.FUR..BHN")
+
+    def stored() -> np.ndarray:
+        pieces = read_pieces(open_root(location, "r"), ch, to_ns(t0), to_ns(t0 + 1800))
+        return np.concatenate([p.data for p in pieces])
+
+    _ingest(one, location)
+    _ingest(two, location)
+    expect = np.concatenate([tr.slice(t0, t0 + 600).data, tr.slice(t0 + 1200, t0 + 1800).data])
+    assert np.array_equal(stored(), expect)
+    assert _ingest(two, location)["units_skipped"] == 1
+    changed = tr.slice(t0 + 1200, t0 + 1500)  # b shrinks: its old samples must go
+    changed.write(str(two / "b.mseed"), format="MSEED")
+    summary = _ingest(two, location)
+    assert summary["units_written"] == 1
+    expect = np.concatenate([tr.slice(t0, t0 + 600).data, changed.data])
+    assert np.array_equal(stored(), expect)

@@ -27,6 +27,7 @@ from storage.tables import read_source_document, read_table, write_source_docume
 CH = ChannelId("XX", "TEST", "00", "HHZ")
 DAY = to_ns("2021-03-04")
 RNG = np.random.default_rng(7)
+SRC = {"path": "x.mseed", "size": 1, "mtime_ns": 1}
 
 
 def _write(
@@ -62,7 +63,7 @@ def _write(
             },
         ],
         quarantine=[],
-        digest="abc",
+        sources=[SRC],
         fresh=fresh,
     )
     return year, data
@@ -72,7 +73,8 @@ def _write(
 def test_lossless_round_trip_and_xarray_view(tmp_path: Path, codec: str) -> None:
     location = str(tmp_path / "s.zarr")
     year, data = _write(location, codec)
-    assert year.is_done(DAY, "abc") and not year.is_done(DAY, "other")
+    assert year.is_done(DAY, [SRC]) and year.is_done(DAY, [])
+    assert not year.is_done(DAY, [{**SRC, "mtime_ns": 2}])
     ds = xr.open_zarr(location, group=year.layout.path, consolidated=False)
     d = (DAY - to_ns("2021-01-01")) // (86400 * NS_PER_S)
     row = ds.data[d, 350_000:850_000].values
@@ -98,7 +100,7 @@ def test_reader_splits_at_gaps_with_exact_times(tmp_path: Path) -> None:
 
 def test_misaligned_or_mistyped_writes_are_refused(tmp_path: Path) -> None:
     year, _ = _write(str(tmp_path / "s.zarr"))
-    ok = dict(t0_ns=DAY, offset=0, flags=0, segments=[], quarantine=[], digest="d")
+    ok = dict(t0_ns=DAY, offset=0, flags=0, segments=[], quarantine=[], sources=[SRC])
     with pytest.raises(SchemaError, match="int32"):
         year.write_day(DAY, data=np.zeros(10, np.float64), mask=np.ones(10, bool), **ok)
     with pytest.raises(SchemaError, match="outside"):
@@ -122,7 +124,7 @@ def test_rewrite_removes_stale_chunks(tmp_path: Path) -> None:
         flags=0,
         segments=[],
         quarantine=[],
-        digest="new",
+        sources=[{**SRC, "size": 2}],
         fresh=False,
     )
     ds = xr.open_zarr(location, group=year.layout.path, consolidated=False)

@@ -137,7 +137,7 @@ def test_real_windows_around_predicted_p(archive: Path, tmp_path: Path) -> None:
         window_post_s=40.0,
     )
     plan = plan_ingest(sds, archive / "stations.xml.gz", archive / "events.xml")
-    prepare_store(location, plan, settings)
+    plan = prepare_store(location, plan, settings)
     record_continuous(location, ingest_batch(location, plan.units, settings))
     pending = prepare_windows(location, settings)
     counts = cut_batch(location, pending, settings)

@@ -6,13 +6,12 @@ file named and what to do, so the caller can quarantine it and go on.
 
 from __future__ import annotations
 
-import hashlib
 import io
 import os
 import re
 import threading
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,8 +68,9 @@ class SourceFile:
         last = day_start_ns(self.end_ns)
         return list(range(first, last + 1, NS_PER_DAY))
 
-    def fingerprint(self) -> str:
-        return f"{self.path}:{self.size}:{self.mtime_ns}"
+    def fingerprint(self) -> dict[str, object]:
+        """What identifies this version of the file: a changed file is read again."""
+        return {"path": self.path, "size": self.size, "mtime_ns": self.mtime_ns}
 
 
 @dataclass
@@ -267,12 +267,3 @@ def decode(path: str) -> tuple[list[Segment], list[Problem]]:
             continue
         segments.append(Segment(ch, to_ns(s.starttime), float(s.sampling_rate), counts, path))
     return segments, problems
-
-
-def digest(fingerprints: Iterable[str]) -> str:
-    """Digest of the source files a unit reads (path, size, mtime): changes trigger a redo."""
-    h = hashlib.sha256()
-    for fp in sorted(fingerprints):
-        h.update(fp.encode())
-        h.update(b"\0")
-    return h.hexdigest()[:32]
