@@ -483,24 +483,7 @@ def prepare_windows(location: str, settings: Settings) -> list[int]:
             for df in (catalog, channel_days):
                 if col in df:
                     df[col] = df[col].astype("int64")
-        metadata = MetadataIndex(
-            channels
-            if len(channels)
-            else pd.DataFrame(
-                columns=[
-                    "network",
-                    "station",
-                    "location",
-                    "channel",
-                    "start_ns",
-                    "end_ns",
-                    "latitude",
-                    "longitude",
-                    "elevation_m",
-                    "sampling_rate",
-                ]
-            )
-        )
+        metadata = MetadataIndex(channels)  # an empty table gives an empty index
         specs = plan_windows(catalog, channel_days, metadata, layout)
         known = trace_keys(group)
         new = [s for s in specs if s.trace_key not in known]

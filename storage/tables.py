@@ -37,6 +37,8 @@ def read_table(location: str, name: str) -> pd.DataFrame:
         warnings.simplefilter("ignore")
         ds = xr.open_zarr(location, group=f"{TABLES}/{name}", consolidated=False)
         df = ds.load().to_dataframe().reset_index(drop=True)
+        # Column order as written (zarr lists arrays in no particular order).
+        df = df[[c for c in ds.attrs.get("columns", sorted(df.columns)) if c in df.columns]]
     for col in df.columns:
         if df[col].dtype.kind in "OT" or str(df[col].dtype).startswith("String"):
             df[col] = df[col].astype(object).where(df[col].notna(), "").astype(str)
@@ -72,6 +74,7 @@ def write_table(
     merged = _clean(merged.reset_index(drop=True))
     ds = xr.Dataset({col: ("row", merged[col].to_numpy()) for col in merged.columns})
     ds.attrs["key"] = keys
+    ds.attrs["columns"] = list(merged.columns)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         ds.to_zarr(location, group=f"{TABLES}/{name}", mode="w", consolidated=False, zarr_format=3)

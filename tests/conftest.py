@@ -123,3 +123,22 @@ def cli_env(prefect_url: str, **extra: str) -> dict[str, str]:
 
 def seismoflow_cmd() -> list[str]:
     return [sys.executable, "-m", "seismoflow.cli"]
+
+
+def ingest_args(archive: Path, sds: Path, store: Path, *extra: str) -> list[str]:
+    """``seismoflow ingest`` of ``sds`` with the archive's StationXML and QuakeML."""
+    return [
+        *seismoflow_cmd(), "ingest", "--sds", str(sds),
+        "--stations", str(archive / "stations.xml.gz"), "--events", str(archive / "events.xml"),
+        "--store", str(store), "--json", *extra,
+    ]  # fmt: skip
+
+
+def link_sds(archive: Path, years: tuple[str, ...], dest: Path) -> Path:
+    """An SDS tree of links to the archive's day files of ``years`` (nothing is copied)."""
+    for year in years:
+        for src in (archive / "sds" / year).rglob("*.D.*"):
+            dst = dest / src.relative_to(archive / "sds")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.symlink_to(src)
+    return dest

@@ -23,7 +23,7 @@ from storage.continuous import ContinuousReader
 from storage.location import open_root
 from storage.schema import Flag
 from storage.tables import read_table
-from tests.conftest import OUTPUT, cli_env, seismoflow_cmd
+from tests.conftest import OUTPUT, cli_env, ingest_args, seismoflow_cmd
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]
 
@@ -41,23 +41,8 @@ def run_cli(args: list[str], prefect_url: str, **env: str) -> subprocess.Complet
 
 
 def ingest(archive: Path, store: Path, prefect_url: str, *extra: str) -> dict[str, Any]:
-    proc = run_cli(
-        [
-            "ingest",
-            "--sds",
-            str(archive / "sds"),
-            "--stations",
-            str(archive / "stations.xml.gz"),
-            "--events",
-            str(archive / "events.xml"),
-            "--store",
-            str(store),
-            "--json",
-            *extra,
-        ],
-        prefect_url,
-    )
-    return json.loads(proc.stdout)
+    args = ingest_args(archive, archive / "sds", store, *extra)[len(seismoflow_cmd()) :]
+    return json.loads(run_cli(args, prefect_url).stdout)
 
 
 def data_digest(store: Path) -> dict[str, str]:

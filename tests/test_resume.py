@@ -7,6 +7,7 @@ uninterrupted run.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import signal
@@ -18,7 +19,7 @@ import numpy as np
 import pytest
 import zarr
 
-from tests.conftest import cli_env, seismoflow_cmd
+from tests.conftest import cli_env, ingest_args, link_sds
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]
 
@@ -28,30 +29,7 @@ LEDGER_FREE = {"ingested_at", "written_at"}  # completion times differ run to ru
 
 @pytest.fixture(scope="module")
 def subset(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    root = tmp_path_factory.mktemp("subset") / "sds"
-    for year in YEARS:
-        for src in (archive / "sds" / year).rglob("*.D.*"):
-            dst = root / src.relative_to(archive / "sds")
-            dst.parent.mkdir(parents=True, exist_ok=True)
-            dst.symlink_to(src)
-    return root
-
-
-def _args(archive: Path, sds: Path, store: Path, *extra: str) -> list[str]:
-    return [
-        *seismoflow_cmd(),
-        "ingest",
-        "--sds",
-        str(sds),
-        "--stations",
-        str(archive / "stations.xml.gz"),
-        "--events",
-        str(archive / "events.xml"),
-        "--store",
-        str(store),
-        "--json",
-        *extra,
-    ]
+    return link_sds(archive, YEARS, tmp_path_factory.mktemp("subset") / "sds")
 
 
 def _run(args: list[str], prefect_url: str) -> dict:
@@ -63,27 +41,24 @@ def _run(args: list[str], prefect_url: str) -> dict:
 
 
 def snapshot(location: Path) -> dict[str, object]:
-    """Every stored array except completion times; event traces keyed by trace_key."""
-    root = zarr.open_group(str(location), mode="r", use_consolidated=False)
+    """The store's content except completion times.
+
+    Continuous data as the sha256 of every stored chunk and metadata file (chunks are
+    deterministic); event traces as arrays ordered by ``trace_key``, since concurrent runs
+    may append traces in another order.
+    """
     out: dict[str, object] = {}
-    cont = root["continuous"]
-    assert isinstance(cont, zarr.Group)
-    for name, chan in cont.groups():
-        for year, group in chan.groups():
-            for var, arr in group.arrays():
-                if var not in LEDGER_FREE:
-                    out[f"{name}/{year}/{var}"] = np.asarray(arr[:])
-    events = root["events"]
+    for path in sorted((location / "continuous").rglob("*")):
+        rel = path.relative_to(location)
+        if path.is_file() and "ingested_at" not in rel.parts:
+            out[str(rel)] = hashlib.sha256(path.read_bytes()).hexdigest()
+    events = zarr.open_group(str(location), mode="r", use_consolidated=False)["events"]
+    assert isinstance(events, zarr.Group)
     keys = np.asarray(events["trace_key"][:]).astype(object)
     order = np.argsort(keys)
     out["events/trace_key"] = keys[order]
     for var, arr in events.arrays():
-        if (
-            var not in LEDGER_FREE
-            and var != "trace_key"
-            and arr.shape
-            and arr.shape[0] == keys.size
-        ):
+        if var not in LEDGER_FREE and arr.shape and arr.shape[0] == keys.size:
             out[f"events/{var}"] = np.asarray(arr[:])[order]
     return out
 
@@ -104,7 +79,7 @@ def reference(
     archive: Path, subset: Path, prefect_server: str, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[dict, dict]:
     store = tmp_path_factory.mktemp("ref") / "store.zarr"
-    summary = _run(_args(archive, subset, store), prefect_server)
+    summary = _run(ingest_args(archive, subset, store), prefect_server)
     return summary, snapshot(store)
 
 
@@ -118,7 +93,7 @@ def test_killed_ingest_resumes_to_the_same_store(
     ref_summary, ref = reference
     store = tmp_path / "store.zarr"
     proc = subprocess.Popen(
-        _args(archive, subset, store, "--workers", "1"),
+        ingest_args(archive, subset, store, "--workers", "1"),
         env=cli_env(prefect_server),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
@@ -135,7 +110,7 @@ def test_killed_ingest_resumes_to_the_same_store(
     # The interrupted store is readable as it stands.
     root = zarr.open_group(str(store), mode="r", use_consolidated=False)
     assert len(list(root["continuous"].group_keys())) > 0
-    summary = _run(_args(archive, subset, store), prefect_server)
+    summary = _run(ingest_args(archive, subset, store), prefect_server)
     assert summary["units_skipped"] >= done - 2  # a unit killed mid-write is redone
     assert summary.get("units_written", 0) + summary["units_skipped"] == ref_summary["units"]
     assert_same(snapshot(store), ref)
@@ -147,14 +122,14 @@ def test_concurrent_overlapping_ingests(
     _, ref = reference
     store = tmp_path / "store.zarr"
     first = subprocess.Popen(
-        _args(archive, subset, store, "--end", "2023-01-01"),
+        ingest_args(archive, subset, store, "--end", "2023-01-01"),
         env=cli_env(prefect_server),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
     second = subprocess.Popen(
-        _args(archive, subset, store, "--start", "2020-01-01"),
+        ingest_args(archive, subset, store, "--start", "2020-01-01"),
         env=cli_env(prefect_server),
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,

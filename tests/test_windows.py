@@ -23,6 +23,7 @@ from seismoflow.ingest import (
 from seismoflow.settings import Settings
 from seismoflow.times import NAT, NS_PER_S, to_ns
 from storage.schema import EventWindowLayout, Flag
+from tests.conftest import link_sds
 
 ORIGIN = to_ns("2021-06-01T12:00:00")
 
@@ -123,11 +124,7 @@ def test_p_reference_uses_taup() -> None:
 @pytest.mark.data
 @pytest.mark.slow
 def test_real_windows_around_predicted_p(archive: Path, tmp_path: Path) -> None:
-    sds = tmp_path / "sds"
-    for src in (archive / "sds" / "2022").rglob("*.D.*"):
-        dst = sds / src.relative_to(archive / "sds")
-        dst.parent.mkdir(parents=True, exist_ok=True)
-        dst.symlink_to(src)
+    sds = link_sds(archive, ("2022",), tmp_path / "sds")
     location = str(tmp_path / "store.zarr")
     settings = Settings(
         store=location,
