@@ -27,7 +27,7 @@ from seismoflow.archive.sources import Problem, Segment, SourceFile, decode, sca
 from seismoflow.archive.windows import WindowSpec, cut_window, plan_windows
 from seismoflow.ids import ChannelId
 from seismoflow.settings import Settings
-from seismoflow.times import NAT, NS_PER_DAY, grid_time_ns
+from seismoflow.times import NAT, NS_PER_DAY, NS_PER_S, rate_fraction
 from storage.continuous import (
     WRITING,
     ChannelYear,
@@ -356,7 +356,7 @@ def _ingest_unit(
     d = year.layout.day_index(unit.day_ns)
     if year.is_done(unit.day_ns, list(unit.sources)):
         rec = read_day_record(year.group, d)
-        first, last = _extent_from_segments(rec.segments, rec.starttime_ns, rec.sampling_rate)
+        first, last = _extent(rec.segments, rec.sampling_rate)
         stored = [{**p, "stage": "ingest"} for p in rec.quarantine]
         return UnitResult(_day_row(rec.as_row(), first, last), stored, "skipped", 0)
     _, state = year.ledger(unit.day_ns)
@@ -406,37 +406,31 @@ def _ingest_unit(
         sources=sources,
         fresh=state == "",
     )
-    idx = np.flatnonzero(day.mask) + day.offset
-    first, last = _extent_from_index(idx, day.t0_ns, unit.sampling_rate)
+    first, last = _extent(day.segments, unit.sampling_rate)
     record = DayRecord(
         channel=unit.channel,
         day_ns=unit.day_ns,
         sampling_rate=unit.sampling_rate,
         starttime_ns=day.t0_ns,
-        n_samples=int(idx.size),
+        n_samples=day.n_samples,
         flags=int(flags),
         segments=day.segments,
         quarantine=rows,
         ingested_at_ns=completed,
         sources=sources,
     )
-    status = "written" if idx.size else "empty"
-    return UnitResult(_day_row(record.as_row(), first, last), rows, status, int(idx.size))
+    status = "written" if day.n_samples else "empty"
+    return UnitResult(_day_row(record.as_row(), first, last), rows, status, day.n_samples)
 
 
-def _extent_from_index(idx: np.ndarray, t0: int, rate: float) -> tuple[int, int]:
-    if idx.size == 0:
-        return NAT, NAT
-    return grid_time_ns(t0, int(idx[0]), rate), grid_time_ns(t0, int(idx[-1]), rate)
-
-
-def _extent_from_segments(segments: list[dict[str, Any]], t0: int, rate: float) -> tuple[int, int]:
-    """Times of the first and last recorded grid samples, from the stored segment list."""
+def _extent(segments: list[dict[str, Any]], rate: float) -> tuple[int, int]:
+    """Exact times of the first and last recorded samples, from the segment list."""
     if not segments:
         return NAT, NAT
-    lo = min(int(s["index"]) for s in segments)
-    hi = max(int(s["index"]) + int(s["npts"]) - 1 for s in segments)
-    return _extent_from_index(np.array([lo, hi]), t0, rate)
+    period = NS_PER_S / rate_fraction(rate)
+    first = min(int(s["start_ns"]) for s in segments)
+    last = max(int(s["start_ns"]) + round((int(s["npts"]) - 1) * period) for s in segments)
+    return first, last
 
 
 def record_continuous(location: str, results: Sequence[UnitResult]) -> None:

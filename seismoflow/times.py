@@ -53,8 +53,3 @@ def sample_index(t_ns: int, t0_ns: int, sampling_rate: float) -> tuple[int, int]
     idx = round(exact)
     residual = t_ns - t0_ns - Fraction(idx * NS_PER_S) / rate
     return idx, round(residual)
-
-
-def grid_time_ns(t0_ns: int, index: int, sampling_rate: float) -> int:
-    """Time of grid sample ``index`` (rounded to whole ns)."""
-    return t0_ns + round(Fraction(index * NS_PER_S) / rate_fraction(sampling_rate))

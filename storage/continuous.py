@@ -233,7 +233,9 @@ class Piece:
 
 def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """``[start, stop)`` index pairs of the True runs of ``mask``."""
-    edges = np.diff(np.concatenate(([0], mask.view(np.int8), [0])))
+    edges = np.diff(
+        np.concatenate((np.zeros(1, np.int8), mask.view(np.int8), np.zeros(1, np.int8)))
+    )
     starts = np.flatnonzero(edges == 1)
     stops = np.flatnonzero(edges == -1)
     return list(zip(starts.tolist(), stops.tolist(), strict=True))
@@ -286,7 +288,8 @@ class ContinuousReader:
         source segment started off the grid; start times are the source's exact times.
         """
         pieces: list[Piece] = []
-        day = (start_ns // NS_PER_DAY) * NS_PER_DAY - NS_PER_DAY
+        # A day's grid holds only samples of that day, so no earlier day is read.
+        day = (start_ns // NS_PER_DAY) * NS_PER_DAY
         while day <= end_ns:
             year = int(str(np.datetime64(day, "ns").astype("datetime64[Y]")))
             handles = self._year(channel, year)

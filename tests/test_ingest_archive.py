@@ -266,3 +266,17 @@ def test_store_opens_as_datatree(ingested: tuple[Path, dict]) -> None:
     assert int(cca.n_samples.sum()) == 3_456_000
     assert tree["tables/catalog"].sizes["row"] == 214
     assert os.path.isfile(store / "zarr.json")
+
+
+def test_codec_by_coverage_and_exact_extents(ingested: tuple[Path, dict]) -> None:
+    """Day-long records get pcodec, event snippets delta-zstd; ``first_ns``..``last_ns`` of
+    every channel-day holds exactly its recorded samples, off-grid segments included."""
+    store, _ = ingested
+    root = open_root(str(store), "r")
+    assert root["continuous/CI.CCA..BHN/2022"].attrs["codec"] == "pcodec"  # type: ignore[index]
+    assert root["continuous/CN.WSLR..HHE/2019"].attrs["codec"] == "delta-zstd"  # type: ignore[index]
+    days = _day_flags(store)
+    reader = ContinuousReader(root)
+    for row in days[(days["flags"] & int(Flag.TIMING_SHIFT | Flag.GAPS)) > 0].itertuples():
+        pieces = reader.pieces(ChannelId.parse(row.channel), int(row.first_ns), int(row.last_ns))
+        assert sum(p.data.size for p in pieces) == int(row.n_samples), row.channel

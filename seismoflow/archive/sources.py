@@ -149,9 +149,10 @@ def _sds_entry(path: Path, match: re.Match[str], stat: os.stat_result) -> Source
     day = to_ns(f"{match['year']}-01-01") + (int(match["doy"]) - 1) * NS_PER_DAY
     start, end = day, day + NS_PER_DAY - 1
     try:
+        # The records' real span: it sizes the unit's coverage (codec choice), and a record
+        # running past midnight makes the file part of the next day's unit too.
         t0, t1 = get_start_and_end_time(str(path))
-        # A record may run past midnight into the next day's unit.
-        start, end = min(start, to_ns(t0)), max(end, to_ns(t1))
+        start, end = to_ns(t0), to_ns(t1)
     except Exception:  # noqa: BLE001 - a damaged file is decoded (and reported) by its unit
         pass
     return SourceFile(str(path), channel, start, end, stat.st_size, stat.st_mtime_ns, True)
