@@ -75,6 +75,11 @@ def _plateaus(at: np.ndarray) -> list[tuple[int, int]]:
     )
 
 
+# Below this peak-to-peak range (counts) plateaus say nothing about clipping: a 12-bit
+# digitizer already spans 4096 counts, while near-dead channels toggle by a few counts.
+MIN_CLIP_RANGE = 64
+
+
 def is_clipped(values: np.ndarray, fraction: float) -> bool:
     """Plateaus at the max or min value hold a share ``fraction`` (and >= 3) of the samples.
 
@@ -82,8 +87,8 @@ def is_clipped(values: np.ndarray, fraction: float) -> bool:
     half the RMS sample-to-sample step): a smooth natural peak flattens gently into its top
     integer value, a clipped trace runs into the digitizer's limit.
     """
-    if values.size < 3 or is_flat(values):
-        return False
+    if values.size < 3 or int(values.max()) - int(values.min()) < MIN_CLIP_RANGE:
+        return False  # flat, or a near-dead channel toggling between a few counts
     steps = np.diff(values.astype(np.int64))
     steep = 0.5 * float(np.sqrt(np.mean(steps.astype(np.float64) ** 2)))
     need = max(3, int(np.ceil(fraction * values.size)))
