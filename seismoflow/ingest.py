@@ -240,7 +240,10 @@ def prepare_store(location: str, plan: IngestPlan, settings: Settings) -> Ingest
                 year,
                 rate,
                 settings,
-                choose_codec(settings.codec, sum(covered) / (len(covered) * NS_PER_DAY)),
+                choose_codec(
+                    settings.codec,
+                    sum(covered) / len(covered) / NS_PER_S * rate / settings.chunk_samples,
+                ),
             )
             for (channel, year, rate), covered in sorted(coverage.items())
         ]

@@ -57,12 +57,14 @@ INTEGER_CODECS = ("pcodec", "delta-zstd")
 # pcodec pages of 16384 values: a page of unrecorded (zero) samples costs almost nothing,
 # where one large page mixes zeros and waveform and costs ~0.3 bit per zero (measured).
 PCODEC_PAGE = 16_384
-# Below this share of the day covered by data, delta + zstd beats pcodec (BENCHMARKS.md).
+# Days recording less than half a chunk of samples: delta + zstd beats pcodec (BENCHMARKS.md).
 DENSE_COVERAGE = 0.5
 
 
 def choose_codec(setting: str, coverage: float) -> str:
-    """The codec for a new channel-year: the setting, or by data coverage for ``auto``."""
+    """The codec for a new channel-year: the setting, or for ``auto`` by ``coverage``: the
+    recorded samples per day as a share of one chunk. Snippets much shorter than a chunk
+    leave chunks mostly empty, where delta + zstd wins; longer records favour pcodec."""
     if setting != "auto":
         return setting
     return "pcodec" if coverage >= DENSE_COVERAGE else "delta-zstd"

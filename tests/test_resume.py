@@ -50,7 +50,9 @@ def snapshot(location: Path) -> dict[str, object]:
     out: dict[str, object] = {}
     for path in sorted((location / "continuous").rglob("*")):
         rel = path.relative_to(location)
-        if path.is_file() and "ingested_at" not in rel.parts:
+        # zarr writes local chunks through temporary ``*.partial`` files; a killed run may
+        # leave one behind, which no reader ever opens.
+        if path.is_file() and "ingested_at" not in rel.parts and path.suffix != ".partial":
             out[str(rel)] = hashlib.sha256(path.read_bytes()).hexdigest()
     events = zarr.open_group(str(location), mode="r", use_consolidated=False)["events"]
     assert isinstance(events, zarr.Group)
