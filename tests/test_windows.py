@@ -139,7 +139,7 @@ def test_real_windows_around_predicted_p(archive: Path, tmp_path: Path) -> None:
     pending = prepare_windows(location, settings)
     counts = cut_batch(location, pending, settings)
     assert counts["written"] == len(pending) > 50
-    ds = xr.open_zarr(location, group="events")
+    ds = xr.open_zarr(location, group="events", consolidated=False)  # not finalized
     assert ds.sizes["sample"] == 2400 and ds.attrs["reference"] == "p"
     known = np.isfinite(ds.distance_deg.values)
     lag = (ds.reference_time.values - ds.origin_time.values) / np.timedelta64(1, "s")
