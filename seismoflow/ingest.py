@@ -33,7 +33,7 @@ from storage.continuous import (
     ChannelYear,
     ContinuousReader,
     DayRecord,
-    read_day_record,
+    built_from,
 )
 from storage.events import TraceWriter, events_group, pending_traces, trace_keys
 from storage.location import consolidate, open_root, store_lock
@@ -356,25 +356,24 @@ def _ingest_unit(
     earlier run over another folder); a file read again replaces its own earlier samples.
     """
     channel = ChannelId.parse(unit.channel)
-    d = year.layout.day_index(unit.day_ns)
-    if year.is_done(unit.day_ns, list(unit.sources)):
-        rec = read_day_record(year.group, d)
+    done, state = year.ledger(unit.day_ns)
+    if built_from(done, state, list(unit.sources)):
+        rec = year.record(unit.day_ns)
         first, last = _extent(rec.segments, rec.sampling_rate)
         stored = [{**p, "stage": "ingest"} for p in rec.quarantine]
         return UnitResult(_day_row(rec.as_row(), first, last), stored, "skipped", 0)
-    _, state = year.ledger(unit.day_ns)
     paths = {f.path for f in unit.files}
     kept_sources: list[dict[str, Any]] = []
     kept_rows: list[dict[str, Any]] = []
     segments: list[Segment] = []
     if state not in ("", WRITING):  # merge with what other files gave this day
-        rec = read_day_record(year.group, d)
+        rec = year.record(unit.day_ns)
         kept_sources = [s for s in rec.sources if s["path"] not in paths]
         kept_rows = [q for q in rec.quarantine if q["source"] not in paths]
         others = {str(s["path"]) for s in kept_sources}
         segments = [
             Segment(channel, p.start_ns, p.sampling_rate, p.data, source)
-            for source, p in year.stored_segments(unit.day_ns, others)
+            for source, p in year.stored_segments(rec, others)
         ]
     problems: list[Problem] = []
     damaged = False

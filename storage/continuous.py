@@ -17,12 +17,6 @@ from seismoflow.times import NAT, NS_PER_DAY, NS_PER_S, rate_fraction
 from storage.schema import CONTINUOUS, ContinuousLayout, SchemaError
 
 
-def _array(group: zarr.Group, name: str) -> zarr.Array:
-    arr = group[name]
-    assert isinstance(arr, zarr.Array)
-    return arr
-
-
 @dataclass(frozen=True)
 class DayRecord:
     """What the ledger and per-day variables say about one stored channel-day."""
@@ -53,6 +47,15 @@ class DayRecord:
 
 # ``sources`` of a day being written: a killed write is redone whole, never merged.
 WRITING = "writing"
+
+
+def built_from(done: int, state: str, sources: list[dict[str, Any]]) -> bool:
+    """Whether a day's ledger ``(ingested_at, sources)`` says it is complete and was built
+    from every one of ``sources`` (path, size, mtime)."""
+    if done == NAT or state in ("", WRITING):
+        return False
+    have = {json.dumps(s, sort_keys=True) for s in json.loads(state)}
+    return all(json.dumps(s, sort_keys=True) in have for s in sources)
 
 
 class ChannelYear:
@@ -86,15 +89,41 @@ class ChannelYear:
 
     def is_done(self, day_ns: int, sources: list[dict[str, Any]]) -> bool:
         """True when the ledger marks this day complete and built from all of ``sources``."""
-        done, stored = self.ledger(day_ns)
-        if done == NAT or stored in ("", WRITING):
-            return False
-        have = {json.dumps(s, sort_keys=True) for s in json.loads(stored)}
-        return all(json.dumps(s, sort_keys=True) in have for s in sources)
+        return built_from(*self.ledger(day_ns), sources)
 
-    def stored_segments(self, day_ns: int, sources: set[str]) -> list[tuple[str, Piece]]:
-        """Recorded samples of the day that came from ``sources``, with exact start times."""
-        rec = read_day_record(self.group, self.layout.day_index(day_ns))
+    def record(self, day_ns: int) -> DayRecord:
+        """The per-day variables of one stored channel-day."""
+        d = self.layout.day_index(day_ns)
+        names = (
+            "segments",
+            "quarantine",
+            "starttime",
+            "n_samples",
+            "flags",
+            "ingested_at",
+            "sources",
+        )
+        arrays = [self.arrays[n].async_array for n in names]
+
+        async def _get() -> list[Any]:
+            return list(await asyncio.gather(*(a.getitem(d) for a in arrays)))
+
+        values = {n: np.asarray(v).item() for n, v in zip(names, sync(_get()), strict=True)}
+        return DayRecord(
+            channel=self.layout.channel.nslc,
+            day_ns=day_ns,
+            sampling_rate=float(self.layout.sampling_rate),
+            starttime_ns=int(values["starttime"]),
+            n_samples=int(values["n_samples"]),
+            flags=int(values["flags"]),
+            segments=json.loads(values["segments"]) if values["segments"] else [],
+            quarantine=json.loads(values["quarantine"]) if values["quarantine"] else [],
+            ingested_at_ns=int(values["ingested_at"]),
+            sources=json.loads(values["sources"]) if values["sources"] not in ("", WRITING) else [],
+        )
+
+    def stored_segments(self, rec: DayRecord, sources: set[str]) -> list[tuple[str, Piece]]:
+        """Recorded samples of day ``rec`` that came from ``sources``, with exact start times."""
         period_ns = NS_PER_S / rate_fraction(rec.sampling_rate)
         out = []
         for seg in rec.segments:
@@ -103,7 +132,13 @@ class ChannelYear:
             start = int(seg["start_ns"])
             end = start + round((int(seg["npts"]) - 1) * period_ns)
             pieces = _day_pieces(
-                self.group, self.arrays, self.layout.channel, day_ns, self.layout.year, start, end
+                self.group,
+                self.arrays,
+                self.layout.channel,
+                rec.day_ns,
+                self.layout.year,
+                start,
+                end,
             )
             out += [(str(seg["source"]), p) for p in pieces]
         return out
@@ -180,45 +215,6 @@ class ChannelYear:
             return completed
 
         return int(sync(_write()))
-
-
-def read_day_record(group: zarr.Group, day_index: int) -> DayRecord:
-    """The per-day variables of one stored channel-day."""
-    attrs: dict[str, Any] = dict(group.attrs)
-    nslc = f"{attrs['network']}.{attrs['station']}.{attrs['location']}.{attrs['channel']}"
-    names = (
-        "segments",
-        "quarantine",
-        "starttime",
-        "n_samples",
-        "flags",
-        "ingested_at",
-        "sources",
-    )
-
-    arrays = [_array(group, n).async_array for n in names]
-
-    async def _get() -> list[Any]:
-        return list(await asyncio.gather(*(a.getitem(day_index) for a in arrays)))
-
-    values: dict[str, Any] = {
-        n: np.asarray(v).item() for n, v in zip(names, sync(_get()), strict=True)
-    }
-    year_start = int(
-        np.datetime64(f"{int(attrs['year']):04d}-01-01").astype("datetime64[ns]").astype(np.int64)
-    )
-    return DayRecord(
-        channel=nslc,
-        day_ns=year_start + day_index * NS_PER_DAY,
-        sampling_rate=float(attrs["sampling_rate"]),
-        starttime_ns=int(values["starttime"]),
-        n_samples=int(values["n_samples"]),
-        flags=int(values["flags"]),
-        segments=json.loads(values["segments"]) if values["segments"] else [],
-        quarantine=json.loads(values["quarantine"]) if values["quarantine"] else [],
-        ingested_at_ns=int(values["ingested_at"]),
-        sources=json.loads(values["sources"]) if values["sources"] not in ("", WRITING) else [],
-    )
 
 
 @dataclass
