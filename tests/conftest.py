@@ -7,6 +7,7 @@ Without it they are skipped with the reason printed; with ``SEISMOFLOW_REQUIRE_D
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -16,6 +17,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -141,4 +143,45 @@ def link_sds(archive: Path, years: tuple[str, ...], dest: Path) -> Path:
             dst = dest / src.relative_to(archive / "sds")
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.symlink_to(src)
+    return dest
+
+
+def run_cli(args: list[str], prefect_url: str, **env: str) -> subprocess.CompletedProcess[str]:
+    """Run ``seismoflow ARGS`` against the session's Prefect server; fail on a non-zero exit."""
+    proc = subprocess.run(
+        [*seismoflow_cmd(), *args],
+        env=cli_env(prefect_url, **env),
+        capture_output=True,
+        text=True,
+        timeout=1200,
+    )
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    return proc
+
+
+def ingest(archive: Path, store: Path, prefect_url: str, *extra: str) -> dict[str, Any]:
+    """``seismoflow ingest --json`` of the whole archive into ``store``; its summary."""
+    args = ingest_args(archive, archive / "sds", store, *extra)[len(seismoflow_cmd()) :]
+    return dict(json.loads(run_cli(args, prefect_url).stdout))
+
+
+@pytest.fixture(scope="session")
+def archive_store(
+    archive: Path, prefect_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, Any]]:
+    """The whole real archive ingested once per session (store path, ingest summary).
+
+    Shared by many tests: treat it as read-only. Tests that write into a store (features,
+    predictions) copy it first with :func:`copy_store`.
+    """
+    store = tmp_path_factory.mktemp("archive") / "store.zarr"
+    summary = ingest(archive, store, prefect_server)
+    OUTPUT.mkdir(exist_ok=True)
+    (OUTPUT / "archive-ingest-summary.json").write_text(json.dumps(summary, indent=2))
+    return store, summary
+
+
+def copy_store(store: Path, dest: Path) -> Path:
+    """A private copy of a local store (for tests that write into it)."""
+    shutil.copytree(store, dest, symlinks=True)
     return dest

@@ -6,9 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import subprocess
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import obspy
@@ -23,26 +21,9 @@ from storage.continuous import ContinuousReader
 from storage.location import open_root
 from storage.schema import Flag
 from storage.tables import read_table
-from tests.conftest import OUTPUT, cli_env, ingest_args, seismoflow_cmd
+from tests.conftest import ingest, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]
-
-
-def run_cli(args: list[str], prefect_url: str, **env: str) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(
-        [*seismoflow_cmd(), *args],
-        env=cli_env(prefect_url, **env),
-        capture_output=True,
-        text=True,
-        timeout=1200,
-    )
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    return proc
-
-
-def ingest(archive: Path, store: Path, prefect_url: str, *extra: str) -> dict[str, Any]:
-    args = ingest_args(archive, archive / "sds", store, *extra)[len(seismoflow_cmd()) :]
-    return json.loads(run_cli(args, prefect_url).stdout)
 
 
 def data_digest(store: Path) -> dict[str, str]:
@@ -55,19 +36,8 @@ def data_digest(store: Path) -> dict[str, str]:
     return out
 
 
-@pytest.fixture(scope="module")
-def ingested(
-    archive: Path, prefect_server: str, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[Path, dict[str, Any]]:
-    store = tmp_path_factory.mktemp("archive") / "store.zarr"
-    summary = ingest(archive, store, prefect_server)
-    OUTPUT.mkdir(exist_ok=True)
-    (OUTPUT / "archive-ingest-summary.json").write_text(json.dumps(summary, indent=2))
-    return store, summary
-
-
-def test_every_channel_day_matches_obspy(archive: Path, ingested: tuple[Path, dict]) -> None:
-    store, summary = ingested
+def test_every_channel_day_matches_obspy(archive: Path, archive_store: tuple[Path, dict]) -> None:
+    store, summary = archive_store
     assert summary["units"] == 2517 and summary.get("units_failed", 0) == 0
     reader = ContinuousReader(open_root(str(store), "r"))
     n_traces = n_samples = 0
@@ -86,8 +56,8 @@ def test_every_channel_day_matches_obspy(archive: Path, ingested: tuple[Path, di
     assert n_samples == 49_264_641 and n_traces >= 2682 - 9  # README: 2713 traces in day files
 
 
-def test_info_counts(archive: Path, ingested: tuple[Path, dict], prefect_server: str) -> None:
-    store, _ = ingested
+def test_info_counts(archive: Path, archive_store: tuple[Path, dict], prefect_server: str) -> None:
+    store, _ = archive_store
     info = json.loads(run_cli(["info", "--store", str(store), "--json"], prefect_server).stdout)
     labels = pd.read_csv(archive / "labels.csv", dtype=str, keep_default_na=False)
     assert info["n_events"] == len(labels) == 214
@@ -109,9 +79,9 @@ def _day_flags(store: Path) -> pd.DataFrame:
     return days
 
 
-def test_known_defects_are_flagged(ingested: tuple[Path, dict]) -> None:
+def test_known_defects_are_flagged(archive_store: tuple[Path, dict]) -> None:
     """Every defect listed in the archive README shows up as a flag."""
-    days = _day_flags(ingested[0])
+    days = _day_flags(archive_store[0])
 
     def flagged(channel: str, flag: Flag) -> bool:
         rows = days[days.channel == channel]
@@ -136,8 +106,8 @@ def test_known_defects_are_flagged(ingested: tuple[Path, dict]) -> None:
     assert set(flat.channel) == {"UW.VFP..EHZ", "UW.YACT..HHE"} and len(flat) == 4
 
 
-def test_event_windows(archive: Path, ingested: tuple[Path, dict]) -> None:
-    store, summary = ingested
+def test_event_windows(archive: Path, archive_store: tuple[Path, dict]) -> None:
+    store, summary = archive_store
     ds = xr.open_zarr(str(store), group="events")
     assert ds.waveform.dims == ("trace", "component", "sample")
     assert ds.sizes["sample"] == round((40 + 90) * 100) and ds.attrs["sampling_rate"] == 100.0
@@ -168,9 +138,9 @@ def test_event_windows(archive: Path, ingested: tuple[Path, dict]) -> None:
     assert not (wave == 0).all(axis=-1).any()
 
 
-def test_window_matches_the_native_samples(ingested: tuple[Path, dict]) -> None:
+def test_window_matches_the_native_samples(archive_store: tuple[Path, dict]) -> None:
     """A 100 Hz vertical resampled onto the 100 Hz window grid is the recorded trace."""
-    store, _ = ingested
+    store, _ = archive_store
     ds = xr.open_zarr(str(store), group="events")
     idx = int(
         np.flatnonzero(
@@ -201,9 +171,9 @@ def test_window_matches_the_native_samples(ingested: tuple[Path, dict]) -> None:
 
 
 def test_rerun_changes_nothing(
-    archive: Path, ingested: tuple[Path, dict], prefect_server: str
+    archive: Path, archive_store: tuple[Path, dict], prefect_server: str
 ) -> None:
-    store, _ = ingested
+    store, _ = archive_store
     before = data_digest(store)
     tables = {n: read_table(str(store), n) for n in ("catalog", "channel_days", "quarantine")}
     summary = ingest(archive, store, prefect_server)
@@ -215,9 +185,9 @@ def test_rerun_changes_nothing(
 
 
 def test_export_is_sample_identical(
-    archive: Path, ingested: tuple[Path, dict], prefect_server: str, tmp_path: Path
+    archive: Path, archive_store: tuple[Path, dict], prefect_server: str, tmp_path: Path
 ) -> None:
-    store, _ = ingested
+    store, _ = archive_store
     out = tmp_path / "cca.mseed"
     run_cli(
         [
@@ -263,8 +233,8 @@ def test_export_is_sample_identical(
         assert src[0].stats.starttime == s.starttime
 
 
-def test_store_opens_as_datatree(ingested: tuple[Path, dict]) -> None:
-    store, _ = ingested
+def test_store_opens_as_datatree(archive_store: tuple[Path, dict]) -> None:
+    store, _ = archive_store
     tree = xr.open_datatree(str(store), engine="zarr")
     assert "continuous" in tree.children and "events" in tree.children
     cca = tree["continuous/CI.CCA..BHN/2022"].to_dataset()
@@ -273,10 +243,10 @@ def test_store_opens_as_datatree(ingested: tuple[Path, dict]) -> None:
     assert os.path.isfile(store / "zarr.json")
 
 
-def test_codec_by_coverage_and_exact_extents(ingested: tuple[Path, dict]) -> None:
+def test_codec_by_coverage_and_exact_extents(archive_store: tuple[Path, dict]) -> None:
     """Day-long records get pcodec, event snippets delta-zstd; ``first_ns``..``last_ns`` of
     every channel-day holds exactly its recorded samples, off-grid segments included."""
-    store, _ = ingested
+    store, _ = archive_store
     root = open_root(str(store), "r")
     assert root["continuous/CI.CCA..BHN/2022"].attrs["codec"] == "pcodec"  # type: ignore[index]
     assert root["continuous/CN.WSLR..HHE/2019"].attrs["codec"] == "delta-zstd"  # type: ignore[index]
