@@ -22,6 +22,9 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "channels": ("network", "station", "location", "channel", "start_ns"),
     "channel_days": ("channel", "day_ns"),
     "quarantine": ("source", "reason", "channel", "start_ns"),
+    "fetch_requests": (
+        "provider", "network", "station", "location", "channel", "start_ns", "end_ns"
+    ),
 }
 
 

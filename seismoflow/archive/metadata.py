@@ -1,8 +1,8 @@
 """StationXML and QuakeML into flat tables, and lookups against them.
 
-Tables keep every channel epoch (with ``channel == ''`` rows for station epochs that list no
-channel), and every event with its QuakeML event type, so the store holds what the source
-said even where it is incomplete.
+Tables keep every channel epoch (and a ``channel == ''`` row for every station epoch, with
+the station's own dates), and every event with its QuakeML event type, so the store holds
+what the source said even where it is incomplete.
 """
 
 from __future__ import annotations
@@ -60,7 +60,12 @@ def _num(x: object) -> float:
 
 
 def inventory_table(inv: obspy.Inventory) -> pd.DataFrame:
-    """One row per channel epoch; one row with empty ``channel`` per channel-less station."""
+    """One row per channel epoch, and one row with empty ``channel`` per station epoch.
+
+    The station rows carry the station epoch's own dates: a station whose epoch covers the
+    data but lists no channel epoch for it (17 stations of the shared archive) still has
+    known coordinates.
+    """
     rows = []
     for net in inv:
         for sta in net:
@@ -71,22 +76,21 @@ def inventory_table(inv: obspy.Inventory) -> pd.DataFrame:
                 "longitude": _num(sta.longitude),
                 "elevation_m": _num(sta.elevation),
             }
-            if not sta.channels:
-                rows.append(
-                    {
-                        **base,
-                        "location": "",
-                        "channel": "",
-                        "start_ns": _ns_or_nat(sta.start_date),
-                        "end_ns": _ns_or_nat(sta.end_date),
-                        "depth_m": np.nan,
-                        "sampling_rate": np.nan,
-                        "azimuth": np.nan,
-                        "dip": np.nan,
-                        "has_response": False,
-                        "description": str(sta.description or ""),
-                    }
-                )
+            rows.append(
+                {
+                    **base,
+                    "location": "",
+                    "channel": "",
+                    "start_ns": _ns_or_nat(sta.start_date),
+                    "end_ns": _ns_or_nat(sta.end_date),
+                    "depth_m": np.nan,
+                    "sampling_rate": np.nan,
+                    "azimuth": np.nan,
+                    "dip": np.nan,
+                    "has_response": False,
+                    "description": str(sta.description or ""),
+                }
+            )
             for cha in sta.channels:
                 rows.append(
                     {
@@ -164,6 +168,8 @@ class MetadataIndex:
     def __init__(self, channels: pd.DataFrame) -> None:
         self._by_channel: dict[tuple[str, str, str, str], list[tuple[int, int, StationInfo]]] = {}
         self._by_station: dict[tuple[str, str], list[tuple[int, int, StationInfo]]] = {}
+        by_station_epoch: dict[tuple[str, str], list[tuple[int, int, StationInfo]]] = {}
+        by_channel_epoch: dict[tuple[str, str], list[tuple[int, int, StationInfo]]] = {}
         for r in channels.itertuples(index=False):
             end = int(r.end_ns) if int(r.end_ns) != NAT else np.iinfo(np.int64).max
             start = int(r.start_ns) if int(r.start_ns) != NAT else np.iinfo(np.int64).min
@@ -177,9 +183,14 @@ class MetadataIndex:
             if r.channel:
                 key = (str(r.network), str(r.station), str(r.location), str(r.channel))
                 self._by_channel.setdefault(key, []).append((start, end, info))
-            self._by_station.setdefault((str(r.network), str(r.station)), []).append(
-                (start, end, StationInfo(info.latitude, info.longitude, info.elevation_m, None))
-            )
+            entry = (start, end, StationInfo(info.latitude, info.longitude, info.elevation_m, None))
+            (by_channel_epoch if r.channel else by_station_epoch).setdefault(
+                (str(r.network), str(r.station)), []
+            ).append(entry)
+        # Station epochs (channel '') first: their coordinates are the station's own, the
+        # same whichever channels a document happens to list; channel epochs are a fallback.
+        for sta in by_station_epoch.keys() | by_channel_epoch.keys():
+            self._by_station[sta] = by_station_epoch.get(sta, []) + by_channel_epoch.get(sta, [])
 
     def channel(self, ch: ChannelId, t_ns: int) -> StationInfo | None:
         """The channel epoch covering ``t_ns``, if any."""

@@ -1,0 +1,156 @@
+"""``fetch-fdsn``: events, stations and waveforms from FDSN web services into the store.
+
+Events (fdsnws-event) -> stations around them (fdsnws-station, response level) -> event
+windows or station-days (fdsnws-dataselect bulk requests, politely, with retries) staged as
+miniSEED -> the same ingest path as a local archive (``ingest-archive`` as a subflow).
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.futures import as_completed
+from prefect.task_runners import ThreadPoolTaskRunner
+from prefect.utilities.annotations import unmapped
+
+from flows.ingest import ingest_archive
+from seismoflow.fetch.run import Request, Selection, staging_folder
+from seismoflow.progress import progress
+from seismoflow.settings import Settings
+from tasks import fetch as t
+
+
+@flow(name="fetch-fdsn", log_prints=True)
+def fetch_fdsn(selection: dict[str, Any], settings: dict[str, Any]) -> dict[str, Any]:
+    """Fetch what ``selection`` asks for and ingest it; returns the run summary."""
+    s = Settings(**settings)
+    sel = Selection(**{**selection, "event_types": tuple(selection.get("event_types", ()))})
+    logger = get_run_logger()
+    staging = staging_folder(s)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    meta = t.fetch_metadata(sel, s, str(staging))
+    stats: Counter[str] = Counter(meta.stats)
+    n_stations = (
+        0 if meta.channels.empty else len(meta.channels[["network", "station"]].drop_duplicates())
+    )
+    logger.info("catalogue: %d events; stations: %d", len(meta.catalog), n_stations)
+    requests, skipped = t.plan_requests(meta, sel, s)
+    timings["metadata"] = time.perf_counter() - clock
+
+    clock = time.perf_counter()
+    chunks = _task_chunks(requests, s.fetch_events_per_task)
+    problems: list[str] = []
+    n_lines = sum(len(r.lines) for r in requests)
+    logger.info(
+        "%d requests (%d lines) to make; %d lines already done", len(requests), n_lines, skipped
+    )
+    with progress("dataselect lines", n_lines) as advance:
+        futures = t.fetch_waveforms.map(chunks, unmapped(s), unmapped(str(staging)))
+        for fut in as_completed(list(futures)):
+            out = fut.result()
+            stats.update(out["stats"])
+            problems += out["problems"]
+            advance(out["lines"])
+    timings["waveforms"] = time.perf_counter() - clock
+
+    ingest: dict[str, Any] = {}
+    waveforms = staging / "waveforms"
+    if waveforms.is_dir():
+        clock = time.perf_counter()
+        ingest = ingest_archive(
+            sds=str(waveforms),
+            stations=str(meta.stations_path) if meta.stations_path else None,
+            events=str(meta.events_path) if meta.events_path else None,
+            settings=s.model_dump(),
+        )
+        timings["ingest"] = time.perf_counter() - clock
+    summary = {
+        "events": len(meta.catalog),
+        "stations": n_stations,
+        "requests": stats.get("requests", 0),
+        "requests_by_service": {
+            k.removeprefix("requests_"): v for k, v in stats.items() if k.startswith("requests_")
+        },
+        "retried": stats.get("retried", 0),
+        "retried_by_cause": {
+            k.removeprefix("retried_"): v for k, v in stats.items() if k.startswith("retried_")
+        },
+        "failed_requests": stats.get("failed_requests", 0),
+        "split_413": stats.get("split_413", 0),
+        "lines_planned": n_lines + skipped,
+        "lines_skipped_done": skipped,
+        "lines_with_data": stats.get("lines_data", 0),
+        "lines_no_data": stats.get("lines_nodata", 0),
+        "traces": stats.get("traces", 0),
+        "bytes": stats.get("bytes", 0),
+        "waveform_bytes": stats.get("waveform_bytes", 0),
+        "problems": problems,
+        "staging": str(staging),
+        "ingest": ingest,
+        "seconds": {k: round(v, 2) for k, v in timings.items()},
+    }
+    _publish(summary)
+    logger.info("fetch summary %s", {k: v for k, v in summary.items() if k != "ingest"})
+    return summary
+
+
+def _task_chunks(requests: list[Request], events_per_task: int) -> list[list[Request]]:
+    """Requests grouped into tasks of about ``events_per_task`` requests each."""
+    return [requests[i : i + events_per_task] for i in range(0, len(requests), events_per_task)]
+
+
+def _publish(summary: dict[str, Any]) -> None:
+    lines = ["# FDSN fetch", "", "| what | count |", "|---|---|"]
+    for key in (
+        "events",
+        "stations",
+        "requests",
+        "retried",
+        "failed_requests",
+        "split_413",
+        "lines_planned",
+        "lines_skipped_done",
+        "lines_with_data",
+        "lines_no_data",
+        "traces",
+        "bytes",
+    ):
+        lines.append(f"| {key} | {summary.get(key, 0)} |")
+    lines += ["", "## Requests by service", "", "| service | requests |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in sorted(summary["requests_by_service"].items())]
+    lines += ["", "## Retries by cause", "", "| cause | retries |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in sorted(summary["retried_by_cause"].items())]
+    lines += ["", "## Seconds per stage", "", "| stage | s |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in summary["seconds"].items()]
+    create_markdown_artifact("\n".join(lines), key="fetch-summary", description="FDSN fetch")
+    if summary["problems"]:
+        create_table_artifact(
+            [{"problem": p} for p in summary["problems"]],
+            key="fetch-problems",
+            description="requests that failed after retries",
+        )
+
+
+def run_fetch(settings: Settings, selection: Selection) -> dict[str, Any]:
+    """Run the flow with threads enough for every provider's concurrency limit."""
+    workers = max(settings.max_workers, settings.fetch_concurrency * len(settings.fdsn_url))
+    runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=workers)
+    params = {
+        "start_ns": selection.start_ns,
+        "end_ns": selection.end_ns,
+        "region": dict(selection.region),
+        "minmagnitude": selection.minmagnitude,
+        "event_types": list(selection.event_types),
+        "network": selection.network,
+        "station": selection.station,
+        "continuous": selection.continuous,
+    }
+    return fetch_fdsn.with_options(task_runner=runner)(  # type: ignore[arg-type]
+        selection=params, settings=settings.model_dump()
+    )

@@ -1,0 +1,632 @@
+"""The steps of a fetch: catalogue, stations, waveforms into a local staging folder, ledger.
+
+Fetched miniSEED is kept as the data centre sent it (whole records, split per station and
+event or station and day) in a staging folder, then ingested by the very same path as a local
+archive (:mod:`seismoflow.ingest`), so a fetched store and an archive-ingested store are
+built by one code path. What each dataselect line returned (data, no data, failed) is
+recorded in the store's ``fetch_requests`` table after its files are safely on disk, so a
+re-run asks only for what is missing and a killed run loses nothing it had written.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+import hashlib
+import io
+import os
+import random
+import re
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import obspy
+import pandas as pd
+from obspy.clients.fdsn.header import FDSNException, FDSNNoDataException
+from obspy.io.mseed.util import get_record_information
+
+from seismoflow.archive.metadata import catalog_table, inventory_table
+from seismoflow.fetch.client import (
+    FetchStats,
+    PoliteClient,
+    RequestTooLarge,
+    RetryPolicy,
+    resolve_provider,
+    with_retries,
+)
+from seismoflow.fetch.credentials import Credentials
+from seismoflow.fetch.select import (
+    WILDCARD_LOCATION,
+    BulkLine,
+    Region,
+    batches,
+    continuous_lines,
+    event_lines,
+    keep_best_set,
+)
+from seismoflow.settings import Settings
+from seismoflow.times import from_ns, to_ns
+from storage.location import store_lock
+from storage.tables import read_table, write_table
+
+LEDGER = "fetch_requests"
+STATUS_DATA, STATUS_NODATA, STATUS_FAILED = "data", "nodata", "failed"
+_SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+class FetchError(RuntimeError):
+    """A fetch step that cannot go on (the message says what to change)."""
+
+
+@dataclass(frozen=True)
+class EventQuery:
+    """The fdsnws-event selection of a run."""
+
+    start_ns: int
+    end_ns: int
+    region: Region = field(default_factory=Region)
+    minmagnitude: float | None = None
+    event_types: tuple[str, ...] = ()
+
+    def params(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "starttime": from_ns(self.start_ns),
+            "endtime": from_ns(self.end_ns),
+            **self.region.query(),
+        }
+        if self.minmagnitude is not None:
+            out["minmagnitude"] = self.minmagnitude
+        if self.event_types:
+            out["eventtype"] = ",".join(self.event_types)
+        return out
+
+
+def staging_folder(settings: Settings) -> Path:
+    """Where fetched files wait for ingest: ``fetch_cache`` or ``STORE.fetch`` beside it."""
+    if settings.fetch_cache:
+        return Path(settings.fetch_cache)
+    if "://" in settings.store and not settings.store.startswith("file://"):
+        raise FetchError(
+            f"store {settings.store!r} is remote: set a local --cache folder (setting "
+            "fetch_cache) for the fetched miniSEED"
+        )
+    return Path(settings.store.removeprefix("file://").rstrip("/") + ".fetch")
+
+
+def _atomic_write(path: Path, content: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as fh:
+        fh.write(content)
+        fh.flush()
+        os.fsync(fh.fileno())
+    os.replace(tmp, path)
+
+
+def policy(settings: Settings) -> RetryPolicy:
+    return RetryPolicy(
+        settings.fetch_attempts, settings.fetch_backoff_s, settings.fetch_backoff_cap_s
+    )
+
+
+def make_client(
+    provider: str,
+    settings: Settings,
+    stats: FetchStats,
+    credentials: Credentials | None = None,
+    *,
+    discover: bool = True,
+) -> PoliteClient:
+    """A client for ``provider`` (URL or short name); discovery is retried like requests.
+
+    ``discover=False`` skips ObsPy's WADL discovery (for waveform tasks, after the run's
+    metadata step has already talked to the provider).
+    """
+    base = resolve_provider(provider)
+    kwargs: dict[str, Any] = {"timeout": settings.fetch_timeout_s}
+    if not discover:
+        kwargs["_discover_services"] = False
+    if credentials is not None:
+        kwargs.update(credentials.client_kwargs())
+
+    def connect() -> PoliteClient:
+        return PoliteClient(base, concurrency=settings.fetch_concurrency, stats=stats, **kwargs)
+
+    try:
+        return with_retries(connect, policy(settings), stats, f"connect {base}")
+    except FDSNException as exc:
+        raise FetchError(
+            f"cannot reach the FDSN services at {base} ({type(exc).__name__}: {exc}); check "
+            "--fdsn-url and the network"
+        ) from exc
+
+
+# --- catalogue and stations ----------------------------------------------------------------
+
+
+def fetch_catalog(
+    client: PoliteClient, query: EventQuery, settings: Settings, staging: Path
+) -> tuple[Path | None, pd.DataFrame]:
+    """Events of ``query`` as QuakeML (kept verbatim in staging) and the catalogue table."""
+    buf = io.BytesIO()
+    try:
+        with_retries(
+            lambda: client.get_events(**query.params(), filename=_reset(buf)),
+            policy(settings),
+            client.stats,
+            "events",
+        )
+    except FDSNNoDataException:
+        return None, pd.DataFrame()
+    body = buf.getvalue()
+    path = staging / "events" / f"quakeml_{hashlib.sha256(body).hexdigest()[:16]}.xml"
+    _atomic_write(path, body)
+    table, _rejected = catalog_table(obspy.read_events(io.BytesIO(body)))
+    client.stats.add("events", len(table))
+    return path, table
+
+
+def fetch_stations(
+    client: PoliteClient,
+    region: Region,
+    start_ns: int,
+    end_ns: int,
+    settings: Settings,
+    staging: Path,
+    network: str | None = None,
+    station: str | None = None,
+) -> tuple[Path | None, pd.DataFrame]:
+    """Stations (response level) operating in the span, kept verbatim; the channel table."""
+    params: dict[str, Any] = {
+        "starttime": from_ns(start_ns),
+        "endtime": from_ns(end_ns),
+        "level": "response",
+        **region.query(),
+    }
+    if network:
+        params["network"] = network
+    if station:
+        params["station"] = station
+    buf = io.BytesIO()
+    try:
+        with_retries(
+            lambda: client.get_stations(**params, filename=_reset(buf)),
+            policy(settings),
+            client.stats,
+            "stations",
+        )
+    except FDSNNoDataException:
+        return None, pd.DataFrame()
+    body = buf.getvalue()
+    path = staging / "stations" / f"stationxml_{hashlib.sha256(body).hexdigest()[:16]}.xml"
+    _atomic_write(path, body)
+    table = inventory_table(obspy.read_inventory(io.BytesIO(body), format="STATIONXML"))
+    client.stats.add("stations", int(table[["network", "station"]].drop_duplicates().shape[0]))
+    return path, table
+
+
+def _reset(buf: io.BytesIO) -> io.BytesIO:
+    """The buffer emptied (a retried request must not append to a failed try's bytes)."""
+    buf.seek(0)
+    buf.truncate()
+    return buf
+
+
+# --- waveforms ------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Record:
+    network: str
+    station: str
+    location: str
+    channel: str
+    start_ns: int
+    end_ns: int
+    offset: int
+    length: int
+
+
+class TruncatedData(FDSNException):
+    """A miniSEED body that does not end on a whole record."""
+
+
+def split_records(body: bytes) -> list[Record]:
+    """The miniSEED records of a response (raises :class:`TruncatedData` if cut short)."""
+    out: list[Record] = []
+    offset = 0
+    stream = io.BytesIO(body)
+    while offset < len(body):
+        try:
+            info = get_record_information(stream, offset=offset)
+        except Exception as exc:  # noqa: BLE001 - ObsPy raises several types here
+            raise TruncatedData(f"undecodable miniSEED at byte {offset} of {len(body)}") from exc
+        length = int(info["record_length"])
+        if length <= 0 or offset + length > len(body):
+            raise TruncatedData(f"miniSEED cut short: record at byte {offset} of {len(body)}")
+        out.append(
+            Record(
+                str(info["network"]).strip(),
+                str(info["station"]).strip(),
+                str(info["location"]).strip(),
+                str(info["channel"]).strip(),
+                to_ns(info["starttime"]),
+                to_ns(info["endtime"]),
+                offset,
+                length,
+            )
+        )
+        offset += length
+    return out
+
+
+def _matches(rec: Record, line: BulkLine) -> bool:
+    return (
+        rec.network == line.network
+        and rec.station == line.station
+        and (line.location == WILDCARD_LOCATION or rec.location == line.location)
+        and fnmatch.fnmatchcase(rec.channel, line.channel)
+        and rec.end_ns >= line.start_ns
+        and rec.start_ns <= line.end_ns
+    )
+
+
+def staged_name(line: BulkLine) -> str:
+    """File of one line's data (per channel and event, or channel and day).
+
+    One file per line, so a request split in two (size cap, 413) never writes one file
+    twice; a line fetched again (after a kill) rewrites its own file with the same bytes.
+    """
+    what = line.event_id or from_ns(line.start_ns).strftime("%Y.%j")
+    codes = _SAFE.sub("_", f"{line.network}.{line.station}.{line.location}.{line.channel}")
+    slug = _SAFE.sub("_", what)[-60:]
+    digest = hashlib.sha256(f"{what}|{line.start_ns}|{line.end_ns}".encode()).hexdigest()[:10]
+    return f"{line.network}/{line.station}/{codes}.{slug}.{digest}.mseed"
+
+
+@dataclass
+class BatchResult:
+    rows: list[dict[str, Any]]
+    files: list[str]
+    problems: list[str]
+
+
+def fetch_batch(
+    client: PoliteClient,
+    provider: str,
+    lines: Sequence[BulkLine],
+    settings: Settings,
+    staging: Path,
+    priorities: Sequence[str],
+    rng: random.Random | None = None,
+    log: Callable[[str], None] | None = None,
+) -> BatchResult:
+    """Fetch one request's lines (split on 413), stage their records, return ledger rows."""
+    rng = rng or random.Random()
+    try:
+        body = with_retries(
+            lambda: _download_bulk(client, lines),
+            policy(settings),
+            client.stats,
+            f"dataselect {len(lines)} lines",
+            rng=rng,
+            log=log,
+        )
+    except RequestTooLarge:
+        client.stats.add("split_413")
+        if len(lines) == 1:
+            return _failed(lines, provider, "HTTP 413 for a single line; lower the time span")
+        half = len(lines) // 2
+        first = fetch_batch(client, provider, lines[:half], settings, staging, priorities, rng, log)
+        second = fetch_batch(
+            client, provider, lines[half:], settings, staging, priorities, rng, log
+        )
+        return BatchResult(
+            first.rows + second.rows, first.files + second.files, first.problems + second.problems
+        )
+    except FDSNNoDataException:
+        body = b""
+    except FDSNException as exc:
+        client.stats.add("failed_requests")
+        reason = f"{type(exc).__name__}: {exc}"
+        return _failed(lines, provider, reason)
+    records = split_records(body) if body else []
+    return _stage(records, body, lines, provider, staging, priorities, client.stats)
+
+
+def _download_bulk(client: PoliteClient, lines: Sequence[BulkLine]) -> bytes:
+    buf = io.BytesIO()
+    client.get_waveforms_bulk([ln.as_tuple() for ln in lines], filename=buf)
+    body = buf.getvalue()
+    split_records(body)  # a body cut on a record boundary is caught here: retried
+    return body
+
+
+def _failed(lines: Sequence[BulkLine], provider: str, reason: str) -> BatchResult:
+    rows = [_row(ln, provider, STATUS_FAILED, 0, "", reason) for ln in lines]
+    return BatchResult(rows, [], [f"{len(lines)} lines failed: {reason}"])
+
+
+def _row(
+    line: BulkLine, provider: str, status: str, nbytes: int, file: str, note: str = ""
+) -> dict[str, Any]:
+    key = line.ledger_key(provider)
+    return {
+        "provider": key[0],
+        "network": key[1],
+        "station": key[2],
+        "location": key[3],
+        "channel": key[4],
+        "start_ns": key[5],
+        "end_ns": key[6],
+        "event_id": line.event_id,
+        "status": status,
+        "bytes": int(nbytes),
+        "file": file,
+        "note": note,
+        "fetched_at_ns": time.time_ns(),
+    }
+
+
+def _stage(
+    records: list[Record],
+    body: bytes,
+    lines: Sequence[BulkLine],
+    provider: str,
+    staging: Path,
+    priorities: Sequence[str],
+    stats: FetchStats,
+) -> BatchResult:
+    """Write each line's records to its station file; one ledger row per line."""
+    per_file: dict[str, list[Record]] = defaultdict(list)
+    rows: list[dict[str, Any]] = []
+    for line in lines:
+        mine = [r for r in records if _matches(r, line)]
+        keep = keep_best_set({(r.location, r.channel) for r in mine}, line, priorities)
+        mine = [r for r in mine if (r.location, r.channel) in keep]
+        name = staged_name(line)
+        if mine:
+            per_file[name].extend(mine)
+            rows.append(_row(line, provider, STATUS_DATA, sum(r.length for r in mine), name))
+        else:
+            rows.append(_row(line, provider, STATUS_NODATA, 0, ""))
+    written = []
+    for name, recs in sorted(per_file.items()):
+        unique = sorted({r.offset: r for r in recs}.values(), key=lambda r: r.offset)
+        content = b"".join(body[r.offset : r.offset + r.length] for r in unique)
+        _atomic_write(staging / "waveforms" / name, content)
+        written.append(name)
+        stats.add("traces", len({(r.network, r.station, r.location, r.channel) for r in unique}))
+        stats.add("waveform_bytes", len(content))
+    stats.add("lines_data", sum(r["status"] == STATUS_DATA for r in rows))
+    stats.add("lines_nodata", sum(r["status"] == STATUS_NODATA for r in rows))
+    return BatchResult(rows, written, [])
+
+
+# --- ledger ---------------------------------------------------------------------------------
+
+
+def read_ledger(location: str) -> pd.DataFrame:
+    return read_table(location, LEDGER)
+
+
+def done_keys(ledger: pd.DataFrame) -> set[tuple[str, str, str, str, str, int, int]]:
+    """Lines that need no new request: those that returned data or a final no-data."""
+    if ledger.empty:
+        return set()
+    final = ledger[ledger["status"].isin([STATUS_DATA, STATUS_NODATA])]
+    return {
+        (str(r.provider), str(r.network), str(r.station), str(r.location), str(r.channel),
+         int(r.start_ns), int(r.end_ns))
+        for r in final.itertuples(index=False)
+    }  # fmt: skip
+
+
+def record_lines(location: str, rows: Sequence[dict[str, Any]]) -> None:
+    """Add ledger rows (after their files are on disk); a later row for a line wins."""
+    if not rows:
+        return
+    with store_lock(location):
+        write_table(location, LEDGER, pd.DataFrame(list(rows)))
+
+
+# --- a whole run's metadata and plan -------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Selection:
+    """What a fetch run asks for (the CLI's options; JSON-friendly for flow parameters)."""
+
+    start_ns: int
+    end_ns: int
+    region: dict[str, float] = field(default_factory=dict)
+    minmagnitude: float | None = None
+    event_types: tuple[str, ...] = ()
+    network: str | None = None
+    station: str | None = None
+    continuous: bool = False
+
+    def __post_init__(self) -> None:
+        if self.end_ns <= self.start_ns:
+            raise ValueError(
+                f"--end ({from_ns(self.end_ns)}) must be after --start ({from_ns(self.start_ns)})"
+            )
+        Region(**self.region)  # validates box vs circle
+
+    @property
+    def event_query(self) -> EventQuery:
+        return EventQuery(
+            self.start_ns, self.end_ns, Region(**self.region), self.minmagnitude, self.event_types
+        )
+
+
+@dataclass
+class Metadata:
+    """Catalogue and stations of a run, with the staged documents they came from."""
+
+    events_path: Path | None
+    catalog: pd.DataFrame
+    stations_path: Path | None
+    channels: pd.DataFrame  # with a ``provider`` column: who serves each station
+    stats: dict[str, int]
+
+
+def fetch_metadata(
+    selection: Selection,
+    settings: Settings,
+    staging: Path,
+    credentials: Credentials | None = None,
+) -> Metadata:
+    """Events (first provider), then stations (each provider) around them or the region."""
+    stats = FetchStats()
+    providers = [resolve_provider(p) for p in settings.fdsn_url]
+    events_path, catalog = None, pd.DataFrame()
+    region = Region(**selection.region)
+    start, end = selection.start_ns, selection.end_ns
+    if not selection.continuous:
+        client = make_client(providers[0], settings, stats, credentials)
+        events_path, catalog = fetch_catalog(client, selection.event_query, settings, staging)
+        if catalog.empty:
+            return Metadata(None, catalog, None, pd.DataFrame(), stats.as_dict())
+        region = _around(catalog, region).widened(settings.max_distance_deg)
+        # Stations operating at any event of the catalogue.
+        start = int(catalog["origin_time_ns"].min()) - 3600 * 10**9
+        end = int(catalog["origin_time_ns"].max()) + 3600 * 10**9
+    docs: list[Path] = []
+    tables: list[pd.DataFrame] = []
+    for base in providers:
+        client = make_client(base, settings, stats, credentials)
+        path, table = fetch_stations(
+            client, region, start, end, settings, staging, selection.network, selection.station
+        )
+        if path is None or table.empty:
+            continue
+        docs.append(path)
+        tables.append(table.assign(provider=base))
+    if not tables:
+        return Metadata(events_path, catalog, None, pd.DataFrame(), stats.as_dict())
+    channels = pd.concat(tables, ignore_index=True)
+    # A station listed by several providers is fetched from the first that lists it.
+    first = channels.drop_duplicates(["network", "station"])[["network", "station", "provider"]]
+    channels = channels.drop(columns="provider").merge(first, on=["network", "station"])
+    stations_path = docs[0] if len(docs) == 1 else _merged_inventory(docs, staging)
+    return Metadata(events_path, catalog, stations_path, channels, stats.as_dict())
+
+
+def _around(catalog: pd.DataFrame, region: Region) -> Region:
+    """The box around the catalogue's epicentres (or ``region`` when it is a circle)."""
+    if region.maxradius is not None or catalog.empty:
+        return region
+    lat = catalog["latitude"].astype(float).dropna()
+    lon = catalog["longitude"].astype(float).dropna()
+    if lat.empty or lon.empty:
+        return region
+    return Region(float(lat.min()), float(lat.max()), float(lon.min()), float(lon.max()))
+
+
+def _merged_inventory(docs: Sequence[Path], staging: Path) -> Path:
+    """One StationXML for the ingest when several providers answered (each kept verbatim)."""
+    inv = obspy.Inventory(networks=[], source="seismoflow")
+    for doc in docs:
+        inv += obspy.read_inventory(str(doc), format="STATIONXML")
+    buf = io.BytesIO()
+    inv.write(buf, format="STATIONXML")
+    body = buf.getvalue()
+    path = staging / "stations" / f"merged_{hashlib.sha256(body).hexdigest()[:16]}.xml"
+    _atomic_write(path, body)
+    return path
+
+
+@dataclass(frozen=True)
+class Request:
+    """One dataselect request to make: a provider and its lines."""
+
+    provider: str
+    lines: tuple[BulkLine, ...]
+
+
+def plan_requests(
+    meta: Metadata, selection: Selection, settings: Settings, ledger: pd.DataFrame
+) -> tuple[list[Request], int]:
+    """Requests for every line not already answered (data or no data); and lines skipped."""
+    if meta.channels.empty:
+        return [], 0
+    done = done_keys(ledger)
+    requests: list[Request] = []
+    skipped = 0
+    for provider, channels in meta.channels.groupby("provider", sort=True):
+        if selection.continuous:
+            lines = continuous_lines(
+                channels, settings.channel_priority, selection.start_ns, selection.end_ns
+            )
+        else:
+            lines = event_lines(
+                meta.catalog,
+                channels,
+                settings.channel_priority,
+                settings.max_distance_deg,
+                settings.window_pre_s,
+                settings.window_post_s,
+                settings.window_reference,
+            )
+        todo = [ln for ln in lines if ln.ledger_key(str(provider)) not in done]
+        skipped += len(lines) - len(todo)
+        for group in batches(todo, settings.fetch_max_lines, by_event=not selection.continuous):
+            requests.append(Request(str(provider), tuple(group)))
+    return requests, skipped
+
+
+def fetch_requests(
+    location: str,
+    requests: Sequence[Request],
+    settings: Settings,
+    staging: Path,
+    credentials: Credentials | None = None,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, Any]:
+    """Make ``requests`` (one task's share); stage files, then record the ledger rows."""
+    stats = FetchStats()
+    clients: dict[str, PoliteClient] = {}
+    rows: list[dict[str, Any]] = []
+    problems: list[str] = []
+    for req in requests:
+        if req.provider not in clients:
+            clients[req.provider] = make_client(
+                req.provider, settings, stats, credentials, discover=False
+            )
+        result = fetch_batch(
+            clients[req.provider],
+            req.provider,
+            req.lines,
+            settings,
+            staging,
+            settings.channel_priority,
+            log=log,
+        )
+        rows += result.rows
+        problems += result.problems
+    record_lines(location, rows)
+    failed = [r for r in rows if r["status"] == STATUS_FAILED]
+    if failed:
+        record_fetch_problems(location, failed)
+    return {"stats": stats.as_dict(), "problems": problems, "lines": len(rows)}
+
+
+def record_fetch_problems(location: str, failed: Sequence[dict[str, Any]]) -> None:
+    """Failed lines go to the quarantine table too (with the request and the reason)."""
+    from seismoflow.archive.sources import Problem
+    from seismoflow.ingest import record_problems
+
+    problems = [
+        Problem(
+            f"{r['provider']} dataselect",
+            f"request failed after retries: {r['note']}; a re-run asks again",
+            f"{r['network']}.{r['station']}.{r['location']}.{r['channel']}",
+            int(r["start_ns"]),
+        )
+        for r in failed
+    ]
+    record_problems(location, problems, "fetch")

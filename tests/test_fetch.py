@@ -1,0 +1,349 @@
+"""FDSN fetch against the local FDSN service over the real archive (``tests/fdsnws``).
+
+The whole archive is fetched through HTTP with ObsPy's real client and compared with the
+archive ingest of the same files; faults, kills, re-runs and restricted data run on the 2022
+events (20 events, a few hundred request lines) to keep the suite short.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import signal
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import xarray as xr
+
+from flows.fetch import run_fetch
+from seismoflow.fetch.run import Selection
+from seismoflow.ids import ChannelId
+from seismoflow.settings import Settings
+from seismoflow.times import to_ns
+from storage.continuous import ContinuousReader
+from storage.location import open_root
+from storage.tables import read_table
+from tests.conftest import cli_env, run_cli, seismoflow_cmd
+from tests.fdsnws import Faults, FDSNService
+
+pytestmark = [pytest.mark.slow, pytest.mark.data]
+
+YEAR_2022 = Selection(to_ns("2022-01-01"), to_ns("2023-01-01"))
+MAX_DISTANCE = "0.6"  # every station of the archive lies within 0.5 degrees of its events
+
+
+@pytest.fixture(scope="module")
+def service(archive: Path) -> Iterator[FDSNService]:
+    with FDSNService(archive) as svc:
+        yield svc
+
+
+@pytest.fixture(autouse=True)
+def clean_faults(service: FDSNService) -> Iterator[None]:
+    service.faults = Faults()
+    yield
+    service.faults = Faults()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def in_process_api(prefect_server: str) -> Iterator[None]:
+    """Flows run in this process report to the session's server (not a temporary one)."""
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
+    with temporary_settings(updates={PREFECT_API_URL: prefect_server}):
+        yield
+
+
+def settings_for(store: Path, service: FDSNService, **extra: Any) -> Settings:
+    values: dict[str, Any] = {
+        "store": str(store),
+        "fdsn_url": [service.url],
+        "max_distance_deg": float(MAX_DISTANCE),
+        "fetch_backoff_s": 0.05,
+        "fetch_backoff_cap_s": 1.0,
+        "fetch_timeout_s": 20.0,
+        "fetch_attempts": 8,
+        "max_workers": 2,
+    }
+    values.update(extra)
+    return Settings(**values)
+
+
+def fetch_args(service: FDSNService, store: Path, start: str, end: str) -> list[str]:
+    return [
+        "fetch", "--fdsn-url", service.url, "--start", start, "--end", end,
+        "--max-distance", MAX_DISTANCE, "--store", str(store), "--json",
+    ]  # fmt: skip
+
+
+def windows(store: Path) -> dict[str, tuple[np.ndarray, int, str]]:
+    """Event windows by trace key: (waveform, flags, channels)."""
+    ds = xr.open_zarr(store, group="events", consolidated=False)
+    keys = ds["trace_key"].values.astype(object)
+    wave = ds["waveform"].values
+    flags = ds["flags"].values
+    chans = ds["channels"].values.astype(object)
+    return {str(k): (wave[i], int(flags[i]), str(chans[i])) for i, k in enumerate(keys)}
+
+
+def assert_same_windows(a: Path, b: Path) -> None:
+    wa, wb = windows(a), windows(b)
+    assert sorted(wa) == sorted(wb)
+    for key, (wave, flags, chans) in wa.items():
+        assert np.array_equal(wave, wb[key][0], equal_nan=True), key
+        assert (flags, chans) == wb[key][1:], key
+
+
+def assert_same_continuous(a: Path, b: Path) -> None:
+    """Every channel-day of ``a`` holds the same samples in ``b`` (over ``a``'s extent)."""
+    days_a = read_table(str(a), "channel_days")
+    ra, rb = ContinuousReader(open_root(str(a), "r")), ContinuousReader(open_root(str(b), "r"))
+    for row in days_a.itertuples(index=False):
+        ch = ChannelId.parse(str(row.channel))
+        t0, t1 = int(row.first_ns), int(row.last_ns)
+        pa, pb = ra.pieces(ch, t0, t1), rb.pieces(ch, t0, t1)
+        got = np.concatenate([p.data for p in pa]) if pa else np.array([], np.int32)
+        want = np.concatenate([p.data for p in pb]) if pb else np.array([], np.int32)
+        assert np.array_equal(got, want), (row.channel, row.day_ns)
+        assert [p.start_ns for p in pa] == [p.start_ns for p in pb], row.channel
+
+
+# --- the whole archive over HTTP --------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def fetched_archive(
+    service: FDSNService, prefect_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, Any]]:
+    store = tmp_path_factory.mktemp("fetch-all") / "store.zarr"
+    args = fetch_args(service, store, "2002-01-01", "2025-01-01")
+    summary = json.loads(run_cli(args, prefect_server).stdout)
+    return store, summary
+
+
+def test_fetch_equals_archive_ingest(
+    fetched_archive: tuple[Path, dict[str, Any]], archive_store: tuple[Path, dict[str, Any]]
+) -> None:
+    fetched, summary = fetched_archive
+    archive, _ = archive_store
+    assert summary["failed_requests"] == 0 and summary["problems"] == []
+    # Same events.
+    cat_f, cat_a = read_table(str(fetched), "catalog"), read_table(str(archive), "catalog")
+    assert sorted(cat_f["event_id"]) == sorted(cat_a["event_id"])
+    assert summary["events"] == len(cat_a) == 214
+    # Same traces: every archive window whose station the station service knows (the 56
+    # stations without any metadata cannot be found through fdsnws-station).
+    wf, wa = windows(fetched), windows(archive)
+    known = read_table(str(fetched), "channels")
+    known_stations = {f"{n}.{s}" for n, s in zip(known["network"], known["station"], strict=True)}
+    expected = {k for k in wa if ".".join(k.split("|")[1].split(".")[:2]) in known_stations}
+    assert set(wf) == expected
+    assert len(expected) > 1200
+    # Same samples, flags and components for each of them.
+    for key in expected:
+        assert np.array_equal(wf[key][0], wa[key][0], equal_nan=True), key
+        assert wf[key][1:] == wa[key][1:], key
+    # And the continuous samples the fetch stored are the archive's.
+    assert_same_continuous(fetched, archive)
+    assert summary["ingest"].get("units_failed", 0) == 0
+    assert summary["traces"] > 0 and summary["waveform_bytes"] > 0
+    assert summary["lines_no_data"] > 0  # stations near an event that did not record it
+
+
+def test_rerun_makes_no_waveform_requests(
+    service: FDSNService, fetched_archive: tuple[Path, dict[str, Any]], prefect_server: str
+) -> None:
+    store, first = fetched_archive
+    before = windows(store)
+    service.reset_log()
+    summary = json.loads(
+        run_cli(fetch_args(service, store, "2002-01-01", "2025-01-01"), prefect_server).stdout
+    )
+    assert service.count(service="dataselect") == 0
+    assert summary["requests_by_service"].get("dataselect", 0) == 0
+    assert summary["lines_skipped_done"] == first["lines_planned"]
+    assert summary["ingest"]["units_written"] == 0
+    after = windows(store)
+    assert sorted(after) == sorted(before)
+
+
+# --- faults, kills, restricted data on the 2022 events ---------------------------------------
+
+
+@pytest.fixture(scope="module")
+def clean_2022(
+    service: FDSNService, prefect_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, Any]]:
+    store = tmp_path_factory.mktemp("fetch-2022") / "store.zarr"
+    service.faults = Faults()
+    summary = run_fetch(settings_for(store, service), YEAR_2022)
+    assert summary["retried"] == 0 and summary["lines_with_data"] > 100
+    return store, summary
+
+
+FAULTS = {
+    "unavailable": Faults(unavailable=0.3, retry_after=1),
+    "too_many": Faults(too_many=0.3, retry_after=1),
+    "truncate": Faults(truncate=0.3),
+    "reset": Faults(reset=0.3),
+    "mixed": Faults(unavailable=0.1, too_many=0.05, truncate=0.05, reset=0.05, slow=0.05,
+                    slow_seconds=3, retry_after=1, services=("dataselect", "station", "event")),
+}  # fmt: skip
+
+
+@pytest.mark.parametrize("name", sorted(FAULTS))
+def test_faults_give_the_clean_store(
+    name: str,
+    service: FDSNService,
+    clean_2022: tuple[Path, dict[str, Any]],
+    prefect_server: str,
+    tmp_path: Path,
+) -> None:
+    service.faults = FAULTS[name]
+    service.reset_log()
+    store = tmp_path / "store.zarr"
+    summary = run_fetch(settings_for(store, service, fetch_timeout_s=2.0), YEAR_2022)
+    injected = [r for r in service.requests if r.fault]
+    assert injected, "the service injected no fault"
+    assert summary["retried"] >= len([r for r in injected if r.fault != "slow"])
+    assert summary["failed_requests"] == 0 and summary["problems"] == []
+    assert summary["lines_with_data"] == clean_2022[1]["lines_with_data"]
+    assert_same_windows(store, clean_2022[0])
+    assert_same_continuous(store, clean_2022[0])
+
+
+def test_slow_answers_time_out_and_are_retried(
+    service: FDSNService, clean_2022: tuple[Path, dict[str, Any]], tmp_path: Path,
+    prefect_server: str,
+) -> None:  # fmt: skip
+    service.faults = Faults(slow=0.3, slow_seconds=4)
+    store = tmp_path / "store.zarr"
+    summary = run_fetch(settings_for(store, service, fetch_timeout_s=1.0), YEAR_2022)
+    assert summary["retried_by_cause"].get("FDSNTimeoutException", 0) > 0
+    assert_same_windows(store, clean_2022[0])
+
+
+def test_413_splits_requests(
+    service: FDSNService, clean_2022: tuple[Path, dict[str, Any]], tmp_path: Path,
+    prefect_server: str,
+) -> None:  # fmt: skip
+    service.faults = Faults(max_bulk_lines=10)
+    store = tmp_path / "store.zarr"
+    summary = run_fetch(settings_for(store, service), YEAR_2022)
+    assert summary["split_413"] > 0 and summary["failed_requests"] == 0
+    assert_same_windows(store, clean_2022[0])
+
+
+def test_killed_fetch_resumes(
+    service: FDSNService, clean_2022: tuple[Path, dict[str, Any]], tmp_path: Path,
+    prefect_server: str,
+) -> None:  # fmt: skip
+    store = tmp_path / "store.zarr"
+    service.faults = Faults(slow=0.5, slow_seconds=0.5)
+    service.reset_log()
+    args = [*seismoflow_cmd(), *fetch_args(service, store, "2022-01-01", "2023-01-01")]
+    proc = subprocess.Popen(
+        args, env=cli_env(prefect_server), stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 300
+    while service.count(service="dataselect") < 6 and proc.poll() is None:
+        assert time.monotonic() < deadline, "the fetch made no waveform requests"
+        time.sleep(0.1)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    ledger = read_table(str(store), "fetch_requests")
+    done_before = len(ledger)
+    service.faults = Faults()
+    service.reset_log()
+    summary = run_fetch(settings_for(store, service), YEAR_2022)
+    assert summary["lines_skipped_done"] == done_before  # nothing written was asked again
+    assert summary["lines_skipped_done"] + summary["lines_with_data"] + summary[
+        "lines_no_data"
+    ] == clean_2022[1]["lines_planned"]
+    assert_same_windows(store, clean_2022[0])
+    assert_same_continuous(store, clean_2022[0])
+
+
+def _everything_said(prefect_server: str, flow_run_ids: list[str]) -> str:
+    """Parameters, logs and artifacts of flow runs (and their subflows), as one string."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import (
+        ArtifactFilter,
+        ArtifactFilterFlowRunId,
+        FlowRunFilter,
+        FlowRunFilterParentFlowRunId,
+        LogFilter,
+        LogFilterFlowRunId,
+    )
+
+    chunks: list[str] = []
+    with get_client(sync_client=True) as client:
+        ids = list(flow_run_ids)
+        subs = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=ids)  # type: ignore[arg-type]
+            )
+        )
+        ids += [str(r.id) for r in subs]
+        for fid in ids:
+            run = client.read_flow_run(fid)  # type: ignore[arg-type]
+            chunks.append(json.dumps(run.parameters, default=str))
+        logs = client.read_logs(log_filter=LogFilter(flow_run_id=LogFilterFlowRunId(any_=ids)))  # type: ignore[arg-type]
+        chunks += [log.message for log in logs]
+        arts = client.read_artifacts(
+            artifact_filter=ArtifactFilter(flow_run_id=ArtifactFilterFlowRunId(any_=ids))  # type: ignore[arg-type]
+        )
+        chunks += [json.dumps(a.data, default=str) for a in arts]
+        assert logs and arts
+    return "\n".join(chunks)
+
+
+def test_restricted_data_and_secrets(
+    service: FDSNService, prefect_server: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    password = "pw-" + secrets.token_hex(12)
+    service.faults = Faults(restricted=("UW",), user="alice", password=password)
+    open_store = tmp_path / "open.zarr"
+    run_fetch(settings_for(open_store, service), YEAR_2022)
+    assert not any(k.split("|")[1].startswith("UW.") for k in windows(open_store))
+
+    monkeypatch.setenv("SEISMOFLOW_FDSN_USER", "alice")
+    monkeypatch.setenv("SEISMOFLOW_FDSN_PASSWORD", password)
+    store = tmp_path / "auth.zarr"
+    proc = run_cli(fetch_args(service, store, "2022-01-01", "2023-01-01"), prefect_server)
+    summary = json.loads(proc.stdout)
+    assert any(k.split("|")[1].startswith("UW.") for k in windows(store))
+    # The secret is nowhere: not in output, flow parameters, logs, artifacts, store or cache.
+    assert password not in proc.stdout + proc.stderr
+    needle = password.encode()
+    for folder in (store, Path(summary["staging"])):
+        for path in folder.rglob("*"):
+            if path.is_file():
+                assert needle not in path.read_bytes(), path
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_flow_runs(limit=500)
+    ids = [
+        str(r.id)
+        for r in runs
+        if (r.parameters.get("settings") or {}).get("store") == str(store)
+        and not r.parent_task_run_id
+    ]
+    assert ids, "the fetch's flow run is not on the server"
+    deadline = time.monotonic() + 60
+    said = ""
+    while time.monotonic() < deadline:  # logs reach the server asynchronously
+        said = _everything_said(prefect_server, ids)
+        if "fetch summary" in said and "credentials: user/password" in said:
+            break
+        time.sleep(1)
+    assert "fetch summary" in said and "credentials: user/password" in said
+    assert password not in said
