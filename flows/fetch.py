@@ -40,23 +40,36 @@ def fetch_fdsn(selection: dict[str, Any], settings: dict[str, Any]) -> dict[str,
         0 if meta.channels.empty else len(meta.channels[["network", "station"]].drop_duplicates())
     )
     logger.info("catalogue: %d events; stations: %d", len(meta.catalog), n_stations)
-    requests, skipped = t.plan_requests(meta, sel, s)
     timings["metadata"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    chunks = _task_chunks(requests, s.fetch_events_per_task)
     problems: list[str] = []
-    n_lines = sum(len(r.lines) for r in requests)
-    logger.info(
-        "%d requests (%d lines) to make; %d lines already done", len(requests), n_lines, skipped
-    )
-    with progress("dataselect lines", n_lines) as advance:
-        futures = t.fetch_waveforms.map(chunks, unmapped(s), unmapped(str(staging)))
-        for fut in as_completed(list(futures)):
-            out = fut.result()
-            stats.update(out["stats"])
-            problems += out["problems"]
-            advance(out["lines"])
+    skipped: int | None = None
+    n_lines = 0
+    asked: set[Any] = set()
+    # Rounds: a station whose best channel set had no data gets its next set next round.
+    for round_no in range(1, len(s.channel_priority) + 2):
+        requests, answered = t.plan_requests(meta, sel, s)
+        skipped = answered if skipped is None else skipped
+        keys = {ln.ledger_key(r.provider) for r in requests for ln in r.lines}
+        if not keys or keys <= asked:  # nothing new (lines that failed this run stay failed)
+            break
+        asked |= keys
+        chunks = _task_chunks(requests, s.fetch_events_per_task)
+        lines_now = sum(len(r.lines) for r in requests)
+        n_lines += lines_now
+        logger.info(
+            "round %d: %d requests (%d lines); %d lines answered before this run",
+            round_no, len(requests), lines_now, skipped,
+        )  # fmt: skip
+        with progress(f"dataselect lines (round {round_no})", lines_now) as advance:
+            futures = t.fetch_waveforms.map(chunks, unmapped(s), unmapped(str(staging)))
+            for fut in as_completed(list(futures)):
+                out = fut.result()
+                stats.update(out["stats"])
+                problems += out["problems"]
+                advance(out["lines"])
+    skipped = skipped or 0
     timings["waveforms"] = time.perf_counter() - clock
 
     ingest: dict[str, Any] = {}

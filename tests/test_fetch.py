@@ -137,16 +137,25 @@ def test_fetch_equals_archive_ingest(
     cat_f, cat_a = read_table(str(fetched), "catalog"), read_table(str(archive), "catalog")
     assert sorted(cat_f["event_id"]) == sorted(cat_a["event_id"])
     assert summary["events"] == len(cat_a) == 214
-    # Same traces: every archive window whose station the station service knows (the 56
-    # stations without any metadata cannot be found through fdsnws-station).
+    # Same traces: a window for every (event, station) of the archive whose station the
+    # station service knows (the 56 stations without any metadata cannot be found through
+    # fdsnws-station). The archive holds several channel sets at 12 (event, station) pairs;
+    # a fetch takes one set per station, by priority, falling back to the next set when a
+    # set has no data.
     wf, wa = windows(fetched), windows(archive)
     known = read_table(str(fetched), "channels")
     known_stations = {f"{n}.{s}" for n, s in zip(known["network"], known["station"], strict=True)}
-    expected = {k for k in wa if ".".join(k.split("|")[1].split(".")[:2]) in known_stations}
-    assert set(wf) == expected
-    assert len(expected) > 1200
+
+    def event_station(key: str) -> tuple[str, str]:
+        event, codes = key.split("|")
+        return event, ".".join(codes.split(".")[:2])
+
+    wanted = {event_station(k) for k in wa if event_station(k)[1] in known_stations}
+    assert sorted(event_station(k) for k in wf) == sorted(wanted)  # one set per pair
+    assert set(wf) <= set(wa)
+    assert len(wanted) > 1200
     # Same samples, flags and components for each of them.
-    for key in expected:
+    for key in wf:
         assert np.array_equal(wf[key][0], wa[key][0], equal_nan=True), key
         assert wf[key][1:] == wa[key][1:], key
     # And the continuous samples the fetch stored are the archive's.
@@ -347,3 +356,34 @@ def test_restricted_data_and_secrets(
         time.sleep(1)
     assert "fetch summary" in said and "credentials: user/password" in said
     assert password not in said
+
+
+def test_continuous_station_days(
+    service: FDSNService, archive_store: tuple[Path, dict[str, Any]], tmp_path: Path
+) -> None:
+    store = tmp_path / "store.zarr"
+    selection = Selection(
+        to_ns("2022-01-02"), to_ns("2022-01-03"), network="CI", station="CCA,HEC",
+        continuous=True,
+    )  # fmt: skip
+    summary = run_fetch(settings_for(store, service, channel_priority=["BH?"]), selection)
+    assert summary["events"] == 0 and summary["lines_with_data"] == 2  # the two BHN days
+    days = read_table(str(store), "channel_days")
+    assert sorted(days["channel"]) == ["CI.CCA..BHN", "CI.HEC..BHN"]
+    assert (days["n_samples"].astype(int) == 3_456_000).all()
+    assert_same_continuous(store, archive_store[0])
+    again = run_fetch(settings_for(store, service, channel_priority=["BH?"]), selection)
+    assert again["requests_by_service"].get("dataselect", 0) == 0
+
+
+def test_credentials_from_a_prefect_secret_block() -> None:
+    from prefect.blocks.system import Secret
+
+    from seismoflow.fetch.credentials import resolve_credentials
+
+    name = "seismoflow-test-" + secrets.token_hex(4)
+    Secret(value="alice:" + "s3cret-value").save(name)
+    creds = resolve_credentials(Settings(fdsn_secret_block=name), environ={})
+    assert creds.kind == "user/password"
+    assert creds.client_kwargs() == {"user": "alice", "password": "s3cret-value"}
+    assert "s3cret" not in repr(creds)

@@ -26,8 +26,9 @@ from seismoflow.fetch.select import (
     Region,
     batches,
     choose_channel_set,
-    continuous_lines,
+    continuous_candidates,
     keep_best_set,
+    next_lines,
 )
 from seismoflow.times import NAT, NS_PER_DAY, to_ns
 
@@ -134,7 +135,9 @@ def test_regions_widen_and_refuse_mixtures() -> None:
 def test_continuous_lines_are_station_days() -> None:
     ch = _channels([("", "HHZ"), ("", "HHN"), ("", "HHE")])
     start = to_ns("2024-02-03T05:00:00")
-    lines = continuous_lines(ch, ["HH?"], start, start + NS_PER_DAY)
+    candidates = continuous_candidates(ch, ["HH?"], start, start + NS_PER_DAY)
+    assert len(candidates) == 2 and all(len(c) == 1 for c in candidates)
+    lines = [ln for c in candidates for ln in c[0]]
     assert len(lines) == 6  # two partial UTC days x three channels
     assert lines[0].start_ns == start and lines[-1].end_ns == start + NS_PER_DAY
     assert {ln.end_ns - ln.start_ns for ln in lines} == {19 * 3600 * 10**9, 5 * 3600 * 10**9}
@@ -157,3 +160,19 @@ def test_split_records_detects_truncation() -> None:
         split_records(body[: len(body) - 100])
     with pytest.raises(TruncatedData):
         split_records(b"<html>503 Service Unavailable</html>")
+
+
+def test_a_set_without_data_hands_over_to_the_next() -> None:
+    ch = _channels([("", "HHZ"), ("", "HHN"), ("", "HHE"), ("", "BHZ")])
+    (cand,) = continuous_candidates(ch, ["HH?", "BH?"], 0, 3600 * 10**9)
+    assert [len(s) for s in cand] == [3, 1]
+    todo, answered = next_lines([cand], "p", {})
+    assert [ln.channel for ln in todo] == ["HHE", "HHN", "HHZ"] and answered == 0
+    nodata = {ln.ledger_key("p"): "nodata" for ln in cand[0]}
+    todo, answered = next_lines([cand], "p", nodata)
+    assert [ln.channel for ln in todo] == ["BHZ"] and answered == 3
+    some = {**nodata, cand[0][0].ledger_key("p"): "data"}
+    assert next_lines([cand], "p", some) == ([], 3)  # one component with data: set done
+    failed = {**nodata, cand[0][1].ledger_key("p"): "failed"}
+    todo, _ = next_lines([cand], "p", failed)
+    assert todo == [cand[0][1]]  # a failed line is asked again, not skipped over

@@ -41,11 +41,13 @@ from seismoflow.fetch.credentials import Credentials
 from seismoflow.fetch.select import (
     WILDCARD_LOCATION,
     BulkLine,
+    LineKey,
     Region,
     batches,
-    continuous_lines,
-    event_lines,
+    continuous_candidates,
+    event_candidates,
     keep_best_set,
+    next_lines,
 )
 from seismoflow.settings import Settings
 from seismoflow.times import from_ns, to_ns
@@ -413,15 +415,14 @@ def read_ledger(location: str) -> pd.DataFrame:
     return read_table(location, LEDGER)
 
 
-def done_keys(ledger: pd.DataFrame) -> set[tuple[str, str, str, str, str, int, int]]:
-    """Lines that need no new request: those that returned data or a final no-data."""
+def ledger_status(ledger: pd.DataFrame) -> dict[LineKey, str]:
+    """The last recorded status (data, nodata, failed) of every line asked before."""
     if ledger.empty:
-        return set()
-    final = ledger[ledger["status"].isin([STATUS_DATA, STATUS_NODATA])]
+        return {}
     return {
         (str(r.provider), str(r.network), str(r.station), str(r.location), str(r.channel),
-         int(r.start_ns), int(r.end_ns))
-        for r in final.itertuples(index=False)
+         int(r.start_ns), int(r.end_ns)): str(r.status)
+        for r in ledger.itertuples(index=False)
     }  # fmt: skip
 
 
@@ -551,19 +552,23 @@ class Request:
 def plan_requests(
     meta: Metadata, selection: Selection, settings: Settings, ledger: pd.DataFrame
 ) -> tuple[list[Request], int]:
-    """Requests for every line not already answered (data or no data); and lines skipped."""
+    """Requests for what is still missing, and how many lines were already answered.
+
+    Called in rounds: a station whose best channel set had no data at all gets its next set
+    in the following round (see :func:`seismoflow.fetch.select.next_lines`).
+    """
     if meta.channels.empty:
         return [], 0
-    done = done_keys(ledger)
+    status = ledger_status(ledger)
     requests: list[Request] = []
-    skipped = 0
+    answered = 0
     for provider, channels in meta.channels.groupby("provider", sort=True):
         if selection.continuous:
-            lines = continuous_lines(
+            candidates = continuous_candidates(
                 channels, settings.channel_priority, selection.start_ns, selection.end_ns
             )
         else:
-            lines = event_lines(
+            candidates = event_candidates(
                 meta.catalog,
                 channels,
                 settings.channel_priority,
@@ -572,11 +577,11 @@ def plan_requests(
                 settings.window_post_s,
                 settings.window_reference,
             )
-        todo = [ln for ln in lines if ln.ledger_key(str(provider)) not in done]
-        skipped += len(lines) - len(todo)
+        todo, done = next_lines(candidates, str(provider), status)
+        answered += done
         for group in batches(todo, settings.fetch_max_lines, by_event=not selection.continuous):
             requests.append(Request(str(provider), tuple(group)))
-    return requests, skipped
+    return requests, answered
 
 
 def fetch_requests(

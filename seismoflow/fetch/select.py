@@ -120,16 +120,14 @@ def _component(code: str) -> str:
     return code[-1:] if code else ""
 
 
-def choose_channel_set(
-    channels: pd.DataFrame, priorities: Sequence[str]
-) -> tuple[str, list[str]] | None:
-    """One channel set of one station, as ``(location, [channel codes])``.
+def channel_sets(channels: pd.DataFrame, priorities: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """The channel sets of one station, best first, as ``(location, [channel codes])``.
 
     A complete three-component set (Z and two horizontals) of any priority beats a partial
     set; among equals the earlier pattern wins, then the location with more components,
-    then the smaller location code. ``None`` if no channel matches any pattern.
+    then the smaller location code.
     """
-    best: tuple[tuple[int, int, int, str], tuple[str, list[str]]] | None = None
+    ranked: list[tuple[tuple[int, int, int, str], tuple[str, list[str]]]] = []
     for rank, pattern in enumerate(priorities):
         hit = np.array([fnmatch.fnmatchcase(str(c), pattern) for c in channels["channel"]], bool)
         matching = channels[hit] if len(channels) else channels
@@ -137,10 +135,25 @@ def choose_channel_set(
             codes = sorted(set(map(str, rows["channel"])))
             comps = {_component(c) for c in codes}
             complete = "Z" in comps and len(comps & {"N", "E", "1", "2"}) >= 2
-            score = (0 if complete else 1, rank, -len(codes), str(loc))
-            if best is None or score < best[0]:
-                best = (score, (str(loc), codes))
-    return None if best is None else best[1]
+            ranked.append(((0 if complete else 1, rank, -len(codes), str(loc)), (str(loc), codes)))
+    out: list[tuple[str, list[str]]] = []
+    for _, chosen in sorted(ranked):
+        if chosen not in out:
+            out.append(chosen)
+    return out
+
+
+def choose_channel_set(
+    channels: pd.DataFrame, priorities: Sequence[str]
+) -> tuple[str, list[str]] | None:
+    """The best channel set of one station (:func:`channel_sets`), or ``None``."""
+    sets = channel_sets(channels, priorities)
+    return sets[0] if sets else None
+
+
+#: One (event, station) or (station, day) to fetch: its channel sets' lines, best first. The
+#: fetch asks for the first set, and for the next one only if a set had no data at all.
+Candidate = tuple[tuple[BulkLine, ...], ...]
 
 
 def _open_end(channels: pd.DataFrame) -> pd.Series:
@@ -167,7 +180,7 @@ def station_positions(channels: pd.DataFrame) -> pd.DataFrame:
     return known[cols].drop_duplicates(["network", "station", "start_ns"]).reset_index(drop=True)
 
 
-def event_lines(
+def event_candidates(
     catalog: pd.DataFrame,
     channels: pd.DataFrame,
     priorities: Sequence[str],
@@ -175,8 +188,8 @@ def event_lines(
     pre_s: float,
     post_s: float,
     reference: str = "origin",
-) -> list[BulkLine]:
-    """Dataselect lines for every event and every station within ``max_distance_deg``.
+) -> list[Candidate]:
+    """What to ask for every event and every station within ``max_distance_deg``.
 
     The span is the event window (``pre_s`` before the origin or the predicted P, ``post_s``
     after) plus the resampler's read margin and a pad, so windows cut from fetched data equal
@@ -186,10 +199,10 @@ def event_lines(
     """
     if catalog.empty or channels.empty:
         return []
+    out: list[Candidate] = []
     pad_ns = round((READ_MARGIN_S + FETCH_PAD_S) * NS_PER_S)
     stations = station_positions(channels)
     by_station = {k: g for k, g in channels.groupby(["network", "station"], sort=True)}
-    lines: list[BulkLine] = []
     for ev in catalog.itertuples(index=False):
         origin = int(ev.origin_time_ns)
         lat, lon = float(ev.latitude), float(ev.longitude)
@@ -213,31 +226,34 @@ def event_lines(
             end = reference_ns + round(post_s * NS_PER_S) + pad_ns
             rows = by_station[(st.network, st.station)]
             active = _active(rows[rows["channel"] != ""], origin)
-            chosen = choose_channel_set(active, priorities)
-            if chosen is None:
-                # Metadata without a matching channel epoch: let the data say what exists.
-                targets = [(WILDCARD_LOCATION, p) for p in priorities]
-            else:
-                targets = [(chosen[0], c) for c in chosen[1]]
-            for loc, cha in targets:
-                lines.append(
-                    BulkLine(st.network, st.station, loc, cha, start, end, str(ev.event_id))
+            sets = channel_sets(active, priorities)
+            # Metadata without a matching channel epoch: let the data say what exists.
+            targets = [[(loc, c) for c in codes] for loc, codes in sets] or [
+                [(WILDCARD_LOCATION, p) for p in priorities]
+            ]
+            eid = str(ev.event_id)
+            out.append(
+                tuple(
+                    tuple(BulkLine(st.network, st.station, loc, cha, start, end, eid)
+                          for loc, cha in target)
+                    for target in targets
                 )
-    return lines
+            )  # fmt: skip
+    return out
 
 
-def continuous_lines(
+def continuous_candidates(
     channels: pd.DataFrame,
     priorities: Sequence[str],
     start_ns: int,
     end_ns: int,
     networks: Iterable[str] | None = None,
-) -> list[BulkLine]:
-    """Station-day lines (UTC days) over ``start_ns .. end_ns`` for one set per station."""
+) -> list[Candidate]:
+    """Station-days (UTC days) over ``start_ns .. end_ns``, channel sets best first."""
     if channels.empty:
         return []
     wanted = set(networks) if networks else None
-    lines: list[BulkLine] = []
+    out: list[Candidate] = []
     first_day = start_ns - start_ns % NS_PER_DAY
     for (net, sta), rows in channels.groupby(["network", "station"], sort=True):
         if wanted is not None and net not in wanted:
@@ -246,11 +262,43 @@ def continuous_lines(
         for day in range(first_day, end_ns, NS_PER_DAY):
             t0, t1 = max(day, start_ns), min(day + NS_PER_DAY, end_ns)
             active = with_codes[(_start(with_codes) < t1) & (_open_end(with_codes) > t0)]
-            chosen = choose_channel_set(active, priorities)
-            if chosen is None:
-                continue
-            lines += [BulkLine(str(net), str(sta), chosen[0], c, t0, t1) for c in chosen[1]]
-    return lines
+            sets = channel_sets(active, priorities)
+            if sets:
+                out.append(
+                    tuple(
+                        tuple(BulkLine(str(net), str(sta), loc, c, t0, t1) for c in codes)
+                        for loc, codes in sets
+                    )
+                )
+    return out
+
+
+LineKey = tuple[str, str, str, str, str, int, int]
+
+
+def next_lines(
+    candidates: Sequence[Candidate], provider: str, status: dict[LineKey, str]
+) -> tuple[list[BulkLine], int]:
+    """Lines to ask for now, given the ledger's ``status`` of lines asked before.
+
+    For each candidate the first channel set that is not finished is asked for (its lines
+    without a final answer); a set finished with no data at all hands over to the next set.
+    Returns the lines and how many lines were already answered (data or no data).
+    """
+    todo: list[BulkLine] = []
+    answered = 0
+    for sets in candidates:
+        for lines in sets:
+            states = [status.get(ln.ledger_key(provider)) for ln in lines]
+            final = [st in ("data", "nodata") for st in states]
+            answered += sum(final)
+            if all(final):
+                if "data" in states:
+                    break  # this set is done
+                continue  # no data at all: try the next set
+            todo += [ln for ln, f in zip(lines, final, strict=True) if not f]
+            break
+    return todo, answered
 
 
 def keep_best_set(
