@@ -22,7 +22,6 @@ from seismoflow.fetch.client import (
 )
 from seismoflow.fetch.run import Selection, TruncatedData, split_records, staged_name
 from seismoflow.fetch.select import (
-    BulkLine,
     Region,
     batches,
     choose_channel_set,
@@ -112,9 +111,8 @@ def test_channel_priority_prefers_three_components() -> None:
     assert choose_channel_set(full, prio) == ("", ["HHE", "HHN", "HHZ"])
     assert choose_channel_set(_channels([("10", "EHZ")]), prio) == ("10", ["EHZ"])
     assert choose_channel_set(_channels([("", "LHZ")]), prio) is None
-    line = BulkLine("XX", "AAA", "*", "HH?", 0, 1)
-    found = {("", "HHZ"), ("00", "HHZ"), ("00", "HHN"), ("00", "HHE")}
-    assert keep_best_set(found, line, prio) == {("00", "HHZ"), ("00", "HHN"), ("00", "HHE")}
+    found = {("", "HHZ"), ("00", "HHZ"), ("00", "HHN"), ("00", "HHE"), ("", "BHZ")}
+    assert keep_best_set(found, prio) == {("00", "HHZ"), ("00", "HHN"), ("00", "HHE")}
 
 
 def test_regions_widen_and_refuse_mixtures() -> None:

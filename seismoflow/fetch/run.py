@@ -385,10 +385,27 @@ def _stage(
     """Write each line's records to its station file; one ledger row per line."""
     per_file: dict[str, list[Record]] = defaultdict(list)
     rows: list[dict[str, Any]] = []
+    by_station: dict[tuple[str, str], list[Record]] = defaultdict(list)
+    for r in records:
+        by_station[(r.network, r.station)].append(r)
+    # Wildcard lines (a station whose metadata list no channel) of one event and station
+    # keep together the single best channel set found in the answer.
+    keep: dict[tuple[str, str, str, int, int], set[tuple[str, str]]] = {}
     for line in lines:
-        mine = [r for r in records if _matches(r, line)]
-        keep = keep_best_set({(r.location, r.channel) for r in mine}, line, priorities)
-        mine = [r for r in mine if (r.location, r.channel) in keep]
+        if line.location == WILDCARD_LOCATION:
+            group = (line.event_id, line.network, line.station, line.start_ns, line.end_ns)
+            found = keep.setdefault(group, set())
+            found |= {
+                (r.location, r.channel)
+                for r in by_station[(line.network, line.station)]
+                if _matches(r, line)
+            }
+    keep = {group: keep_best_set(found, priorities) for group, found in keep.items()}
+    for line in lines:
+        mine = [r for r in by_station[(line.network, line.station)] if _matches(r, line)]
+        if line.location == WILDCARD_LOCATION:
+            chosen = keep[(line.event_id, line.network, line.station, line.start_ns, line.end_ns)]
+            mine = [r for r in mine if (r.location, r.channel) in chosen]
         name = staged_name(line)
         if mine:
             per_file[name].extend(mine)

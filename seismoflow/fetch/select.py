@@ -120,27 +120,37 @@ def _component(code: str) -> str:
     return code[-1:] if code else ""
 
 
-def channel_sets(channels: pd.DataFrame, priorities: Sequence[str]) -> list[tuple[str, list[str]]]:
-    """The channel sets of one station, best first, as ``(location, [channel codes])``.
+def rank_sets(
+    pairs: Iterable[tuple[str, str]], priorities: Sequence[str]
+) -> list[tuple[str, list[str]]]:
+    """``(location, channel)`` pairs grouped into channel sets, best first.
 
     A complete three-component set (Z and two horizontals) of any priority beats a partial
     set; among equals the earlier pattern wins, then the location with more components,
     then the smaller location code.
     """
+    unique = sorted(set(pairs))
     ranked: list[tuple[tuple[int, int, int, str], tuple[str, list[str]]]] = []
     for rank, pattern in enumerate(priorities):
-        hit = np.array([fnmatch.fnmatchcase(str(c), pattern) for c in channels["channel"]], bool)
-        matching = channels[hit] if len(channels) else channels
-        for loc, rows in matching.groupby("location", sort=True):
-            codes = sorted(set(map(str, rows["channel"])))
+        by_loc: dict[str, list[str]] = {}
+        for loc, cha in unique:
+            if fnmatch.fnmatchcase(cha, pattern):
+                by_loc.setdefault(loc, []).append(cha)
+        for loc, codes in sorted(by_loc.items()):
             comps = {_component(c) for c in codes}
             complete = "Z" in comps and len(comps & {"N", "E", "1", "2"}) >= 2
-            ranked.append(((0 if complete else 1, rank, -len(codes), str(loc)), (str(loc), codes)))
+            ranked.append(((0 if complete else 1, rank, -len(codes), loc), (loc, codes)))
     out: list[tuple[str, list[str]]] = []
     for _, chosen in sorted(ranked):
         if chosen not in out:
             out.append(chosen)
     return out
+
+
+def channel_sets(channels: pd.DataFrame, priorities: Sequence[str]) -> list[tuple[str, list[str]]]:
+    """The channel sets of one station's channel table, best first (:func:`rank_sets`)."""
+    pairs = zip(map(str, channels["location"]), map(str, channels["channel"]), strict=True)
+    return rank_sets(pairs, priorities)
 
 
 def choose_channel_set(
@@ -302,14 +312,11 @@ def next_lines(
 
 
 def keep_best_set(
-    found: Iterable[tuple[str, str]], line: BulkLine, priorities: Sequence[str]
+    found: Iterable[tuple[str, str]], priorities: Sequence[str]
 ) -> set[tuple[str, str]]:
-    """Of the ``(location, channel)`` pairs a wildcard line returned, the set to keep."""
-    if line.location != WILDCARD_LOCATION:
-        return set(found)
-    table = pd.DataFrame(sorted(set(found)), columns=["location", "channel"])
-    chosen = choose_channel_set(table, priorities)
-    return set() if chosen is None else {(chosen[0], c) for c in chosen[1]}
+    """Of the ``(location, channel)`` pairs wildcard lines returned, the one set to keep."""
+    sets = rank_sets(found, priorities)
+    return {(sets[0][0], c) for c in sets[0][1]} if sets else set()
 
 
 def batches(lines: Sequence[BulkLine], per_request: int, by_event: bool) -> list[list[BulkLine]]:
