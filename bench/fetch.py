@@ -44,7 +44,7 @@ from seismoflow.fetch.run import (  # noqa: E402
 )
 from seismoflow.settings import Settings  # noqa: E402
 from seismoflow.times import to_ns  # noqa: E402
-from tests.fdsnws import FDSNService, Faults  # noqa: E402
+from tests.fdsnws import Faults, FDSNService  # noqa: E402
 
 ARCHIVE = REPO.parent / "shared" / "data" / "archive"
 
@@ -70,7 +70,9 @@ def ours(settings: Settings, requests: list[Request], staging: Path) -> tuple[fl
     clock = time.perf_counter()
     shares = [requests[i :: settings.fetch_concurrency] for i in range(settings.fetch_concurrency)]
     with ThreadPoolExecutor(settings.fetch_concurrency) as pool:
-        outs = list(pool.map(lambda s: fetch_requests(settings.store, s, settings, staging), shares))
+        outs = list(
+            pool.map(lambda s: fetch_requests(settings.store, s, settings, staging), shares)
+        )
     seconds = time.perf_counter() - clock
     return seconds, sum(o["stats"].get("waveform_bytes", 0) for o in outs)
 
