@@ -94,6 +94,157 @@ def ingest(
         _print_info(_info(settings.store))
 
 
+@app.command("archive-batch")
+def archive_batch(
+    sds: Annotated[Path, typer.Option("--sds", help="SDS archive or folder of miniSEED/SAC")],
+    stations: Annotated[Path | None, typer.Option("--stations", help="StationXML")] = None,
+    events: Annotated[Path | None, typer.Option("--events", help="QuakeML catalogue")] = None,
+    start: Annotated[str | None, typer.Option("--start", help="ISO start time")] = None,
+    end: Annotated[str | None, typer.Option("--end", help="ISO end time")] = None,
+    store: StoreOpt = None,
+    dask_address: Annotated[
+        str | None,
+        typer.Option("--dask-address", help="Dask scheduler, e.g. tcp://host:8786 (default: "
+                     "a LocalCluster)"),
+    ] = None,
+    workers: Annotated[
+        int | None, typer.Option(help="LocalCluster worker processes (ignored with an address)")
+    ] = None,
+    station_days: Annotated[
+        int | None, typer.Option("--station-days", help="station-days per task")
+    ] = None,
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Ingest a large archive on a Dask cluster (runs the ``archive-batch`` flow); the store
+    is the same as ``seismoflow ingest`` writes."""
+    settings = _settings(
+        config,
+        store=store,
+        dask_address=dask_address,
+        dask_workers=workers,
+        archive_station_days=station_days,
+    )
+    for path, option in ((sds, "--sds"), (stations, "--stations"), (events, "--events")):
+        if path is not None and not path.exists():
+            console.print(f"[red]{option} {path} does not exist[/red]")
+            raise typer.Exit(2)
+    from flows.archive_batch import run_archive_batch
+
+    summary = run_archive_batch(
+        settings,
+        str(sds),
+        str(stations) if stations else None,
+        str(events) if events else None,
+        _time(start, "--start"),
+        _time(end, "--end"),
+    )
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    else:
+        _print_info(_info(settings.store))
+
+
+@app.command()
+def fetch(
+    start: Annotated[str, typer.Option("--start", help="ISO start time")],
+    end: Annotated[str, typer.Option("--end", help="ISO end time")],
+    fdsn_url: Annotated[
+        list[str] | None,
+        typer.Option("--fdsn-url", help="FDSN base URL or ObsPy short name (repeatable)"),
+    ] = None,
+    minlatitude: Annotated[float | None, typer.Option("--minlatitude")] = None,
+    maxlatitude: Annotated[float | None, typer.Option("--maxlatitude")] = None,
+    minlongitude: Annotated[float | None, typer.Option("--minlongitude")] = None,
+    maxlongitude: Annotated[float | None, typer.Option("--maxlongitude")] = None,
+    latitude: Annotated[float | None, typer.Option("--latitude")] = None,
+    longitude: Annotated[float | None, typer.Option("--longitude")] = None,
+    maxradius: Annotated[float | None, typer.Option("--maxradius", help="degrees")] = None,
+    minmagnitude: Annotated[float | None, typer.Option("--minmagnitude")] = None,
+    event_type: Annotated[
+        list[str] | None, typer.Option("--event-type", help="QuakeML event type (repeatable)")
+    ] = None,
+    network: Annotated[str | None, typer.Option("--network", help="e.g. UW,CC")] = None,
+    station: Annotated[str | None, typer.Option("--station")] = None,
+    channel_priority: Annotated[
+        str | None, typer.Option("--channel-priority", help='e.g. "HH?,BH?,EH?"')
+    ] = None,
+    max_distance: Annotated[
+        float | None, typer.Option("--max-distance", help="station distance, degrees")
+    ] = None,
+    continuous: Annotated[
+        bool, typer.Option("--continuous", help="station-days instead of event windows")
+    ] = False,
+    cache: Annotated[
+        str | None, typer.Option("--cache", help="local folder for fetched miniSEED")
+    ] = None,
+    store: StoreOpt = None,
+    workers: Annotated[int | None, typer.Option(help="parallel tasks")] = None,
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Fetch events, stations and waveforms from FDSN services (the ``fetch-fdsn`` flow).
+
+    Restricted data: set SEISMOFLOW_FDSN_USER and SEISMOFLOW_FDSN_PASSWORD, or the settings
+    fdsn_token_file / fdsn_secret_block; credentials are never taken on the command line.
+    """
+    settings = _settings(
+        config,
+        store=store,
+        fdsn_url=fdsn_url or None,
+        channel_priority=(
+            [p.strip() for p in channel_priority.split(",") if p.strip()]
+            if channel_priority
+            else None
+        ),
+        max_distance_deg=max_distance,
+        fetch_cache=cache,
+        max_workers=workers,
+    )
+    from seismoflow.fetch.run import FetchError, Selection
+
+    region = {
+        k: v
+        for k, v in {
+            "minlatitude": minlatitude,
+            "maxlatitude": maxlatitude,
+            "minlongitude": minlongitude,
+            "maxlongitude": maxlongitude,
+            "latitude": latitude,
+            "longitude": longitude,
+            "maxradius": maxradius,
+        }.items()
+        if v is not None
+    }
+    t0, t1 = _time(start, "--start"), _time(end, "--end")
+    assert t0 is not None and t1 is not None
+    try:
+        selection = Selection(
+            t0,
+            t1,
+            region,
+            minmagnitude,
+            tuple(event_type or ()),
+            network,
+            station,
+            continuous,
+        )
+    except ValueError as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(2) from exc
+    from flows.fetch import run_fetch
+
+    try:
+        summary = run_fetch(settings, selection)
+    except (FetchError, ValueError) as exc:
+        console.print(f"[red]fetch failed:[/red] {exc}")
+        raise typer.Exit(1) from exc
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    else:
+        _print_info(_info(settings.store))
+
+
 def _info(store: str) -> dict[str, Any]:
     from seismoflow.inspect import store_info
 
@@ -169,6 +320,337 @@ def export_waveforms(
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(1) from exc
     console.print(f"wrote {len(stream)} traces to {out}")
+
+
+# --- features (issue 4): noise windows and physics features -------------------------------
+
+
+@app.command()
+def features(
+    store: StoreOpt = None,
+    dask_address: Annotated[
+        str | None, typer.Option("--dask-address", help="dask scheduler, e.g. tcp://host:8786")
+    ] = None,
+    label_list: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--noise-label-list",
+            help="CSV of labelled signal windows kept out of noise (repeatable), e.g. "
+            "sources/rocknet/*_meta.csv",
+        ),
+    ] = None,
+    per_channel_set: Annotated[
+        int | None, typer.Option(help="most noise windows per channel set")
+    ] = None,
+    workers: Annotated[int | None, typer.Option(help="parallel tasks")] = None,
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Draw screened noise windows and compute physics features of every window
+    (runs the ``extract-features`` flow)."""
+    settings = _settings(
+        config,
+        store=store,
+        max_workers=workers,
+        noise_per_channel_set=per_channel_set,
+        noise_label_lists=[str(p) for p in label_list] if label_list else None,
+    )
+    for path in settings.noise_label_lists:
+        if not Path(path).is_file():
+            console.print(f"[red]noise label list {path} does not exist[/red]")
+            raise typer.Exit(2)
+    from storage.location import store_exists
+
+    if not store_exists(settings.store):
+        console.print(
+            f"[red]no seismoflow store at {settings.store}[/red]; run `seismoflow ingest` "
+            "first or check --store"
+        )
+        raise typer.Exit(1)
+    from flows.features import run_features
+
+    summary = run_features(settings, dask_address)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        noise = summary["noise"]
+        console.print(f"noise windows: {noise.get('written', 0)} written, {noise}")
+        for group, c in summary["features"].items():
+            console.print(
+                f"features of {group}: {c['traces']} traces "
+                f"({c['traces_with_features']} with data), {c['traces_per_s']} traces/s"
+            )
+
+
+# --- models (issue 4): train, predict, export predictions ---------------------------------
+
+
+@app.command()
+def train(
+    models_dir: Annotated[Path, typer.Option("--models-dir", help="folder of model directories")],
+    store: StoreOpt = None,
+    epochs: Annotated[int | None, typer.Option(help="CNN epochs (default: CNNConfig)")] = None,
+    cnn: Annotated[bool, typer.Option("--cnn/--no-cnn", help="train the CNN")] = True,
+    tsne: Annotated[bool, typer.Option("--tsne/--no-tsne", help="t-SNE map plots")] = True,
+    trees: Annotated[int, typer.Option(help="random forest / isolation forest trees")] = 300,
+    clusters: Annotated[int | None, typer.Option(help="K-Means k (default: silhouette)")] = None,
+    seed: Annotated[int, typer.Option(help="seed of splits and models")] = 0,
+    device: Annotated[str | None, typer.Option(help="torch device (default: auto)")] = None,
+    workers: Annotated[int | None, typer.Option(help="parallel tasks")] = None,
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Train the CNN and the feature models on a store (runs the ``train-models`` flow);
+    writes a new model directory under --models-dir."""
+    settings = _settings(config, store=store, max_workers=workers)
+    from storage.location import store_exists
+
+    if not store_exists(settings.store):
+        console.print(f"[red]no seismoflow store at {settings.store}[/red]; check --store")
+        raise typer.Exit(1)
+    from flows.train import run_train
+    from seismoflow.models.training import TrainOptions
+
+    options = TrainOptions(
+        seed=seed, cnn=cnn, epochs=epochs, device=device, n_estimators=trees,
+        kmeans_k=clusters, tsne=tsne,
+    )  # fmt: skip
+    summary = run_train(settings, str(models_dir), options)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        console.print(f"model written to {summary['model_dir']} (primary: {summary['primary']})")
+        for model, h in sorted(summary["test"].items()):
+            console.print(
+                f"  {model}: test event macro-F1 {h['event_macro_f1']:.3f}, "
+                f"explosion F1 {h['explosion_f1']}"
+            )
+
+
+@app.command()
+def predict(
+    model: Annotated[Path, typer.Option("--model", help="a model directory (from train)")],
+    store: StoreOpt = None,
+    tsne: Annotated[bool, typer.Option("--tsne/--no-tsne", help="t-SNE coordinates")] = True,
+    device: Annotated[str | None, typer.Option(help="torch device (default: auto)")] = None,
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """Classify, cluster and score every window of a store with a model directory and
+    write the results back as a new prediction version (runs the ``predict`` flow)."""
+    settings = _settings(config, store=store)
+    from seismoflow.models.registry import METADATA
+    from storage.location import store_exists
+
+    if not store_exists(settings.store):
+        console.print(f"[red]no seismoflow store at {settings.store}[/red]; check --store")
+        raise typer.Exit(1)
+    if not (model / METADATA).is_file():
+        console.print(
+            f"[red]{model} is not a model directory[/red] (no {METADATA}); pass a directory "
+            "that `seismoflow train --models-dir DIR` wrote under DIR"
+        )
+        raise typer.Exit(2)
+    from flows.predict import run_predict
+
+    summary = run_predict(settings, str(model), tsne=tsne, device=device)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        console.print(
+            f"prediction version {summary['version']}: {summary['n_traces']} windows, "
+            f"{summary['n_events']} events; classes {summary['event_classes']}"
+        )
+
+
+@export_app.command("predictions")
+def export_predictions(
+    out: Annotated[Path, typer.Option("--out", help="CSV file to write")],
+    store: StoreOpt = None,
+    per_trace: Annotated[bool, typer.Option("--per-trace", help="one row per trace")] = False,
+    version: Annotated[str | None, typer.Option("--version", help="default: latest")] = None,
+    config: ConfigOpt = None,
+) -> None:
+    """Write predictions as CSV: one row per event (or per trace, with its codes)."""
+    from seismoflow.predict import export_table
+
+    settings = _settings(config, store=store)
+    try:
+        table = export_table(settings.store, per_trace=per_trace, version=version)
+    except (KeyError, FileNotFoundError) as exc:
+        console.print(f"[red]{exc}[/red]")
+        raise typer.Exit(1) from exc
+    table.to_csv(out, index=False)
+    console.print(f"wrote {len(table)} rows to {out}")
+
+
+# --- orchestration (issue 5): the whole job, deployments ----------------------------------
+
+
+@app.command("run")
+def run_job(
+    start: Annotated[str | None, typer.Option("--start", help="ISO start time (UTC)")] = None,
+    end: Annotated[str | None, typer.Option("--end", help="ISO end time (UTC)")] = None,
+    last_days: Annotated[
+        float | None, typer.Option("--last-days", help="instead of --start/--end: the last N days")
+    ] = None,
+    fdsn_url: Annotated[
+        list[str] | None,
+        typer.Option("--fdsn-url", help="FDSN base URL or ObsPy short name (repeatable)"),
+    ] = None,
+    minlatitude: Annotated[float | None, typer.Option("--minlatitude")] = None,
+    maxlatitude: Annotated[float | None, typer.Option("--maxlatitude")] = None,
+    minlongitude: Annotated[float | None, typer.Option("--minlongitude")] = None,
+    maxlongitude: Annotated[float | None, typer.Option("--maxlongitude")] = None,
+    latitude: Annotated[float | None, typer.Option("--latitude")] = None,
+    longitude: Annotated[float | None, typer.Option("--longitude")] = None,
+    maxradius: Annotated[float | None, typer.Option("--maxradius", help="degrees")] = None,
+    minmagnitude: Annotated[float | None, typer.Option("--minmagnitude")] = None,
+    event_type: Annotated[
+        list[str] | None, typer.Option("--event-type", help="QuakeML event type (repeatable)")
+    ] = None,
+    network: Annotated[str | None, typer.Option("--network", help="e.g. UW,CC")] = None,
+    station: Annotated[str | None, typer.Option("--station")] = None,
+    continuous: Annotated[
+        bool, typer.Option("--continuous", help="station-days instead of event windows")
+    ] = False,
+    channel_priority: Annotated[
+        str | None, typer.Option("--channel-priority", help='e.g. "HH?,BH?,EH?"')
+    ] = None,
+    max_distance: Annotated[
+        float | None, typer.Option("--max-distance", help="station distance, degrees")
+    ] = None,
+    cache: Annotated[
+        str | None, typer.Option("--cache", help="local folder for fetched miniSEED")
+    ] = None,
+    sds: Annotated[
+        Path | None, typer.Option("--sds", help="ingest this archive instead of fetching")
+    ] = None,
+    stations: Annotated[Path | None, typer.Option("--stations", help="StationXML")] = None,
+    events: Annotated[Path | None, typer.Option("--events", help="QuakeML catalogue")] = None,
+    models_dir: Annotated[
+        Path, typer.Option("--models-dir", help="folder of model directories")
+    ] = Path("models"),
+    model: Annotated[
+        Path | None, typer.Option("--model", help="model directory (default: newest)")
+    ] = None,
+    steps: Annotated[
+        str | None,
+        typer.Option(
+            "--steps",
+            help="comma-separated from fetch,features,train,predict,export (default: "
+            "fetch,features,predict,export; train runs anyway when no model exists)",
+        ),
+    ] = None,
+    epochs: Annotated[int | None, typer.Option(help="CNN epochs when training")] = None,
+    cnn: Annotated[bool, typer.Option("--cnn/--no-cnn", help="train the CNN")] = True,
+    trees: Annotated[int | None, typer.Option(help="forest trees when training")] = None,
+    tsne: Annotated[bool, typer.Option("--tsne/--no-tsne", help="t-SNE maps")] = True,
+    device: Annotated[str | None, typer.Option(help="torch device (default: auto)")] = None,
+    export: Annotated[
+        Path | None, typer.Option("--export", help="event predictions CSV (default: by store)")
+    ] = None,
+    store: StoreOpt = None,
+    workers: Annotated[int | None, typer.Option(help="parallel tasks")] = None,
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+) -> None:
+    """The whole job: fetch (or ingest --sds), features, train if needed, predict, export
+    (runs the ``catalog-reprocess`` flow). Re-runs only add what is new."""
+    settings = _settings(
+        config,
+        store=store,
+        fdsn_url=fdsn_url or None,
+        max_workers=workers,
+        channel_priority=(
+            [p.strip() for p in channel_priority.split(",") if p.strip()]
+            if channel_priority
+            else None
+        ),
+        max_distance_deg=max_distance,
+        fetch_cache=cache,
+    )
+    for path, option in ((sds, "--sds"), (stations, "--stations"), (events, "--events")):
+        if path is not None and not path.exists():
+            console.print(f"[red]{option} {path} does not exist[/red]")
+            raise typer.Exit(2)
+    from pydantic import ValidationError
+
+    from flows.reprocess import ReprocessParams, run_reprocess
+
+    train_options: dict[str, Any] = {"cnn": cnn, "tsne": tsne}
+    if epochs is not None:
+        train_options["epochs"] = epochs
+    if trees is not None:
+        train_options["n_estimators"] = trees
+    if device is not None:
+        train_options["device"] = device
+    region = {
+        k: v
+        for k, v in {
+            "minlatitude": minlatitude, "maxlatitude": maxlatitude,
+            "minlongitude": minlongitude, "maxlongitude": maxlongitude,
+            "latitude": latitude, "longitude": longitude, "maxradius": maxradius,
+        }.items()
+        if v is not None
+    }  # fmt: skip
+    values: dict[str, Any] = {
+        "store": settings.store,
+        "start": start, "end": end, "last_days": last_days,
+        "region": region, "providers": list(settings.fdsn_url),
+        "minmagnitude": minmagnitude, "event_types": list(event_type or ()),
+        "network": network, "station": station, "continuous": continuous,
+        "archive": (
+            {"sds": str(sds), "stations": str(stations) if stations else None,
+             "events": str(events) if events else None} if sds else None
+        ),
+        "models_dir": str(models_dir), "model": str(model) if model else None,
+        "train_options": train_options, "tsne": tsne, "device": device,
+        "export": str(export) if export else None,
+        "settings": settings.model_dump(exclude={"store", "fdsn_url"}, exclude_defaults=True),
+    }  # fmt: skip
+    if steps:
+        values["steps"] = [s.strip() for s in steps.split(",") if s.strip()]
+    try:
+        params = ReprocessParams(**values)
+    except (ValidationError, ValueError) as exc:
+        console.print(f"[red]bad run options:[/red] {exc}")
+        raise typer.Exit(2) from exc
+    summary = run_reprocess(params)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    else:
+        for step, what in summary["steps"].items():
+            console.print(f"{step}: {what}")
+        console.print(f"counts: {summary['counts']}")
+        console.print(f"seconds: {summary['seconds']}")
+
+
+@app.command()
+def deploy(
+    api_url: Annotated[
+        str | None, typer.Option("--api-url", help="Prefect API (default: PREFECT_API_URL)")
+    ] = None,
+    store: StoreOpt = None,
+    models_dir: Annotated[
+        Path, typer.Option("--models-dir", help="folder of model directories")
+    ] = Path("models"),
+    config: ConfigOpt = None,
+) -> None:
+    """Create the ``cpu`` and ``gpu`` work pools and the scheduled deployments on a Prefect
+    server (see deployments/)."""
+    import os
+
+    settings = _settings(config, store=store)
+    if api_url:
+        os.environ["PREFECT_API_URL"] = api_url
+    from deployments import DeployOptions, deploy_all
+
+    made = deploy_all(
+        DeployOptions(store=settings.store, models_dir=str(models_dir.resolve()))
+    )
+    for name, deployment_id in made.items():
+        typer.echo(f"deployment {name}: {deployment_id}")
 
 
 if __name__ == "__main__":

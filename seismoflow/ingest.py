@@ -27,22 +27,26 @@ from seismoflow.archive.sources import Problem, Segment, SourceFile, decode, sca
 from seismoflow.archive.windows import WindowSpec, cut_window, plan_windows
 from seismoflow.ids import ChannelId
 from seismoflow.settings import Settings
-from seismoflow.times import NAT, NS_PER_DAY, NS_PER_S, rate_fraction
+from seismoflow.times import NAT, NS_PER_DAY, NS_PER_S, rate_fraction, samples_per_day
 from storage.continuous import (
     WRITING,
     ChannelYear,
     ContinuousReader,
     DayRecord,
     built_from,
+    open_channel_year,
 )
 from storage.events import TraceWriter, events_group, pending_traces, trace_keys
 from storage.location import consolidate, open_root, store_lock
 from storage.schema import (
+    PCODEC_PAGE,
+    ContinuousEncoding,
     ContinuousLayout,
     EventWindowLayout,
     Flag,
+    SchemaError,
     append_traces,
-    choose_codec,
+    choose_encoding,
     create_continuous_many,
     create_events,
     describe_flags,
@@ -240,9 +244,11 @@ def prepare_store(location: str, plan: IngestPlan, settings: Settings) -> Ingest
                 year,
                 rate,
                 settings,
-                choose_codec(
+                choose_encoding(
                     settings.codec,
-                    sum(covered) / len(covered) / NS_PER_S * rate / settings.chunk_samples,
+                    settings.chunk_samples,
+                    sum(covered) / len(covered) / NS_PER_S * rate,
+                    samples_per_day(rate),
                 ),
             )
             for (channel, year, rate), covered in sorted(coverage.items())
@@ -258,16 +264,23 @@ def prepare_store(location: str, plan: IngestPlan, settings: Settings) -> Ingest
 
 
 def _layout(
-    channel: str, year: int, rate: float, settings: Settings, codec: str | None = None
+    channel: str,
+    year: int,
+    rate: float,
+    settings: Settings,
+    encoding: ContinuousEncoding | None = None,
 ) -> ContinuousLayout:
-    """Layout of a channel-year; ``codec`` matters only when the channel-year is created."""
+    """Layout of a channel-year; ``encoding`` matters only when the channel-year is created
+    (an existing one keeps its own, read back by :func:`open_channel_year`)."""
+    enc = encoding or ContinuousEncoding("pcodec", settings.chunk_samples, PCODEC_PAGE)
     return ContinuousLayout(
         ChannelId.parse(channel),
         year,
         rate,
-        settings.chunk_samples,
-        codec or "pcodec",
+        enc.chunk_samples,
+        enc.codec,
         settings.codec_level,
+        enc.pcodec_page,
     )
 
 
@@ -303,12 +316,13 @@ def ingest_batch(
             if not unit.sampling_rate:
                 results.append(_unreadable_unit(unit))
                 continue
-            layout = _layout(unit.channel, unit.year, unit.sampling_rate, settings)
-            if layout.path not in years:
-                group = root[layout.path]
-                assert isinstance(group, zarr.Group)
-                years[layout.path] = ChannelYear(group, layout)
-            results.append(_ingest_unit(years[layout.path], unit, settings, cache))
+            path = _layout(unit.channel, unit.year, unit.sampling_rate, settings).path
+            if path not in years:
+                opened = open_channel_year(root, path)
+                if opened is None:
+                    raise SchemaError(f"{path} does not exist; run prepare_store first")
+                years[path] = opened
+            results.append(_ingest_unit(years[path], unit, settings, cache))
         except Exception as exc:  # noqa: BLE001 - quarantine the unit, keep going
             prob = Problem(
                 ",".join(f.path for f in unit.files),

@@ -59,6 +59,85 @@ class Settings(BaseSettings):
     window_batch: int = Field(256, gt=0, description="event-window traces per task")
     max_workers: int = Field(2, ge=1, description="threads of the local task runner")
 
+    # FDSN fetch (issue 3). Credentials are never part of these fields' dumps: see
+    # ``seismoflow.fetch.credentials``.
+    fdsn_url: list[str] = Field(
+        default_factory=lambda: ["EARTHSCOPE"],
+        description="FDSN providers: base URLs or ObsPy short names (EARTHSCOPE, GFZ, ...); "
+        "the first answers event queries, each serves the stations it lists",
+    )
+    channel_priority: list[str] = Field(
+        default_factory=lambda: ["HH?", "BH?", "EH?", "HN?", "SH?"],
+        description="channel-set patterns, best first; one set per station is fetched",
+    )
+    max_distance_deg: float = Field(
+        5.0, gt=0, le=180, description="stations up to this epicentral distance (degrees)"
+    )
+    fetch_concurrency: int = Field(
+        3, ge=1, le=16, description="concurrent requests per provider (ObsPy mass downloader: 3)"
+    )
+    fetch_timeout_s: float = Field(60.0, gt=0, description="seconds before a request times out")
+    fetch_attempts: int = Field(6, ge=1, description="tries per request before it fails")
+    fetch_backoff_s: float = Field(1.0, ge=0, description="first retry delay (doubles)")
+    fetch_backoff_cap_s: float = Field(60.0, ge=0, description="longest retry delay")
+    fetch_max_lines: int = Field(
+        200, ge=1, description="request size cap: bulk lines per dataselect request"
+    )
+    fetch_events_per_task: int = Field(8, ge=1, description="events per waveform fetch task")
+    fetch_cache: str | None = Field(
+        None,
+        description="local folder for fetched miniSEED and metadata (default: STORE.fetch "
+        "beside a local store; required for remote stores)",
+    )
+    fdsn_token_file: str | None = Field(
+        None, description="EIDA token file for restricted data (path; the token is not logged)"
+    )
+    fdsn_secret_block: str | None = Field(
+        None, description="Prefect Secret block holding 'user:password' or a token"
+    )
+
+    # Features and noise examples (issue 4).
+    noise_margin_s: float = Field(
+        600.0, ge=0, description="noise windows keep this many seconds from any catalogued origin"
+    )
+    noise_per_channel_set: int = Field(
+        40, ge=0, description="most noise windows drawn per station channel set"
+    )
+    noise_screen_max_ratio: float = Field(
+        10.0,
+        gt=1,
+        description="noise screen: largest peak / median 2 s energy average (0.5-8 Hz) allowed",
+    )
+    noise_label_lists: list[str] = Field(
+        default_factory=list,
+        description="CSV lists of labelled signal windows (starttime, endtime) to keep out "
+        "of noise, e.g. the archive's sources/rocknet/*_meta.csv",
+    )
+    noise_seed: int = Field(0, description="seed of the order noise candidates are tried in")
+    feature_block_traces: int = Field(
+        64, gt=0, description="traces per dask block of feature extraction"
+    )
+
+    # Archive batches on a Dask cluster (issue 5, ``archive-batch``).
+    dask_address: str | None = Field(
+        None, description="Dask scheduler to run archive batches on (tcp://host:8786); "
+        "default: a LocalCluster of dask_workers processes"
+    )
+    dask_workers: int = Field(2, ge=1, description="worker processes of the LocalCluster")
+    dask_threads_per_worker: int = Field(1, ge=1, description="threads per LocalCluster worker")
+    dask_memory_limit: str = Field(
+        "2GB", description="memory limit per LocalCluster worker (Dask pauses and restarts "
+        "a worker past it)"
+    )
+    archive_station_days: int = Field(
+        256, gt=0, description="most station-days per archive-batch task (fewer for small "
+        "archives, so each Dask thread gets two; also capped by batch_bytes)"
+    )
+    archive_in_flight: int = Field(
+        0, ge=0, description="archive-batch tasks submitted at once (0: twice the cluster's "
+        "threads); bounds the flow's and the workers' memory"
+    )
+
     @field_validator("store")
     @classmethod
     def _store_not_empty(cls, v: str) -> str:

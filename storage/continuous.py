@@ -5,16 +5,40 @@ from __future__ import annotations
 import asyncio
 import json
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import zarr
+from numcodecs import VLenUTF8, Zstd
+from zarr.core.array import AsyncArray
+from zarr.core.buffer import default_buffer_prototype
+from zarr.core.metadata import ArrayV3Metadata
 from zarr.core.sync import sync
+from zarr.storage import StorePath
 
 from seismoflow.ids import ChannelId
 from seismoflow.times import NAT, NS_PER_DAY, NS_PER_S, rate_fraction
-from storage.schema import CONTINUOUS, ContinuousLayout, SchemaError
+from storage.schema import (
+    CONTINUOUS,
+    ContinuousLayout,
+    SchemaError,
+    layout_from_attrs,
+    layout_shape,
+    template_documents,
+)
+
+# The per-day variables of a channel-year (one chunk of one element per day).
+DAY_VARIABLES = (
+    "starttime",
+    "n_samples",
+    "flags",
+    "segments",
+    "quarantine",
+    "sources",
+    "ingested_at",
+)
 
 
 @dataclass(frozen=True)
@@ -58,15 +82,99 @@ def built_from(done: int, state: str, sources: list[dict[str, Any]]) -> bool:
     return all(json.dumps(s, sort_keys=True) in have for s in sources)
 
 
+_ZSTD0 = {"name": "zstd", "configuration": {"level": 0, "checksum": False}}
+_RAW_CODECS: dict[str, list[dict[str, Any]]] = {
+    "int64": [{"name": "bytes", "configuration": {"endian": "little"}}, _ZSTD0],
+    "uint32": [{"name": "bytes", "configuration": {"endian": "little"}}, _ZSTD0],
+    "string": [{"name": "vlen-utf8", "configuration": {}}, _ZSTD0],
+}
+_ZSTD = Zstd(level=0, checksum=False)
+_VLEN = VLenUTF8()
+_PROTO = default_buffer_prototype()
+
+
+class DayVariable:
+    """One per-day variable of a channel-year, read and written one whole chunk (one day) at a
+    time straight through the store.
+
+    zarr's array path costs ~0.5 ms of CPU per element (selection, codec pipeline, empty-chunk
+    check), and a channel-day has seven of these; encoding the few bytes here, with the
+    codecs the schema gives these arrays (checked on opening; any other array goes through
+    zarr), costs ~0.02 ms. As zarr does, a value equal to the fill value is stored as no chunk.
+    """
+
+    def __init__(self, array: zarr.Array | AsyncArray[Any]) -> None:
+        self.array = array.async_array if isinstance(array, zarr.Array) else array
+        meta = self.array.metadata
+        doc = meta.to_dict()
+        dtype = str(doc.get("data_type"))
+        self.raw = (
+            isinstance(meta, ArrayV3Metadata)
+            and tuple(meta.chunks) == (1,)
+            and list(doc.get("codecs", ())) == _RAW_CODECS.get(dtype)
+        )
+        self.is_str = dtype == "string"
+        self.dtype = None if self.is_str else np.dtype(dtype).newbyteorder("<")
+        fill = meta.fill_value
+        self.fill: Any = str(fill) if self.is_str else int(fill)
+        self.store = self.array.store_path.store
+        self.path = self.array.store_path.path
+
+    def _key(self, d: int) -> str:
+        return f"{self.path}/{self.array.metadata.encode_chunk_key((d,))}"
+
+    async def get(self, d: int) -> Any:
+        if not self.raw:
+            return np.asarray(await self.array.getitem(d)).item()
+        buf = await self.store.get(self._key(d), prototype=_PROTO)
+        if buf is None:
+            return self.fill
+        raw = _ZSTD.decode(buf.to_bytes())
+        if self.is_str:
+            return str(_VLEN.decode(raw)[0])
+        return int(np.frombuffer(raw, dtype=self.dtype)[0])
+
+    async def set(self, d: int, value: Any, fresh: bool = False) -> None:
+        """Store ``value`` for day ``d``; ``fresh``: the day has no chunk yet (a fill value
+        then needs no write at all)."""
+        if not self.raw:
+            await self.array.setitem(d, value)
+            return
+        if value == self.fill:
+            if not fresh:
+                await self.store.delete(self._key(d))
+            return
+        if self.is_str:
+            raw = _VLEN.encode(np.array([value], dtype=object))
+        else:
+            raw = np.array([value], dtype=self.dtype).tobytes()
+        await self.store.set(self._key(d), _PROTO.buffer.from_bytes(_ZSTD.encode(raw)))
+
+
 class ChannelYear:
     """Handles to one channel-year's arrays, opened once and reused for its days."""
 
-    def __init__(self, group: zarr.Group, layout: ContinuousLayout) -> None:
-        self.group = group
+    def __init__(
+        self,
+        group: zarr.Group | None,
+        layout: ContinuousLayout,
+        arrays: dict[str, zarr.Array] | None = None,
+    ) -> None:
+        if arrays is None:
+            assert group is not None
+            arrays = {name: arr for name, arr in group.arrays() if isinstance(arr, zarr.Array)}
+        self.arrays = arrays
         self.layout = layout
-        self.arrays: dict[str, zarr.Array] = {
-            name: arr for name, arr in group.arrays() if isinstance(arr, zarr.Array)
-        }
+        # The stored chunking rules (a channel-year keeps the one it was created with).
+        self.chunk_samples = int(arrays["data"].chunks[1])
+        self.samples_per_day = int(arrays["data"].shape[1])
+        self.vars = {name: DayVariable(arrays[name]) for name in DAY_VARIABLES}
+
+    def _gather(self, *calls: Awaitable[Any]) -> list[Any]:
+        async def _all() -> list[Any]:
+            return list(await asyncio.gather(*calls))
+
+        return list(sync(_all()))
 
     def ledger(self, day_ns: int) -> tuple[int, str]:
         """``(ingested_at, sources)`` of a day.
@@ -75,16 +183,7 @@ class ChannelYear:
         killed run left it) being written, else the JSON list of its source files.
         """
         d = self.layout.day_index(day_ns)
-
-        async def _get() -> list[Any]:
-            return list(
-                await asyncio.gather(
-                    self.arrays["ingested_at"].async_array.getitem(d),
-                    self.arrays["sources"].async_array.getitem(d),
-                )
-            )
-
-        done, sources = (np.asarray(v).item() for v in sync(_get()))
+        done, sources = self._gather(self.vars["ingested_at"].get(d), self.vars["sources"].get(d))
         return int(done), str(sources)
 
     def is_done(self, day_ns: int, sources: list[dict[str, Any]]) -> bool:
@@ -94,21 +193,13 @@ class ChannelYear:
     def record(self, day_ns: int) -> DayRecord:
         """The per-day variables of one stored channel-day."""
         d = self.layout.day_index(day_ns)
-        names = (
-            "segments",
-            "quarantine",
-            "starttime",
-            "n_samples",
-            "flags",
-            "ingested_at",
-            "sources",
+        values = dict(
+            zip(
+                DAY_VARIABLES,
+                self._gather(*(self.vars[n].get(d) for n in DAY_VARIABLES)),
+                strict=True,
+            )
         )
-        arrays = [self.arrays[n].async_array for n in names]
-
-        async def _get() -> list[Any]:
-            return list(await asyncio.gather(*(a.getitem(d) for a in arrays)))
-
-        values = {n: np.asarray(v).item() for n, v in zip(names, sync(_get()), strict=True)}
         return DayRecord(
             channel=self.layout.channel.nslc,
             day_ns=day_ns,
@@ -131,16 +222,61 @@ class ChannelYear:
                 continue
             start = int(seg["start_ns"])
             end = start + round((int(seg["npts"]) - 1) * period_ns)
-            pieces = _day_pieces(
-                self.group,
-                self.arrays,
-                self.layout.channel,
-                rec.day_ns,
-                self.layout.year,
-                start,
-                end,
-            )
-            out += [(str(seg["source"]), p) for p in pieces]
+            out += [(str(seg["source"]), p) for p in self.pieces(rec.day_ns, start, end)]
+        return out
+
+    def pieces(self, day_ns: int, start_ns: int, end_ns: int) -> list[Piece]:
+        """Recorded samples of day ``day_ns`` with times in ``[start_ns, end_ns]``, as pieces
+        split at gaps and at every source segment's start (exact start times)."""
+        d = self.layout.day_index(day_ns)
+        rate = float(self.layout.sampling_rate)
+        fr = rate_fraction(rate)
+        spd = self.samples_per_day
+        # The day's grid starts within a sample period after midnight: read the samples for
+        # a grid at midnight with slack either side, together with the day's variables, in
+        # one round trip; the exact range is cut out once the start time is known.
+        lo0 = max(0, int((start_ns - day_ns) * fr // NS_PER_S) - 3)
+        hi0 = min(spd, int((end_ns - day_ns) * fr // NS_PER_S) + 3)
+        if lo0 >= hi0:
+            return []
+        v = self.vars
+        meta = [v[name].get(d) for name in ("ingested_at", "n_samples", "starttime", "segments")]
+        # Long requests (exports) may cover days never written: read their variables first.
+        prefetch = hi0 - lo0 <= 4 * self.chunk_samples
+        if prefetch:
+            meta.append(self.arrays["data"].async_array.getitem((d, slice(lo0, hi0))))
+        done, n_samples, t0, segments_raw, *block = self._gather(*meta)
+        if int(done) == NAT or int(n_samples) == 0:
+            return []
+        t0 = int(t0)
+        # One sample of slack each side: a segment that started off the grid has exact times
+        # up to half a sample from its grid times; pieces are trimmed on exact times below.
+        lo = max(0, int(-(-(start_ns - t0) * fr // NS_PER_S)) - 1)
+        hi = min(spd, int((end_ns - t0) * fr // NS_PER_S) + 2)
+        if lo >= hi:
+            return []
+        if prefetch and lo0 <= lo and hi <= hi0:
+            data = np.asarray(block[0])[lo - lo0 : hi - lo0]
+        else:  # not read yet, or a start time further from midnight than the schema makes
+            data = np.asarray(sync(self.arrays["data"].async_array.getitem((d, slice(lo, hi)))))
+        segments = json.loads(str(segments_raw)) if segments_raw else []
+        runs = _segment_runs(segments, spd, int(n_samples))
+        if runs is None:  # segments do not account for every sample: the mask does
+            mask = np.asarray(sync(self.arrays["mask"].async_array.getitem((d, slice(lo, hi)))))
+            local = _runs(mask)
+        else:
+            local = [(max(a, lo) - lo, min(b, hi) - lo) for a, b in runs if a < hi and b > lo]
+        # Split runs at every segment start so off-grid starts keep their exact times.
+        cuts = sorted({int(s["index"]) - lo for s in segments if lo < int(s["index"]) < hi})
+        out: list[Piece] = []
+        channel = self.layout.channel
+        for a0, b0 in local:
+            bounds = [a0, *[c for c in cuts if a0 < c < b0], b0]
+            for x, y in zip(bounds[:-1], bounds[1:], strict=True):
+                start = _run_start_ns(t0, lo + x, segments, rate)
+                piece = _trim(Piece(channel, start, rate, data[x:y]), start_ns, end_ns)
+                if piece is not None:
+                    out.append(piece)
         return out
 
     def write_day(
@@ -168,7 +304,7 @@ class ChannelYear:
         day is rewritten so no stale chunk survives.
         """
         layout = self.layout
-        spd = layout.samples_per_day
+        spd = self.samples_per_day
         if data.dtype != np.int32 or mask.dtype != np.bool_ or data.shape != mask.shape:
             raise SchemaError(
                 f"{layout.path}: day data must be int32 with a bool mask of the same shape, "
@@ -180,8 +316,8 @@ class ChannelYear:
                 f"outside the day's {spd} samples"
             )
         d = layout.day_index(day_ns)
-        cs = layout.chunk_samples
-        n_recorded = int(mask.sum())
+        cs = self.chunk_samples
+        n_recorded = int(np.count_nonzero(mask))
         if fresh and n_recorded == 0:
             lo = hi = 0
         elif fresh:
@@ -193,28 +329,85 @@ class ChannelYear:
         block = np.zeros(hi - lo, dtype=np.int32)
         valid = np.zeros(hi - lo, dtype=bool)
         if hi > lo:
-            block[offset - lo : offset - lo + data.size] = np.where(mask, data, 0)
-            valid[offset - lo : offset - lo + mask.size] = mask
-        a = {name: arr.async_array for name, arr in self.arrays.items()}
+            region = slice(offset - lo, offset - lo + data.size)
+            block[region] = data
+            if n_recorded < mask.size:
+                block[region][~mask] = 0
+            valid[region] = mask
+        a = {name: self.arrays[name].async_array for name in ("data", "mask")}
+        v = self.vars
+        values = {
+            "starttime": t0_ns,
+            "n_samples": n_recorded,
+            "flags": int(flags),
+            "segments": json.dumps(segments, sort_keys=True),
+            "quarantine": json.dumps(quarantine, sort_keys=True),
+            "sources": json.dumps(sources, sort_keys=True),
+        }
 
         async def _write() -> int:
-            # Mark the day as in progress: a killed write is redone whole, never "fresh".
-            await asyncio.gather(a["ingested_at"].setitem(d, NAT), a["sources"].setitem(d, WRITING))
+            # Mark the day as in progress: a killed write is redone whole, never "fresh". A
+            # fresh day has no ledger entry to clear.
             await asyncio.gather(
-                a["data"].setitem((d, slice(lo, hi)), block),
-                a["mask"].setitem((d, slice(lo, hi)), valid),
-                a["starttime"].setitem(d, t0_ns),
-                a["n_samples"].setitem(d, n_recorded),
-                a["flags"].setitem(d, int(flags)),
-                a["segments"].setitem(d, json.dumps(segments, sort_keys=True)),
-                a["quarantine"].setitem(d, json.dumps(quarantine, sort_keys=True)),
-                a["sources"].setitem(d, json.dumps(sources, sort_keys=True)),
+                v["sources"].set(d, WRITING), v["ingested_at"].set(d, NAT, fresh=fresh)
             )
+            writes = [v[name].set(d, value, fresh=fresh) for name, value in values.items()]
+            if hi > lo:
+                writes += [
+                    a["data"].setitem((d, slice(lo, hi)), block),
+                    a["mask"].setitem((d, slice(lo, hi)), valid),
+                ]
+            await asyncio.gather(*writes)
             completed = time.time_ns()
-            await a["ingested_at"].setitem(d, completed)
+            await v["ingested_at"].set(d, completed)
             return completed
 
         return int(sync(_write()))
+
+
+_ARRAY_META: dict[tuple[tuple[Any, ...], str], ArrayV3Metadata] = {}
+
+
+def open_channel_year(root: zarr.Group, path: str) -> ChannelYear | None:
+    """Open the channel-year at ``path`` (``None`` if there is none) with one store read.
+
+    A channel-year of schema 2 or later was created from the schema's documents for its
+    layout, which its attributes give, so its arrays are opened from those documents;
+    an older one is opened through zarr.
+    """
+    store = root.store
+    full = f"{root.path.strip('/')}/{path}".strip("/")
+    buf = sync(store.get(f"{full}/zarr.json", prototype=_PROTO))
+    if buf is None:
+        return None
+    doc = json.loads(buf.to_bytes())
+    if doc.get("node_type") != "group":
+        return None
+    attrs = doc.get("attributes", {})
+    layout = layout_from_attrs(attrs)
+    if layout is None:
+        group = root[path]
+        assert isinstance(group, zarr.Group)
+        data = group["data"]
+        assert isinstance(data, zarr.Array)
+        layout = ContinuousLayout(
+            ChannelId(attrs["network"], attrs["station"], attrs["location"], attrs["channel"]),
+            int(attrs["year"]),
+            float(attrs["sampling_rate"]),
+            int(data.chunks[1]),
+            str(attrs.get("codec", "pcodec")),
+        )
+        return ChannelYear(group, layout)
+    docs = template_documents(layout)
+    arrays = {}
+    for name in ("data", "mask", *DAY_VARIABLES):
+        key = (layout_shape(layout), name)
+        if key not in _ARRAY_META:
+            _ARRAY_META[key] = ArrayV3Metadata.from_dict(json.loads(docs[f"{name}/zarr.json"]))
+        arrays[name] = zarr.Array(
+            AsyncArray(metadata=_ARRAY_META[key], store_path=StorePath(store, f"{full}/{name}"))
+        )
+    return ChannelYear(None, layout, arrays)
 
 
 @dataclass
@@ -247,34 +440,37 @@ def _run_start_ns(t0: int, run_start: int, segments: list[dict[str, Any]], rate:
     return t0 + round(run_start * period)
 
 
+def _segment_runs(
+    segments: list[dict[str, Any]], samples_per_day: int, n_samples: int
+) -> list[tuple[int, int]] | None:
+    """``[start, stop)`` grid runs recorded by ``segments``; ``None`` unless they account for
+    exactly ``n_samples`` (then the mask, which holds the same, must be read instead)."""
+    spans = sorted(
+        (max(0, int(s["index"])), min(samples_per_day, int(s["index"]) + int(s["npts"])))
+        for s in segments
+    )
+    runs: list[tuple[int, int]] = []
+    for a, b in spans:
+        if b <= a:
+            continue
+        if runs and a <= runs[-1][1]:
+            runs[-1] = (runs[-1][0], max(runs[-1][1], b))
+        else:
+            runs.append((a, b))
+    return runs if sum(b - a for a, b in runs) == n_samples else None
+
+
 class ContinuousReader:
     """Reads recorded samples back, caching open channel-years across calls."""
 
     def __init__(self, root: zarr.Group) -> None:
         self.root = root
-        self._channels: dict[str, set[str] | None] = {}
-        self._years: dict[str, tuple[zarr.Group, dict[str, zarr.Array]]] = {}
+        self._years: dict[str, ChannelYear | None] = {}
 
-    def _years_of(self, channel: ChannelId) -> set[str]:
-        if channel.nslc not in self._channels:
-            base = f"{CONTINUOUS}/{channel.nslc}"
-            node = self.root.get(base)
-            self._channels[channel.nslc] = (
-                set(node.group_keys()) if isinstance(node, zarr.Group) else None
-            )
-        return self._channels[channel.nslc] or set()
-
-    def _year(
-        self, channel: ChannelId, year: int
-    ) -> tuple[zarr.Group, dict[str, zarr.Array]] | None:
-        if f"{year:04d}" not in self._years_of(channel):
-            return None
+    def _year(self, channel: ChannelId, year: int) -> ChannelYear | None:
         path = f"{CONTINUOUS}/{channel.nslc}/{year:04d}"
         if path not in self._years:
-            group = self.root[path]
-            assert isinstance(group, zarr.Group)
-            arrays = {n: a for n, a in group.arrays() if isinstance(a, zarr.Array)}
-            self._years[path] = (group, arrays)
+            self._years[path] = open_channel_year(self.root, path)
         return self._years[path]
 
     def pieces(self, channel: ChannelId, start_ns: int, end_ns: int) -> list[Piece]:
@@ -288,9 +484,9 @@ class ContinuousReader:
         day = (start_ns // NS_PER_DAY) * NS_PER_DAY
         while day <= end_ns:
             year = int(str(np.datetime64(day, "ns").astype("datetime64[Y]")))
-            handles = self._year(channel, year)
-            if handles is not None:
-                pieces.extend(_day_pieces(*handles, channel, day, year, start_ns, end_ns))
+            handle = self._year(channel, year)
+            if handle is not None:
+                pieces.extend(handle.pieces(day, start_ns, end_ns))
             day += NS_PER_DAY
         return _merge_adjacent(pieces)
 
@@ -298,63 +494,6 @@ class ContinuousReader:
 def read_pieces(root: zarr.Group, channel: ChannelId, start_ns: int, end_ns: int) -> list[Piece]:
     """One-off :meth:`ContinuousReader.pieces`."""
     return ContinuousReader(root).pieces(channel, start_ns, end_ns)
-
-
-def _day_pieces(
-    group: zarr.Group,
-    arrays: dict[str, zarr.Array],
-    channel: ChannelId,
-    day: int,
-    year: int,
-    start_ns: int,
-    end_ns: int,
-) -> list[Piece]:
-    d = (day - int(np.datetime64(f"{year:04d}-01-01", "ns").astype(np.int64))) // NS_PER_DAY
-    a = {
-        name: arrays[name].async_array
-        for name in ("ingested_at", "n_samples", "starttime", "segments")
-    }
-
-    async def _meta() -> list[Any]:
-        return list(await asyncio.gather(*(arr.getitem(d) for arr in a.values())))
-
-    done, n_samples, t0_raw, segments_raw = (np.asarray(v).item() for v in sync(_meta()))
-    if int(done) == NAT or int(n_samples) == 0:
-        return []
-    attrs: dict[str, Any] = dict(group.attrs)
-    rate = float(attrs["sampling_rate"])
-    t0 = int(t0_raw)
-    fr = rate_fraction(rate)
-    # One sample of slack each side: a segment that started off the grid has exact times
-    # up to half a sample from its grid times; pieces are trimmed on exact times below.
-    lo = max(0, int(-(-(start_ns - t0) * fr // 1_000_000_000)) - 1)
-    hi = min(int(attrs["samples_per_day"]), int((end_ns - t0) * fr // 1_000_000_000) + 2)
-    if lo >= hi:
-        return []
-
-    async def _samples() -> list[Any]:
-        return list(
-            await asyncio.gather(
-                arrays["mask"].async_array.getitem((d, slice(lo, hi))),
-                arrays["data"].async_array.getitem((d, slice(lo, hi))),
-            )
-        )
-
-    mask, data = (np.asarray(x) for x in sync(_samples()))
-    if not mask.any():
-        return []
-    segments = json.loads(str(segments_raw))
-    # Split runs at every segment start so off-grid starts keep their exact times.
-    cuts = sorted({int(s["index"]) - lo for s in segments if lo < int(s["index"]) < hi})
-    out: list[Piece] = []
-    for a0, b0 in _runs(mask):
-        bounds = [a0, *[c for c in cuts if a0 < c < b0], b0]
-        for x, y in zip(bounds[:-1], bounds[1:], strict=True):
-            start = _run_start_ns(t0, lo + x, segments, rate)
-            piece = _trim(Piece(channel, start, rate, data[x:y]), start_ns, end_ns)
-            if piece is not None:
-                out.append(piece)
-    return out
 
 
 # Request bounds are honoured to within a microsecond: ObsPy and miniSEED times carry
@@ -372,7 +511,15 @@ def _trim(piece: Piece, start_ns: int, end_ns: int) -> Piece | None:
     if last < first:
         return None
     start = piece.start_ns + round(first * 1_000_000_000 / fr)
-    return Piece(piece.channel, start, piece.sampling_rate, piece.data[first : last + 1].copy())
+    data = piece.data[first : last + 1]
+    # A small piece of a larger read is copied so it does not keep the whole read alive.
+    base = data.base if isinstance(data.base, np.ndarray) else data
+    return Piece(
+        piece.channel,
+        start,
+        piece.sampling_rate,
+        data.copy() if 2 * data.size < base.size else data,
+    )
 
 
 def _merge_adjacent(pieces: list[Piece]) -> list[Piece]:

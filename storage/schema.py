@@ -43,9 +43,10 @@ from zarr.core.sync import sync
 from seismoflow.ids import ChannelId
 from seismoflow.times import NAT, NS_PER_DAY, samples_per_day
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: chunk length and pcodec pages per channel-year (STORE.md)
 CONTINUOUS = "continuous"
 EVENTS = "events"
+NOISE_GROUP = "noise"  # noise windows: the layout of ``events`` plus ``label`` (issue 4)
 TABLES = "tables"
 SOURCES = "sources"
 COMPONENTS: tuple[str, ...] = ("Z", "N", "E")
@@ -56,9 +57,16 @@ TIME_ATTRS: dict[str, str] = {
 INTEGER_CODECS = ("pcodec", "delta-zstd")
 # pcodec pages of 16384 values: a page of unrecorded (zero) samples costs almost nothing,
 # where one large page mixes zeros and waveform and costs ~0.3 bit per zero (measured).
+# Dense channel-years (no zeros to isolate) take one page per chunk: 1% more bytes, ~30%
+# faster encoding (bench/codecs.py).
 PCODEC_PAGE = 16_384
 # Days recording less than half a chunk of samples: delta + zstd beats pcodec (BENCHMARKS.md).
 DENSE_COVERAGE = 0.5
+# Sparse channel-years (event snippets) get chunks of about twice the samples they record per
+# day, in multiples of this, so reading a snippet decodes ~2 snippets' worth, not 360 000.
+SPARSE_CHUNK_STEP = 4_096
+# Channel-years recording at least this share of every day on average count as whole days.
+WHOLE_DAYS = 0.9
 
 
 def choose_codec(setting: str, coverage: float) -> str:
@@ -68,6 +76,37 @@ def choose_codec(setting: str, coverage: float) -> str:
     if setting != "auto":
         return setting
     return "pcodec" if coverage >= DENSE_COVERAGE else "delta-zstd"
+
+
+@dataclass(frozen=True)
+class ContinuousEncoding:
+    """How a channel-year is chunked and encoded, fixed when it is created."""
+
+    codec: str
+    chunk_samples: int
+    pcodec_page: int
+
+
+def choose_encoding(
+    setting: str, chunk_setting: int, recorded_per_day: float, day_samples: int
+) -> ContinuousEncoding:
+    """Codec, chunk length and pcodec page of a new channel-year, from the samples its files
+    record per day on average (``recorded_per_day``).
+
+    Dense channel-years keep ``chunk_setting`` samples per chunk with one pcodec page per
+    chunk. Sparse ones (less than half a chunk per day) get chunks of about twice their
+    recorded samples per day, so an event snippet is one or two small chunks.
+    """
+    coverage = recorded_per_day / chunk_setting
+    codec = choose_codec(setting, coverage)
+    if coverage >= DENSE_COVERAGE:
+        # One page per chunk only where chunks are full: zeros (unrecorded samples) in a
+        # large page cost 10-15% more bytes for records of a few hours (measured).
+        full = recorded_per_day >= WHOLE_DAYS * day_samples
+        return ContinuousEncoding(codec, chunk_setting, chunk_setting if full else PCODEC_PAGE)
+    step = SPARSE_CHUNK_STEP
+    chunk = max(2 * step, int(-(-2 * recorded_per_day // step)) * step)
+    return ContinuousEncoding(codec, min(chunk, chunk_setting), PCODEC_PAGE)
 
 
 class SchemaError(ValueError):
@@ -96,11 +135,11 @@ def describe_flags(value: int) -> list[str]:
     return [f.name.lower() for f in Flag if f.name and value & f]
 
 
-def integer_codec_kwargs(codec: str, level: int) -> dict[str, Any]:
+def integer_codec_kwargs(codec: str, level: int, page: int = PCODEC_PAGE) -> dict[str, Any]:
     """Codec pipeline for int32 counts. Chosen by measurement (``bench/codecs.py``)."""
     if codec == "pcodec":
         return {
-            "serializer": PCodec(level=level, equal_pages_up_to=PCODEC_PAGE),
+            "serializer": PCodec(level=level, equal_pages_up_to=page),
             "compressors": None,
             "filters": None,
         }
@@ -135,6 +174,7 @@ class ContinuousLayout:
     chunk_samples: int
     codec: str = "pcodec"
     codec_level: int = 6
+    pcodec_page: int = PCODEC_PAGE
     samples_per_day: int = field(init=False)
 
     def __post_init__(self) -> None:
@@ -202,23 +242,12 @@ def create_continuous_many(
     store = root.store
     prefix = root.path.strip("/")
     proto = default_buffer_prototype()
-    templates: dict[tuple[Any, ...], dict[str, bytes]] = {}
 
     def key(path: str) -> str:
         return f"{prefix}/{path}" if prefix else path
 
-    def shape(layout: ContinuousLayout) -> tuple[Any, ...]:
-        return (
-            layout.year,
-            layout.sampling_rate,
-            layout.chunk_samples,
-            layout.codec,
-            layout.codec_level,
-        )
-
-    for layout in layouts:
-        if shape(layout) not in templates:
-            templates[shape(layout)] = _template_documents(layout)
+    # Made here, outside the event loop: making one runs zarr synchronously.
+    templates = {layout_shape(layout): template_documents(layout) for layout in layouts}
 
     async def one(layout: ContinuousLayout) -> tuple[str, float]:
         async with sem:
@@ -226,7 +255,7 @@ def create_continuous_many(
             if existing is not None:
                 attrs = json.loads(existing.to_bytes())["attributes"]
                 return layout.path, float(attrs["sampling_rate"])
-            docs = dict(templates[shape(layout)])
+            docs = dict(templates[layout_shape(layout)])
             group_doc = json.loads(docs["zarr.json"])
             group_doc["attributes"] = _continuous_attrs(layout)
             docs["zarr.json"] = json.dumps(group_doc).encode()
@@ -255,6 +284,46 @@ def create_continuous_many(
         return list(await asyncio.gather(*(one(layout) for layout in layouts)))
 
     return dict(sync(all_()))
+
+
+def layout_shape(layout: ContinuousLayout) -> tuple[Any, ...]:
+    """What makes the metadata documents of a channel-year (all but the channel)."""
+    return (
+        layout.year,
+        layout.sampling_rate,
+        layout.chunk_samples,
+        layout.codec,
+        layout.codec_level,
+        layout.pcodec_page,
+    )
+
+
+def layout_from_attrs(attrs: Mapping[str, Any]) -> ContinuousLayout | None:
+    """The layout a channel-year was created with, from its group attributes; ``None`` for
+    a channel-year written before schema 2 (whose attributes do not give it all)."""
+    if int(attrs.get("seismoflow_schema", 0)) < 2 or "chunk_samples" not in attrs:
+        return None
+    return ContinuousLayout(
+        ChannelId(attrs["network"], attrs["station"], attrs["location"], attrs["channel"]),
+        int(attrs["year"]),
+        float(attrs["sampling_rate"]),
+        int(attrs["chunk_samples"]),
+        str(attrs["codec"]),
+        int(attrs["codec_level"]),
+        int(attrs["pcodec_page"]),
+    )
+
+
+_TEMPLATE_CACHE: dict[tuple[Any, ...], dict[str, bytes]] = {}
+
+
+def template_documents(layout: ContinuousLayout) -> dict[str, bytes]:
+    """Metadata documents of a channel-year of ``layout``'s shape (cached per process): a
+    schema-2 channel-year's arrays are opened from these, with no store reads."""
+    key = layout_shape(layout)
+    if key not in _TEMPLATE_CACHE:
+        _TEMPLATE_CACHE[key] = _template_documents(layout)
+    return _TEMPLATE_CACHE[key]
 
 
 _GROUP_DOC = json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}).encode()
@@ -288,6 +357,9 @@ def _continuous_attrs(layout: ContinuousLayout) -> dict[str, Any]:
         "samples_per_day": layout.samples_per_day,
         "year": layout.year,
         "codec": layout.codec,
+        "codec_level": layout.codec_level,
+        "chunk_samples": layout.chunk_samples,
+        "pcodec_page": layout.pcodec_page,
         "seismoflow_schema": SCHEMA_VERSION,
     }
 
@@ -305,7 +377,7 @@ async def _create_continuous(aroot: AsyncGroup, layout: ContinuousLayout) -> Non
             fill_value=0,
             dimension_names=("day", "sample"),
             attributes={"units": "counts", "long_name": "raw counts; valid only where mask"},
-            **integer_codec_kwargs(layout.codec, layout.codec_level),
+            **integer_codec_kwargs(layout.codec, layout.codec_level, layout.pcodec_page),
         ),
         group.create_array(
             "mask",
@@ -407,11 +479,29 @@ TRACE_COORDS: dict[str, tuple[str, Any, dict[str, Any]]] = {
 
 PER_TRACE_WRITES = frozenset({"flags", "written_at"})
 
+# Coordinates a window group holds beyond TRACE_COORDS (noise windows carry their label).
+EXTRA_TRACE_COORDS: dict[str, dict[str, tuple[str, Any, dict[str, Any]]]] = {
+    NOISE_GROUP: {
+        "label": ("str", "", {"long_name": "class of the window (noise)"}),
+        "source": ("str", "", {"long_name": "where it was drawn: continuous or pre-event"}),
+    },
+}
 
-def create_events(root: zarr.Group, layout: EventWindowLayout) -> zarr.Group:
-    """Create the (empty) event-window dataset, or check an existing one has ``layout``."""
-    if EVENTS in root:
-        group = root[EVENTS]
+
+def _trace_coords(name: str) -> dict[str, tuple[str, Any, dict[str, Any]]]:
+    return {**TRACE_COORDS, **EXTRA_TRACE_COORDS.get(name, {})}
+
+
+def create_events(
+    root: zarr.Group, layout: EventWindowLayout, name: str = EVENTS
+) -> zarr.Group:
+    """Create the (empty) event-window dataset, or check an existing one has ``layout``.
+
+    ``name`` is the group: ``events``, or ``noise`` (same layout, plus the coordinates of
+    ``EXTRA_TRACE_COORDS[name]``), so every window of the store is cut the same way.
+    """
+    if name in root:
+        group = root[name]
         assert isinstance(group, zarr.Group)
         existing = {
             k: group.attrs.get(k)
@@ -424,7 +514,7 @@ def create_events(root: zarr.Group, layout: EventWindowLayout) -> zarr.Group:
                 f"{wanted}; use the same window settings or another store"
             )
         return group
-    group = root.require_group(EVENTS)
+    group = root.require_group(name)
     group.attrs.update(layout.attrs())
     n = layout.n_samples
     group.create_array(
@@ -453,12 +543,12 @@ def create_events(root: zarr.Group, layout: EventWindowLayout) -> zarr.Group:
         attributes={"units": "s", "long_name": "time after reference_time"},
     )
     offs[:] = np.arange(n) / layout.sampling_rate - layout.pre_s
-    for name, (dtype, fill, attrs) in TRACE_COORDS.items():
+    for coord, (dtype, fill, attrs) in _trace_coords(name).items():
         # Variables written per trace by concurrent tasks get one chunk per trace, so no two
         # writers ever share a chunk; the rest is written once, under the lock, at planning.
-        chunk = 1 if name in PER_TRACE_WRITES else 4096
+        chunk = 1 if coord in PER_TRACE_WRITES else 4096
         group.create_array(
-            name,
+            coord,
             shape=(0,),
             chunks=(chunk,),
             dtype=dtype,
@@ -466,7 +556,7 @@ def create_events(root: zarr.Group, layout: EventWindowLayout) -> zarr.Group:
             dimension_names=("trace",),
             attributes=attrs,
         )
-    group.attrs["coordinates"] = " ".join(TRACE_COORDS)
+    group.attrs["coordinates"] = " ".join(_trace_coords(name))
     return group
 
 
@@ -479,7 +569,8 @@ def append_traces(group: zarr.Group, rows: Sequence[Mapping[str, Any]]) -> range
     assert isinstance(keys, zarr.Array)
     start = int(keys.shape[0])
     stop = start + len(rows)
-    for name, (dtype, _fill, _attrs) in TRACE_COORDS.items():
+    extras = {k: v for more in EXTRA_TRACE_COORDS.values() for k, v in more.items() if k in group}
+    for name, (dtype, _fill, _attrs) in {**TRACE_COORDS, **extras}.items():
         arr = group[name]
         assert isinstance(arr, zarr.Array)
         arr.resize((stop,))
@@ -504,3 +595,229 @@ def check_trace_region(group: zarr.Group, index: int, block: np.ndarray) -> None
             f"trace block {block.shape} {block.dtype} does not match "
             f"{tuple(wave.shape[1:])} float32"
         )
+
+
+# --- predictions (issue 4): what a model learned, written back beside the waveforms -------
+#
+#   predictions/                 attrs: latest (version id), versions (oldest first)
+#       {version}/               one prediction run; never rewritten by a later one
+#           dims: trace (a window of events/ or noise/), event, class
+#           attrs: model_id, code_version, flow_run_id, created_at, classes, status, ...
+
+PREDICTIONS = "predictions"
+PREDICTION_CHUNK = 4096
+# name -> (dims, dtype, fill, attrs). ``probability_{model}`` (trace, class) variables are
+# added per classifier of the model (:func:`create_prediction_version`).
+PREDICTION_VARS: dict[str, tuple[tuple[str, ...], str, Any, dict[str, Any]]] = {
+    "class": (("class",), "str", "", {"long_name": "class names (column order)"}),
+    "group": (("trace",), "str", "", {"long_name": "window group: events or noise"}),
+    "trace_index": (("trace",), "int64", -1, {"long_name": "index of the window in its group"}),
+    "trace_key": (("trace",), "str", "", {"long_name": "event_id|NET.STA.LOC.channel_set"}),
+    "event_id": (("trace",), "str", "", {"long_name": "QuakeML event id (noise: noise:key)"}),
+    "network": (("trace",), "str", "", {}),
+    "station": (("trace",), "str", "", {}),
+    "location": (("trace",), "str", "", {}),
+    "channel_set": (("trace",), "str", "", {}),
+    "probability": (
+        ("trace", "class"),
+        "float32",
+        np.nan,
+        {"units": "1", "long_name": "class probability of the model's chosen classifier"},
+    ),
+    "predicted_class": (("trace",), "str", "", {"long_name": "argmax of probability"}),
+    "cluster": (("trace",), "int32", -1, {"long_name": "K-Means cluster of the features"}),
+    "anomaly_score": (
+        ("trace",),
+        "float32",
+        np.nan,
+        {"units": "1", "long_name": "Isolation Forest score; higher = more anomalous"},
+    ),
+    "pca_x": (("trace",), "float32", np.nan, {"long_name": "PCA component 1 of the features"}),
+    "pca_y": (("trace",), "float32", np.nan, {"long_name": "PCA component 2 of the features"}),
+    "tsne_x": (("trace",), "float32", np.nan, {"long_name": "t-SNE x over this prediction set"}),
+    "tsne_y": (("trace",), "float32", np.nan, {"long_name": "t-SNE y over this prediction set"}),
+    "event": (("event",), "str", "", {"long_name": "event id (noise windows: noise:key)"}),
+    "event_probability": (
+        ("event", "class"),
+        "float32",
+        np.nan,
+        {"units": "1", "long_name": "mean class probability over the event's traces"},
+    ),
+    "event_class": (("event",), "str", "", {"long_name": "argmax of event_probability"}),
+    "event_cluster": (("event",), "int32", -1, {"long_name": "most common trace cluster"}),
+    "event_anomaly_score": (
+        ("event",),
+        "float32",
+        np.nan,
+        {"units": "1", "long_name": "mean anomaly score of the event's traces"},
+    ),
+    "event_n_traces": (("event",), "int32", 0, {"long_name": "traces of the event"}),
+}
+PREDICTION_COORDS: tuple[str, ...] = (
+    "group",
+    "trace_index",
+    "trace_key",
+    "event_id",
+    "network",
+    "station",
+    "location",
+    "channel_set",
+)
+PREDICTION_REQUIRED_ATTRS: tuple[str, ...] = (
+    "model_id",
+    "code_version",
+    "flow_run_id",
+    "created_at",
+)
+
+
+def prediction_path(version: str) -> str:
+    if not version or "/" in version or version.startswith("."):
+        raise SchemaError(f"prediction version {version!r} is not a plain name")
+    return f"{PREDICTIONS}/{version}"
+
+
+def create_prediction_version(
+    root: zarr.Group,
+    version: str,
+    n_traces: int,
+    n_events: int,
+    classes: Sequence[str],
+    models: Sequence[str],
+    attrs: Mapping[str, Any],
+) -> zarr.Group:
+    """Create the empty group of one prediction run (call under the store lock).
+
+    A version is written once: an existing one is refused, so a new run never touches the
+    arrays of an earlier one. ``status`` is ``writing`` until the writer marks it complete.
+    """
+    missing = [k for k in PREDICTION_REQUIRED_ATTRS if k not in attrs]
+    if missing:
+        raise SchemaError(f"prediction attributes {missing} are required (provenance)")
+    path = prediction_path(version)
+    if path in root:
+        raise SchemaError(f"{path} exists; a prediction run writes a new version")
+    parent = root.require_group(PREDICTIONS)
+    if "versions" not in parent.attrs:
+        parent.attrs.update({"versions": [], "seismoflow_schema": SCHEMA_VERSION})
+    group = root.require_group(path)
+    sizes = {"trace": n_traces, "event": n_events, "class": len(classes)}
+    variables = dict(PREDICTION_VARS)
+    for model in models:
+        variables[f"probability_{model}"] = (
+            ("trace", "class"),
+            "float32",
+            np.nan,
+            {"units": "1", "long_name": f"class probability of {model}"},
+        )
+    for name, (dims, dtype, fill, var_attrs) in variables.items():
+        shape = tuple(sizes[d] for d in dims)
+        group.create_array(
+            name,
+            shape=shape,
+            chunks=tuple(max(1, min(s, PREDICTION_CHUNK)) for s in shape),
+            dtype=dtype,
+            fill_value=fill,
+            dimension_names=dims,
+            attributes=var_attrs,
+        )
+    group.attrs.update(
+        {
+            **dict(attrs),
+            "classes": list(classes),
+            "models": list(models),
+            "status": "writing",
+            "coordinates": " ".join(PREDICTION_COORDS),
+            "seismoflow_schema": SCHEMA_VERSION,
+        }
+    )
+    return group
+
+
+def check_prediction_values(group: zarr.Group, name: str, values: np.ndarray) -> np.ndarray:
+    """``values`` cast to the variable's dtype; refuse a wrong shape or a lossy cast."""
+    if name not in group:
+        raise SchemaError(f"{group.path} has no variable {name!r}")
+    arr = group[name]
+    assert isinstance(arr, zarr.Array)
+    values = np.asarray(values)
+    if values.shape != arr.shape:
+        raise SchemaError(f"{group.path}/{name} is {arr.shape}, got values of {values.shape}")
+    if arr.dtype.kind in "OTU" or str(arr.dtype) in ("str", "StringDType()"):
+        return values.astype(object).astype(str).astype(object)
+    if (
+        values.dtype.kind == "f"
+        and arr.dtype.kind in "iu"
+        and (not np.all(np.isfinite(values)) or np.any(values != np.round(values)))
+    ):
+        raise SchemaError(f"{group.path}/{name} holds integers; got non-integer values")
+    return values.astype(arr.dtype)
+
+
+# --- features (issue 4): physics features per window, beside the windows ----------------
+#
+# features/{events,noise}/values (trace, feature) float32: one row per trace of the window
+# group of the same name, one column per feature; ``feature`` names, ``unit`` and
+# ``description`` per column; provenance in the group's attributes. Rewritten whole by each
+# extraction run (the values are a pure function of the windows and the code version).
+
+FEATURES = "features"
+
+
+def features_path(source_group: str) -> str:
+    return f"{FEATURES}/{source_group}"
+
+
+def write_features(
+    root: zarr.Group,
+    source_group: str,
+    values: np.ndarray,
+    names: Sequence[str],
+    units: Sequence[str],
+    descriptions: Sequence[str],
+    attrs: Mapping[str, Any],
+) -> zarr.Group:
+    """Write the feature table of ``source_group`` (``events`` or ``noise``), replacing an
+    earlier one; refuse values that do not match the window group's traces or the names."""
+    if source_group not in root:
+        raise SchemaError(f"the store has no {source_group}/ windows to attach features to")
+    keys = root[f"{source_group}/trace_key"]
+    assert isinstance(keys, zarr.Array)
+    values = np.asarray(values)
+    if values.ndim != 2 or values.shape != (keys.shape[0], len(names)):
+        raise SchemaError(
+            f"features of {source_group} must be ({keys.shape[0]} traces, {len(names)} "
+            f"features); got {values.shape}"
+        )
+    if not len(names) == len(units) == len(descriptions):
+        raise SchemaError("feature names, units and descriptions differ in length")
+    path = features_path(source_group)
+    group = root.require_group(path)
+    group.attrs.update({"status": "writing"})
+    for name in ("values", "feature", "unit", "description"):
+        if name in group:
+            del group[name]
+    arr = group.create_array(
+        "values",
+        shape=values.shape,
+        chunks=(max(1, min(values.shape[0], 4096)), max(1, values.shape[1])),
+        dtype="float32",
+        fill_value=np.nan,
+        dimension_names=("trace", "feature"),
+        compressors=[ZstdCodec(level=3)],
+        attributes={"long_name": f"physics features of {source_group}/ windows (NaN: none)"},
+    )
+    arr[:] = values.astype(np.float32)
+    for name, col in (("feature", names), ("unit", units), ("description", descriptions)):
+        a = group.create_array(name, shape=(len(col),), dtype="str", dimension_names=("feature",))
+        a[:] = np.array(list(col), dtype=object)
+    group.attrs.update(
+        {
+            **dict(attrs),
+            "source_group": source_group,
+            "coordinates": "feature unit description",
+            "seismoflow_schema": SCHEMA_VERSION,
+            "status": "complete",
+        }
+    )
+    return group

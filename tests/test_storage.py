@@ -8,17 +8,20 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+from zarr.core.sync import sync
 
 from seismoflow.ids import ChannelId
 from seismoflow.times import NAT, NS_PER_S, to_ns
-from storage.continuous import ChannelYear, read_pieces
+from storage.continuous import ChannelYear, open_channel_year, read_pieces
 from storage.location import open_root, store_lock
 from storage.schema import (
+    ContinuousEncoding,
     ContinuousLayout,
     EventWindowLayout,
     SchemaError,
     append_traces,
     choose_codec,
+    choose_encoding,
     create_continuous,
     create_events,
 )
@@ -235,3 +238,58 @@ def test_segments_json_is_stored(tmp_path: Path) -> None:
     ds = xr.open_zarr(location, group=year.layout.path, consolidated=False)
     d = (DAY - to_ns("2021-01-01")) // (86400 * NS_PER_S)
     assert len(json.loads(str(ds.segments.values[d]))) == 2
+
+
+def test_day_variables_write_the_bytes_zarr_writes(tmp_path: Path) -> None:
+    """Per-day variables written straight through the store hold the bytes zarr would."""
+    location = str(tmp_path / "s.zarr")
+    year, _ = _write(location)
+    root = open_root(location)
+    d = year.layout.day_index(DAY) + 1
+    store = Path(location) / year.layout.path
+    for name, value in (("n_samples", 499_900), ("flags", 3), ("segments", '[{"a": "é"}]')):
+        assert year.vars[name].raw
+        sync(year.vars[name].set(d, value))
+        raw = (store / name / "c" / str(d)).read_bytes()
+        root[f"{year.layout.path}/{name}"][d + 1] = value  # type: ignore[index]
+        assert (store / name / "c" / str(d + 1)).read_bytes() == raw
+        assert sync(year.vars[name].get(d + 1)) == value
+    sync(year.vars["flags"].set(d, 0))  # the fill value: no chunk, as zarr does
+    assert not (store / "flags" / "c" / str(d)).exists()
+
+
+def test_encoding_by_occupancy() -> None:
+    whole = choose_encoding("auto", 360_000, 8_640_000, 8_640_000)
+    assert whole == ContinuousEncoding("pcodec", 360_000, 360_000)
+    hours = choose_encoding("auto", 360_000, 720_000, 8_640_000)
+    assert hours == ContinuousEncoding("pcodec", 360_000, 16_384)
+    snippet = choose_encoding("auto", 360_000, 15_000, 8_640_000)
+    assert snippet.codec == "delta-zstd" and snippet.chunk_samples == 32_768
+
+
+def test_sparse_chunks_round_trip_and_reopen(tmp_path: Path) -> None:
+    location = str(tmp_path / "s.zarr")
+    root = open_root(location)
+    layout = ContinuousLayout(CH, 2021, 100.0, 8192, "delta-zstd")
+    create_continuous(root, layout)
+    year = open_channel_year(root, layout.path)
+    assert year is not None and year.chunk_samples == 8192 and year.layout == layout
+    data = RNG.integers(-500, 500, 15_000).astype(np.int32)
+    seg = {"start_ns": DAY + 100 * NS_PER_S, "index": 10_000, "npts": 15_000}
+    year.write_day(
+        DAY,
+        t0_ns=DAY,
+        offset=10_000,
+        data=data,
+        mask=np.ones(data.size, bool),
+        flags=0,
+        segments=[{**seg, "residual_ns": 0, "source": "x"}],
+        quarantine=[],
+        sources=[SRC],
+        fresh=True,
+    )
+    pieces = read_pieces(open_root(location, "r"), CH, DAY, DAY + 86400 * NS_PER_S - 1)
+    assert len(pieces) == 1 and pieces[0].start_ns == DAY + 100 * NS_PER_S
+    assert np.array_equal(pieces[0].data, data)
+    chunks = sorted(p.name for p in (Path(location) / layout.path / "data" / "c").glob("*/*"))
+    assert chunks == ["1", "2", "3"]  # samples 10 000..25 000 of 8192-sample chunks

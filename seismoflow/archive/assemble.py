@@ -39,7 +39,7 @@ class ChannelDay:
 
     @property
     def n_samples(self) -> int:
-        return int(self.mask.sum())
+        return int(np.count_nonzero(self.mask))
 
 
 def _trim_to_day(seg: Segment, day_ns: int) -> Segment | None:
@@ -87,12 +87,20 @@ def is_clipped(values: np.ndarray, fraction: float) -> bool:
     half the RMS sample-to-sample step): a smooth natural peak flattens gently into its top
     integer value, a clipped trace runs into the digitizer's limit.
     """
-    if values.size < 3 or int(values.max()) - int(values.min()) < MIN_CLIP_RANGE:
+    if values.size < 3:
+        return False
+    top, bottom = values.max(), values.min()
+    if int(top) - int(bottom) < MIN_CLIP_RANGE:
         return False  # flat, or a near-dead channel toggling between a few counts
+    need = max(3, int(np.ceil(fraction * values.size)))
+    # Plateaus hold at most every sample at the extreme: most traces touch their extremes a
+    # few times, so the costlier plateau search runs only where it could reach ``need``.
+    candidates = [e for e in (top, bottom) if np.count_nonzero(values == e) >= need]
+    if not candidates:
+        return False
     steps = np.diff(values.astype(np.int64))
     steep = 0.5 * float(np.sqrt(np.mean(steps.astype(np.float64) ** 2)))
-    need = max(3, int(np.ceil(fraction * values.size)))
-    for extreme in (values.max(), values.min()):
+    for extreme in candidates:
         held = sum(
             b - a
             for a, b in _plateaus(values == extreme)
@@ -168,7 +176,8 @@ def assemble_day(
             continue
         values = seg.data[lo + first - index : hi + first - index]
         taken = mask[lo:hi]
-        if taken.any():
+        overlapped = bool(taken.any())
+        if overlapped:
             same = data[lo:hi][taken] == values[taken]
             if same.all():
                 flags |= Flag.OVERLAP_IDENTICAL
@@ -186,9 +195,12 @@ def assemble_day(
                         int((~same).sum()),
                     )
                 )
-        fresh = ~taken
-        data[lo:hi][fresh] = values[fresh]
-        mask[lo:hi] |= True
+        if overlapped:
+            fresh = ~taken
+            data[lo:hi][fresh] = values[fresh]
+        else:
+            data[lo:hi] = values
+        mask[lo:hi] = True
         placed.append(
             {
                 "start_ns": seg.start_ns,
@@ -198,11 +210,14 @@ def assemble_day(
                 "source": seg.source,
             }
         )
-    recorded = data[mask]
+    # The arrays span first..last recorded sample, so a mask with no False has no gap
+    # (the common single-segment day: no copy of its samples).
+    recorded = data if mask.all() else data[mask]
     if recorded.size:
-        lo_rec, hi_rec = np.flatnonzero(mask)[[0, -1]]
-        if not mask[lo_rec : hi_rec + 1].all():
-            flags |= Flag.GAPS
+        if recorded.size < mask.size:
+            lo_rec, hi_rec = np.flatnonzero(mask)[[0, -1]]
+            if not mask[lo_rec : hi_rec + 1].all():
+                flags |= Flag.GAPS
         if is_flat(recorded):
             flags |= Flag.FLAT
         elif is_clipped(recorded, clip_fraction):

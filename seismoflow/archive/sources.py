@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 import obspy
+from obspy.io.mseed.core import _read_mseed
 from obspy.io.mseed.util import get_record_information, get_start_and_end_time
 
 from seismoflow.ids import ChannelId, InvalidCodeError, normalize_location
@@ -239,7 +240,10 @@ def decode(path: str) -> tuple[list[Segment], list[Problem]]:
             with _DECODE_LOCK, warnings.catch_warnings(record=True) as caught:
                 warnings.simplefilter("always")
                 try:
-                    stream = obspy.read(io.BytesIO(raw[: len(raw) - excess]), format="MSEED")
+                    # ObsPy's own miniSEED reader, called directly: ``obspy.read`` looks the
+                    # format plugin up in the package metadata on every call (~0.7 ms, as much
+                    # as decoding a small file).
+                    stream = _read_mseed(io.BytesIO(raw[: len(raw) - excess]))
                 except Exception:  # noqa: BLE001 - fall back to record-by-record decoding
                     stream, record_problems = _decode_records(path, raw, reclen)
                     problems.extend(record_problems)

@@ -1,0 +1,355 @@
+"""``archive-batch``: a large archive ingested on a Dask cluster, in bounded batches.
+
+The same plan, tasks and store as ``ingest-archive`` (the stores are identical), run on
+Prefect's ``DaskTaskRunner``: a LocalCluster by default, or an existing scheduler
+(``--dask-address tcp://host:8786``: an HPC or Kubernetes cluster, see docs/scale-out.md).
+Work units are whole station-days packed into batches (``archive_station_days``); at most
+``archive_in_flight`` batches are submitted at once and each result (one small row per
+channel-day) is folded into counts and written to the store's tables as it arrives, so
+neither the workers nor the flow ever hold more than a few batches, however large the
+archive.
+"""
+
+from __future__ import annotations
+
+import queue
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from typing import Any, TypeVar
+from uuid import UUID
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import (
+    create_markdown_artifact,
+    create_progress_artifact,
+    create_table_artifact,
+    update_progress_artifact,
+)
+from prefect.context import FlowRunContext
+from prefect.futures import PrefectFuture
+from prefect.runtime import flow_run
+from prefect_dask import DaskTaskRunner
+
+from seismoflow.ingest import ChannelDayUnit, UnitResult, plan_summary, summarize_units
+from seismoflow.scaleout import (
+    Coverage,
+    Overhead,
+    add_counts,
+    batch_failed,
+    batch_station_days,
+    count_station_days,
+    station_day_batches,
+    window_chunks,
+)
+from seismoflow.settings import Settings
+from tasks import batch as b
+from tasks import ingest as t
+
+T = TypeVar("T")
+
+# Unit rows gathered before they are merged into the store's tables: the table is
+# rewritten whole on each merge, so fewer, larger merges; still bounded memory.
+RECORD_ROWS = 5000
+PROGRESS_EVERY_S = 1.0
+
+
+def cluster_threads(timeout_s: float = 120.0) -> tuple[int, list[str]]:
+    """Worker threads and worker addresses of the flow's task runner (Dask or threads)."""
+    ctx = FlowRunContext.get()
+    runner = ctx.task_runner if ctx else None
+    if isinstance(runner, DaskTaskRunner):
+        client = runner.client
+        try:
+            client.wait_for_workers(1, timeout=timeout_s)
+        except TimeoutError as exc:
+            where = runner.address or "the LocalCluster"
+            raise RuntimeError(
+                f"no Dask worker joined scheduler {where} within {timeout_s:.0f} s; "
+                f"start some with `dask worker {where}`"
+            ) from exc
+        client.run(b.warm)  # imports once per worker, outside the timed phases
+        nthreads = client.nthreads()
+        return sum(nthreads.values()), sorted(nthreads)
+    return int(getattr(runner, "_max_workers", None) or 1), ["local-threads"]
+
+
+def bounded_map(
+    items: Iterator[T],
+    submit: Callable[[T], PrefectFuture[b.Timed]],
+    limit: int,
+    on_result: Callable[[T, b.Timed], None],
+    on_failure: Callable[[T, BaseException], None],
+) -> Overhead:
+    """Submit ``items`` with at most ``limit`` in flight; ``on_result(item, result)`` each
+    as it finishes, or ``on_failure(item, error)`` for a task that failed after its retries
+    (a lost worker, say): the run goes on. A finished future is dropped at once, so its
+    result leaves the worker.
+    """
+    done: queue.Queue[tuple[T, PrefectFuture[b.Timed]]] = queue.Queue()
+    running = 0
+    work = 0.0
+    tasks = 0
+    clock = time.perf_counter()
+
+    def fill() -> int:
+        n = 0
+        while running + n < limit:
+            item = next(items, None)
+            if item is None:
+                break
+            fut = submit(item)
+            fut.wrapped_future.add_done_callback(  # type: ignore[attr-defined]
+                lambda _, f=fut, i=item: done.put((i, f))
+            )
+            n += 1
+        return n
+
+    running += fill()
+    while running:
+        item, fut = done.get()
+        running -= 1
+        tasks += 1
+        try:
+            timed = fut.result()
+        except Exception as exc:  # noqa: BLE001 - quarantine the item, keep going
+            on_failure(item, exc)
+        else:
+            work += timed.work_s
+            on_result(item, timed)
+        del fut, item
+        running += fill()
+    return Overhead(time.perf_counter() - clock, work, 0, tasks)
+
+
+class _Progress:
+    """The run's progress artifact (percent), updated at most once per ``PROGRESS_EVERY_S``.
+
+    A phase spans ``[start, end)`` percent and advances by its items (station-days, then
+    event-window traces)."""
+
+    def __init__(self) -> None:
+        self.start, self.end, self.total, self.done, self.last = 0.0, 100.0, 1, 0, 0.0
+        self.id: UUID = create_progress_artifact(  # type: ignore[assignment]
+            0.0, key="archive-batch-progress", description="station-days, then event windows"
+        )
+
+    def phase(self, start: float, end: float, total: int) -> None:
+        self.start, self.end, self.total, self.done = start, end, max(total, 1), 0
+        self.advance(0)
+
+    def advance(self, n: int) -> None:
+        self.done += n
+        now = time.monotonic()
+        if now - self.last >= PROGRESS_EVERY_S or self.done >= self.total:
+            self.last = now
+            share = min(1.0, self.done / self.total)
+            update_progress_artifact(self.id, self.start + (self.end - self.start) * share)
+
+
+@flow(name="archive-batch", log_prints=True)
+def archive_batch(
+    sds: str,
+    stations: str | None = None,
+    events: str | None = None,
+    start_ns: int | None = None,
+    end_ns: int | None = None,
+    settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Ingest an archive on the flow's Dask cluster; returns the summary (as ``ingest``'s,
+    plus ``station_days``, ``batches`` and ``orchestration``: wall, work and overhead)."""
+    s = Settings(**(settings or {}))
+    logger = get_run_logger()
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    threads, workers = cluster_threads()
+    limit = s.archive_in_flight or 2 * threads
+    # A worker's first Prefect task run pays once for its API client and event threads
+    # (seconds on a busy machine): paid here, outside the timed phases.
+    for fut in [b.ready.submit(0.5) for _ in range(threads)]:
+        fut.result()
+    timings["warmup"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+
+    plan = t.plan(sds, stations, events, start_ns, end_ns)
+    t.record_problems(s.store, plan.problems, "scan")
+    plan = t.prepare(s.store, plan, s)
+    timings["plan"] = time.perf_counter() - clock
+    n_days = count_station_days(plan.units)
+    logger.info(
+        "planned %s; %d station-days on %d Dask threads (%d station-days per batch, %d "
+        "batches in flight)", plan_summary(plan), n_days, threads,
+        batch_station_days(n_days, threads, s.archive_station_days), limit,
+    )  # fmt: skip
+
+    progress = _Progress()
+    progress.phase(0.0, 90.0 if events else 100.0, n_days)
+    counts: dict[str, Any] = {}
+    coverage = Coverage()
+    pending: list[UnitResult] = []
+    ran_on: Counter[str] = Counter()
+    windows: dict[str, int] = {}
+
+    def flush() -> None:
+        t.record_continuous(s.store, pending)
+        pending.clear()
+
+    def station_days_done(batch: list[ChannelDayUnit], timed: b.Timed) -> None:
+        results: list[UnitResult] = timed.value
+        ran_on[timed.worker] += 1
+        add_counts(counts, summarize_units(results))
+        coverage.add(results)
+        pending.extend(results)
+        if len(pending) >= RECORD_ROWS:
+            flush()
+        progress.advance(count_station_days(batch))
+
+    def station_days_failed(batch: list[ChannelDayUnit], exc: BaseException) -> None:
+        t.record_problems(s.store, batch_failed(batch, exc), "ingest")
+        n = len(batch)
+        add_counts(counts, {"units": n, "units_failed": n, "quarantined": n})
+        progress.advance(count_station_days(batch))
+
+    def windows_done(chunk: list[int], timed: b.Timed) -> None:
+        add_counts(windows, timed.value)
+        progress.advance(len(chunk))
+
+    def windows_failed(chunk: list[int], exc: BaseException) -> None:
+        logger.error("event windows %d..%d failed: %s; a re-run retries them", chunk[0],
+                     chunk[-1], exc)  # fmt: skip
+        add_counts(windows, {"failed": len(chunk)})
+        progress.advance(len(chunk))
+
+    clock = time.perf_counter()
+    per_batch = batch_station_days(n_days, threads, s.archive_station_days)
+    batches = station_day_batches(plan.units, per_batch, s.batch_bytes)
+    phases = {
+        "continuous": bounded_map(
+            batches,
+            lambda batch: b.ingest_station_days.submit(s.store, batch, s),
+            limit,
+            station_days_done,
+            station_days_failed,
+        )
+    }
+    flush()
+    timings["continuous"] = time.perf_counter() - clock
+    summary: dict[str, Any] = {**plan_summary(plan), **counts}
+    summary.setdefault("quarantined", 0)
+    summary["quarantined"] += len(plan.problems)
+    summary["station_days"] = n_days
+    summary["batches"] = phases["continuous"].tasks
+    summary["station_days_per_batch"] = per_batch
+
+    if events:
+        clock = time.perf_counter()
+        todo = t.prepare_windows(s.store, s)
+        progress.phase(90.0, 100.0, len(todo))
+        phases["windows"] = bounded_map(
+            window_chunks(todo, s.window_batch),
+            lambda chunk: b.cut_windows.submit(s.store, chunk, s),
+            limit,
+            windows_done,
+            windows_failed,
+        )
+        timings["windows"] = time.perf_counter() - clock
+    summary["windows"] = windows
+    t.finalize(s.store)
+    update_progress_artifact(progress.id, 100.0)
+    summary["seconds"] = {k: round(v, 2) for k, v in timings.items()}
+    summary["orchestration"] = {
+        name: Overhead(o.wall_s, o.work_s, threads, o.tasks).as_dict() for name, o in phases.items()
+    }
+    summary["dask_workers"] = workers
+    summary["task_workers"] = dict(sorted(ran_on.items()))
+    summary["flow_run_id"] = str(flow_run.id)
+    _publish(summary, coverage.rows())
+    logger.info("archive batch summary %s", summary)
+    return summary
+
+
+def _publish(summary: dict[str, Any], coverage: list[dict[str, Any]]) -> None:
+    lines = ["# Archive batch", "", "| what | count |", "|---|---|"]
+    for key in (
+        "files",
+        "station_days",
+        "units",
+        "units_written",
+        "units_skipped",
+        "units_empty",
+        "units_failed",
+        "batches",
+        "samples_written",
+        "quarantined",
+        "events",
+    ):
+        lines.append(f"| {key} | {summary.get(key, 0)} |")
+    lines += ["", "## Event windows", "", "| what | traces |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in sorted(summary.get("windows", {}).items())]
+    lines += ["", "## Seconds per stage", "", "| stage | s |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in summary.get("seconds", {}).items()]
+    lines += [
+        "",
+        f"## Orchestration ({len(summary.get('dask_workers', []))} Dask workers)",
+        "",
+        "| phase | tasks | threads | wall s | task work s | overhead |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name, o in summary.get("orchestration", {}).items():
+        lines.append(
+            f"| {name} | {o['tasks']} | {o['threads']} | {o['wall_s']} | {o['work_s']} "
+            f"| {100 * o['overhead']:.1f}% |"
+        )
+    create_markdown_artifact(
+        "\n".join(lines), key="archive-batch-summary", description="counts of an archive batch"
+    )
+    if coverage:
+        create_table_artifact(
+            coverage, key="archive-batch-coverage", description="per-station coverage"
+        )
+    reasons = summary.get("quarantine_reasons", {})
+    if reasons:
+        create_table_artifact(
+            [{"reason": k, "count": v} for k, v in sorted(reasons.items())],
+            key="archive-batch-quarantine",
+            description="quarantine reasons",
+        )
+
+
+def task_runner(settings: Settings, address: str | None = None) -> DaskTaskRunner:
+    """A runner on the scheduler at ``address`` (or ``settings.dask_address``), else a
+    LocalCluster of ``dask_workers`` processes with ``dask_memory_limit`` each."""
+    address = address or settings.dask_address
+    if address:
+        return DaskTaskRunner(address=address)
+    return DaskTaskRunner(
+        cluster_kwargs={
+            "n_workers": settings.dask_workers,
+            "threads_per_worker": settings.dask_threads_per_worker,
+            "memory_limit": settings.dask_memory_limit,
+            "processes": True,
+            "dashboard_address": ":0",
+        }
+    )
+
+
+def run_archive_batch(
+    settings: Settings,
+    sds: str,
+    stations: str | None,
+    events: str | None,
+    start_ns: int | None,
+    end_ns: int | None,
+    dask_address: str | None = None,
+) -> dict[str, Any]:
+    """Run the flow on a Dask cluster (``dask_address``, the settings', or a local one)."""
+    return archive_batch.with_options(
+        task_runner=task_runner(settings, dask_address)  # type: ignore[arg-type]
+    )(
+        sds=sds,
+        stations=stations,
+        events=events,
+        start_ns=start_ns,
+        end_ns=end_ns,
+        settings=settings.model_dump(),
+    )

@@ -1,0 +1,107 @@
+"""``predict``: apply a model directory to a store and write the results back into it."""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.runtime import flow_run
+from prefect.task_runners import ThreadPoolTaskRunner
+
+from flows.train import ensure_features
+from seismoflow.models.registry import code_version
+from seismoflow.predict import event_table
+from seismoflow.settings import Settings
+from tasks import models as t
+
+
+@flow(name="predict", log_prints=True)
+def predict(
+    store: str,
+    model: str,
+    tsne: bool = True,
+    device: str | None = None,
+    settings: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """Predict every window of ``store`` with the model directory ``model``; write a new
+    prediction version; returns the summary. A store without features (one the model never
+    saw) gets them first (``extract-features`` as a subflow)."""
+    logger = get_run_logger()
+    bundle = t.load_model(model)
+    ensure_features(store, settings)
+    examples, features = t.load_inputs(store)
+    preds = t.predict(store, examples, features, bundle, tsne, device)
+    run_id = str(flow_run.id) if flow_run.id else ""
+    attrs: dict[str, Any] = {
+        "model_id": bundle.model_id,
+        "model_dir": str(bundle.directory),
+        "primary": str(bundle.metadata["primary"]),
+        "code_version": code_version(),
+        "model_code_version": bundle.metadata.get("code_version"),
+        "flow_run_id": run_id,
+        "created_at": dt.datetime.now(dt.UTC).isoformat(),
+        "tsne": "recomputed over this prediction set (t-SNE has no transform)"
+        if tsne
+        else "not computed",
+    }
+    version = t.write_predictions(store, preds, attrs)
+    events = event_table(preds)
+    out: dict[str, Any] = {
+        "store": store,
+        "version": version,
+        "model_id": bundle.model_id,
+        "flow_run_id": run_id,
+        "n_traces": len(preds.examples),
+        "n_events": len(events),
+        "trace_classes": _counts(preds.predicted_class),
+        "event_classes": _counts(events["event_class"].to_numpy()),
+    }
+    create_markdown_artifact(
+        "\n".join(
+            [
+                f"# Predictions {version}",
+                "",
+                f"Model `{bundle.model_id}` on `{store}`: {out['n_traces']} windows, "
+                f"{out['n_events']} events.",
+                "",
+                "| class | windows | events |",
+                "|---|---|---|",
+                *(
+                    f"| {c} | {out['trace_classes'].get(c, 0)} | {out['event_classes'].get(c, 0)} |"
+                    for c in bundle.classes
+                ),
+            ]
+        ),
+        key="predict-summary",
+        description="a prediction run",
+    )
+    top = preds.examples.assign(anomaly_score=preds.anomaly).nlargest(20, "anomaly_score")
+    create_table_artifact(
+        [
+            {"trace_key": str(k), "anomaly_score": round(float(s), 4)}
+            for k, s in zip(top["trace_key"], top["anomaly_score"], strict=True)
+        ],
+        key="predict-anomalies",
+        description="the 20 most anomalous windows",
+    )
+    logger.info("prediction version %s written to %s", version, store)
+    return out
+
+
+def _counts(values: Any) -> dict[str, int]:
+    out: dict[str, int] = {}
+    for v in values:
+        out[str(v)] = out.get(str(v), 0) + 1
+    return out
+
+
+def run_predict(
+    settings: Settings, model: str, tsne: bool = True, device: str | None = None
+) -> dict[str, Any]:
+    runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=settings.max_workers)
+    return predict.with_options(task_runner=runner)(  # type: ignore[arg-type]
+        store=settings.store, model=model, tsne=tsne, device=device,
+        settings=settings.model_dump(),
+    )  # fmt: skip

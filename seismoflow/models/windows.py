@@ -1,0 +1,424 @@
+"""Streaming event and noise windows from the store into a model, chunk by chunk.
+
+Windows are read as blocks of consecutive traces of ``{group}/waveform`` (one chunk per
+trace in the store), preprocessed block by block and yielded one window at a time, so
+memory is bounded by a few blocks whatever the size of the store.
+
+Preprocessing (:func:`preprocess_block`), the same for every trace whatever its source:
+
+1. the chosen components; a component with no recorded sample is *missing* (mask 0);
+2. remove the mean and the linear trend over recorded samples; gaps (NaN) become 0;
+3. cosine taper of ``taper`` of the window at each end;
+4. decimate by an integer factor to ``sampling_rate`` (polyphase FIR anti-alias filter);
+5. zero-phase Butterworth band-pass ``band`` (Hz);
+6. divide by the trace's RMS over its recorded samples (all components together, so the
+   Z/N/E amplitude ratios stay and the instrument gain does not leak);
+7. optionally (``envelope_bands``), log10 RMS envelopes in sub-bands at ``envelope_rate``,
+   less the trace's median: a time-frequency picture (like a coarse spectrogram) that keeps
+   the envelope shape and spectral content that tell sources apart, and drops the gain.
+
+The mask is per component, never per sample: which samples are missing reveals where a
+recording came from (the archive's sources cut their windows differently).
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+import torch
+import zarr
+from scipy.ndimage import uniform_filter1d
+from scipy.signal import butter, resample_poly, sosfiltfilt
+from scipy.signal.windows import tukey
+from torch.utils.data import IterableDataset, get_worker_info
+
+# Highest band-pass corner as a share of the model's Nyquist frequency.
+MAX_CORNER_OF_NYQUIST = 0.9
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """How a stored window becomes model input. Rates and corners in Hz."""
+
+    sampling_rate: float
+    band: tuple[float, float]
+    components: tuple[str, ...] = ("Z",)
+    taper: float = 0.05
+    filter_order: int = 4
+    envelope_bands: tuple[tuple[float, float], ...] = ()
+    envelope_rate: float = 2.0
+    envelope_smooth_s: float = 1.0
+
+    @property
+    def channel_components(self) -> list[str]:
+        """The component of each model input channel (component-major)."""
+        per = max(1, len(self.envelope_bands))
+        return [c for c in self.components for _ in range(per)]
+
+    def envelope_factor(self) -> int:
+        q = int(round(self.sampling_rate / self.envelope_rate))
+        if q < 1 or abs(self.sampling_rate / q - self.envelope_rate) > 1e-6 * self.envelope_rate:
+            raise ValueError(
+                f"envelope rate {self.envelope_rate} Hz must divide {self.sampling_rate} Hz"
+            )
+        for lo, hi in self.envelope_bands:
+            if not self.band[0] <= lo < hi <= self.band[1]:
+                raise ValueError(f"envelope band ({lo}, {hi}) Hz is outside band {self.band}")
+        return q
+
+    def factor(self, store_rate: float) -> int:
+        """The integer decimation factor from ``store_rate``; refuse a non-integer one."""
+        q = int(round(store_rate / self.sampling_rate))
+        if q < 1 or abs(store_rate / q - self.sampling_rate) > 1e-6 * self.sampling_rate:
+            raise ValueError(
+                f"model rate {self.sampling_rate} Hz is not the store's window rate "
+                f"{store_rate} Hz divided by an integer; choose a divisor of {store_rate} Hz"
+            )
+        low, high = self.band
+        if not 0 < low < high <= MAX_CORNER_OF_NYQUIST * self.sampling_rate / 2:
+            raise ValueError(
+                f"band {self.band} Hz must satisfy 0 < low < high <= "
+                f"{MAX_CORNER_OF_NYQUIST * self.sampling_rate / 2} Hz at {self.sampling_rate} Hz"
+            )
+        return q
+
+
+def open_group(location: str, group: str) -> zarr.Group:
+    """One group of a store, read-only (opening only that group, not the whole tree)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return zarr.open_group(
+            location, mode="r", path=group, zarr_format=3, use_consolidated=False
+        )
+
+
+def group_rate(group: zarr.Group) -> float:
+    """The window sampling rate of a store group (Hz)."""
+    rate = group.attrs.get("sampling_rate")
+    if not isinstance(rate, int | float):
+        raise ValueError(f"group {group.path!r} has no numeric sampling_rate attribute")
+    return float(rate)
+
+
+def group_components(group: zarr.Group) -> list[str]:
+    comp = group["component"]
+    assert isinstance(comp, zarr.Array)
+    return [str(c) for c in np.asarray(comp[:]).tolist()]
+
+
+def component_indices(store_components: Sequence[str], wanted: Sequence[str]) -> list[int]:
+    index = {c: i for i, c in enumerate(store_components)}
+    missing = [c for c in wanted if c not in index]
+    if missing:
+        raise ValueError(f"components {missing} are not in the store ({list(store_components)})")
+    return [index[c] for c in wanted]
+
+
+def preprocess_block(
+    block: np.ndarray,
+    store_rate: float,
+    prep: Preprocess,
+    store_components: Sequence[str] = ("Z", "N", "E"),
+) -> tuple[np.ndarray, np.ndarray]:
+    """Stored windows ``(n, components, samples)`` (counts, NaN = no data) to model input.
+
+    Returns ``x`` float32 ``(n, len(prep.components), samples // factor)`` and the component
+    mask, bool ``(n, len(prep.components))``, True where the component has data.
+    """
+    q = prep.factor(store_rate)
+    x = np.asarray(block)[:, component_indices(store_components, prep.components)]
+    x = x.astype(np.float64)
+    finite = np.isfinite(x)
+    present = finite.any(axis=-1)
+    count = np.maximum(finite.sum(axis=-1, keepdims=True), 1)
+    mean = np.where(finite, x, 0.0).sum(axis=-1, keepdims=True) / count
+    x = np.where(finite, x - mean, 0.0)
+    n_samples = x.shape[-1]
+    if n_samples > 1:
+        x = _detrend(x, finite, count)
+        x *= tukey(n_samples, alpha=min(1.0, 2 * prep.taper))
+    if q > 1:
+        x = resample_poly(x, 1, q, axis=-1)
+    recorded = finite[..., ::q][..., : x.shape[-1]]
+    sos = butter(
+        prep.filter_order, prep.band, btype="bandpass", fs=prep.sampling_rate, output="sos"
+    )
+    padlen = min(x.shape[-1] - 1, 3 * (2 * len(sos) + 1))
+    if padlen > 0:
+        x = sosfiltfilt(sos, x, axis=-1, padlen=padlen)
+    x = np.ascontiguousarray(x)
+    x[~recorded] = 0.0
+    n_recorded = recorded.sum(axis=(1, 2))
+    rms = np.sqrt((x**2).sum(axis=(1, 2)) / np.maximum(n_recorded, 1))
+    scale = np.where(rms > 0, rms, 1.0)
+    x /= scale[:, None, None]
+    if prep.envelope_bands:
+        x, recorded = log_envelopes(x, recorded, prep)
+        present = np.repeat(present, len(prep.envelope_bands), axis=1)
+        x[~recorded | ~present[..., None]] = 0.0
+    return x.astype(np.float32), present
+
+
+def log_envelopes(
+    x: np.ndarray, recorded: np.ndarray, prep: Preprocess
+) -> tuple[np.ndarray, np.ndarray]:
+    """Log10 RMS amplitude in each of ``prep.envelope_bands`` at ``prep.envelope_rate``.
+
+    ``x`` is ``(n, components, samples)`` at ``prep.sampling_rate``; returns
+    ``(n, components * bands, samples // factor)`` (component-major) and where it was
+    recorded. Each trace's median over its recorded values is subtracted, so a gain is an
+    offset that disappears and the spectral shape over time stays.
+    """
+    q = prep.envelope_factor()
+    width = max(1, int(round(prep.envelope_smooth_s * prep.sampling_rate)))
+    bands = []
+    for lo, hi in prep.envelope_bands:
+        sos = butter(
+            prep.filter_order, (lo, hi), btype="bandpass", fs=prep.sampling_rate, output="sos"
+        )
+        padlen = min(x.shape[-1] - 1, 3 * (2 * len(sos) + 1))
+        xb = sosfiltfilt(sos, x, axis=-1, padlen=padlen)
+        power = uniform_filter1d(xb**2, size=width, axis=-1)[..., ::q]
+        bands.append(0.5 * np.log10(power + 1e-12))
+    env = np.stack(bands, axis=2)  # (n, components, bands, t)
+    rec = np.broadcast_to(recorded[..., ::q][:, :, None, :], env.shape)
+    n, c, b, t = env.shape
+    env = env.reshape(n, c * b, t)
+    rec = np.ascontiguousarray(rec).reshape(n, c * b, t)
+    valid = np.where(rec, env, np.nan)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        median = np.nanmedian(valid.reshape(n, -1), axis=1)
+    median = np.where(np.isfinite(median), median, 0.0)
+    return np.where(rec, env - median[:, None, None], 0.0), rec
+
+
+def _detrend(x: np.ndarray, finite: np.ndarray, count: np.ndarray) -> np.ndarray:
+    """Remove the least-squares line fitted to the recorded samples (``x`` is demeaned and
+    0 at gaps); gaps stay 0."""
+    t = np.arange(x.shape[-1], dtype=np.float64)
+    t_mean = np.where(finite, t, 0.0).sum(axis=-1, keepdims=True) / count
+    dt = np.where(finite, t - t_mean, 0.0)
+    slope = (dt * x).sum(axis=-1, keepdims=True) / np.maximum(
+        (dt**2).sum(axis=-1, keepdims=True), 1e-12
+    )
+    return np.where(finite, x - slope * dt, 0.0)
+
+
+def drop_components(
+    x: np.ndarray, mask: np.ndarray, components: Sequence[str], drop: Sequence[str]
+) -> None:
+    """Zero the data and mask of the components named in ``drop`` (in place)."""
+    for i, c in enumerate(components):
+        if c in drop:
+            x[..., i, :] = 0.0
+            mask[..., i] = False
+
+
+def block_order(
+    groups: Sequence[str], traces: Sequence[int] | np.ndarray, block_size: int
+) -> list[np.ndarray]:
+    """Row positions in blocks of at most ``block_size`` consecutive stored traces.
+
+    Rows are taken in store order (group, then trace index); a block never spans two groups.
+    """
+    g = np.asarray(groups, dtype=object)
+    t = np.asarray(traces, dtype=np.int64)
+    order = sorted(range(len(t)), key=lambda i: (str(g[i]), int(t[i])))
+    blocks: list[np.ndarray] = []
+    current: list[int] = []
+    for pos in order:
+        if current and (len(current) == block_size or g[current[-1]] != g[pos]):
+            blocks.append(np.array(current, dtype=np.int64))
+            current = []
+        current.append(pos)
+    if current:
+        blocks.append(np.array(current, dtype=np.int64))
+    return blocks
+
+
+Item = tuple[np.ndarray, np.ndarray, int, int]
+
+
+class StoreWindows(IterableDataset[Item]):
+    """Windows of ``(group, trace)`` rows streamed from a store, block by block.
+
+    Yields ``(x, mask, label, position)``: ``x`` float32 ``(components, samples)``, ``mask``
+    float32 ``(components,)``, the row's label index (-1 if none) and its position in the
+    input rows. Unshuffled, rows come in store order. Shuffled, the order of blocks and the
+    rows within a buffer of about ``shuffle_buffer`` windows are permuted by a generator
+    seeded with ``(seed, epoch)``: call :meth:`set_epoch` before each epoch. Consecutive
+    traces mostly belong to one event, so the buffer must span many blocks for batches to
+    mix classes (with one block per buffer, training does not converge).
+    ``component_dropout`` (training only) removes each horizontal component of a window
+    with that probability, so a model cannot rely on horizontals being present; ``crop``
+    (samples) cuts a random piece of each window and ``tilt`` jitters log envelopes
+    (:meth:`jitter`). Preprocessed blocks are kept for later epochs while they fit in
+    ``cache_bytes`` (model input is small: 6 KB per window for 6 envelopes at 2 Hz against
+    156 KB stored); beyond that, blocks are read again, so memory stays bounded.
+    """
+
+    def __init__(
+        self,
+        location: str,
+        groups: Sequence[str],
+        traces: Sequence[int] | np.ndarray,
+        prep: Preprocess,
+        labels: Sequence[int] | np.ndarray | None = None,
+        *,
+        block_size: int = 32,
+        shuffle: bool = False,
+        shuffle_buffer: int = 512,
+        seed: int = 0,
+        component_dropout: float = 0.0,
+        drop: Sequence[str] = (),
+        crop: int = 0,
+        tilt: float = 0.0,
+        cache_bytes: int = 0,
+    ) -> None:
+        super().__init__()
+        if len(groups) != len(traces):
+            raise ValueError(f"{len(groups)} groups for {len(traces)} traces")
+        self.location = location
+        self.prep = prep
+        self.groups = [str(g) for g in groups]
+        self.traces = np.asarray(traces, dtype=np.int64)
+        self.labels = (
+            np.full(len(self.traces), -1, dtype=np.int64)
+            if labels is None
+            else np.asarray(labels, dtype=np.int64)
+        )
+        self.blocks = block_order(self.groups, self.traces, block_size)
+        self.shuffle = shuffle
+        self.shuffle_blocks = max(1, shuffle_buffer // max(1, block_size))
+        self.seed = seed
+        self.component_dropout = component_dropout
+        self.drop = tuple(drop)
+        self.crop = crop
+        self.tilt = tilt
+        self.cache_bytes = cache_bytes
+        self._cache: dict[int, tuple[np.ndarray, ...]] = {}
+        self._cached = 0
+        self.epoch = 0
+
+    def __len__(self) -> int:
+        return len(self.traces)
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def read_block(self, positions: np.ndarray) -> tuple[np.ndarray, ...]:
+        """Stored windows of one block, preprocessed: ``(x, mask)``."""
+        group = open_group(self.location, self.groups[positions[0]])
+        wave = group["waveform"]
+        assert isinstance(wave, zarr.Array)
+        idx = self.traces[positions]
+        lo, hi = int(idx.min()), int(idx.max()) + 1
+        if hi - lo == len(idx):  # consecutive traces: one slice
+            raw = np.asarray(wave[lo:hi])[idx - lo]
+        else:
+            raw = np.asarray(wave.get_orthogonal_selection((idx, slice(None), slice(None))))
+        x, mask = preprocess_block(raw, group_rate(group), self.prep, group_components(group))
+        if self.drop:
+            drop_components(x, mask, self.prep.channel_components, self.drop)
+        return x, mask
+
+    def jitter(self, x: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Training only, log envelopes: a random spectral tilt across each component's bands
+        plus a random offset per band (std ``tilt`` and ``tilt / 2``, log10 units), so the
+        model cannot key on an instrument's response shape."""
+        nb = max(1, len(self.prep.envelope_bands))
+        n, ch, _ = x.shape
+        slope = rng.normal(0.0, self.tilt, (n, ch // nb, 1)) * np.linspace(-1, 1, nb)[None, None]
+        offset = slope.reshape(n, ch) + rng.normal(0.0, self.tilt / 2, (n, ch))
+        return np.where(x != 0, x + offset[..., None].astype(np.float32), x)
+
+    def preprocessed(self, b: int) -> tuple[np.ndarray, ...]:
+        """Block ``b`` preprocessed, from the cache while it holds at most ``cache_bytes``."""
+        if b in self._cache:
+            return self._cache[b]
+        x, mask = self.read_block(self.blocks[b])
+        if self._cached + x.nbytes + mask.nbytes <= self.cache_bytes:
+            self._cache[b] = (x, mask)
+            self._cached += x.nbytes + mask.nbytes
+        return x, mask
+
+    def __iter__(self) -> Iterator[Item]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order_of_blocks = (
+            rng.permutation(len(self.blocks)) if self.shuffle else range(len(self.blocks))
+        )
+        blocks = list(order_of_blocks)
+        info = get_worker_info()
+        if info is not None:
+            blocks = blocks[info.id :: info.num_workers]
+        step = self.shuffle_blocks if self.shuffle else 1
+        channels = self.prep.channel_components
+        for start in range(0, len(blocks), step):
+            chunk = blocks[start : start + step]
+            read = [self.preprocessed(int(b)) for b in chunk]
+            positions = np.concatenate([self.blocks[int(b)] for b in chunk])
+            x = np.concatenate([r[0] for r in read])
+            mask = np.concatenate([r[1] for r in read])
+            order = rng.permutation(len(positions)) if self.shuffle else np.arange(len(positions))
+            horizontals = [c for c in self.prep.components if c != "Z"]
+            if self.component_dropout > 0 and horizontals:
+                drop = rng.random((len(positions), len(horizontals))) < self.component_dropout
+                for j, comp in enumerate(horizontals):
+                    for ci in (i for i, c in enumerate(channels) if c == comp):
+                        x[drop[:, j], ci] = 0.0
+                        mask[drop[:, j], ci] = False
+            if self.tilt > 0:
+                x = self.jitter(x, rng)
+            if self.crop and self.crop < x.shape[-1]:
+                starts = rng.integers(0, x.shape[-1] - self.crop + 1, len(positions))
+                x = np.stack([w[:, s : s + self.crop] for w, s in zip(x, starts, strict=True)])
+            for k in order:
+                pos = int(positions[k])
+                yield x[k], mask[k].astype(np.float32), int(self.labels[pos]), pos
+
+
+def collate_windows(items: Sequence[Item]) -> dict[str, torch.Tensor]:
+    """Stack windows into a batch; windows of unequal length are cut to the shortest."""
+    n = min(item[0].shape[-1] for item in items)
+    return {
+        "x": torch.from_numpy(np.stack([item[0][..., :n] for item in items])),
+        "mask": torch.from_numpy(np.stack([item[1] for item in items])),
+        "label": torch.tensor([item[2] for item in items], dtype=torch.int64),
+        "position": torch.tensor([item[3] for item in items], dtype=torch.int64),
+    }
+
+
+def read_windows(
+    location: str, group: str, traces: Sequence[int], prep: Preprocess
+) -> tuple[np.ndarray, np.ndarray]:
+    """Preprocessed windows of ``traces`` of ``group`` read directly (for checks and tests)."""
+    g = open_group(location, group)
+    wave = g["waveform"]
+    assert isinstance(wave, zarr.Array)
+    raw = np.stack([np.asarray(wave[int(t)]) for t in traces])
+    return preprocess_block(raw, group_rate(g), prep, group_components(g))
+
+
+def describe(prep: Preprocess) -> dict[str, Any]:
+    """The preprocessing as JSON-ready metadata (what a model directory records)."""
+    return {
+        "sampling_rate": prep.sampling_rate,
+        "band": list(prep.band),
+        "components": list(prep.components),
+        "taper": prep.taper,
+        "filter_order": prep.filter_order,
+        "envelope_bands": [list(b) for b in prep.envelope_bands],
+        "envelope_rate": prep.envelope_rate if prep.envelope_bands else None,
+        "envelope_smooth_s": prep.envelope_smooth_s if prep.envelope_bands else None,
+        "channels": len(prep.channel_components),
+        "mask": "per component (1 = recorded samples exist)",
+        "normalisation": (
+            "divide by RMS over recorded samples of all components"
+            + ("; log10 envelopes less the trace's median" if prep.envelope_bands else "")
+        ),
+    }

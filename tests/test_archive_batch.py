@@ -1,0 +1,200 @@
+"""``archive-batch`` on a real Dask cluster writes the same store as ``ingest``.
+
+Starts a Dask scheduler and two single-threaded worker processes on 127.0.0.1 with the
+``dask`` CLI, runs ``seismoflow archive-batch --dask-address`` (a Prefect flow on the session
+server) over a subset of the real archive (linked, not copied), and compares the store
+array by array with ``seismoflow ingest`` of the same subset.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from distributed import Client
+
+from seismoflow.ingest import ChannelDayUnit, UnitResult
+from seismoflow.scaleout import (
+    Coverage,
+    Overhead,
+    add_counts,
+    count_station_days,
+    station_day_batches,
+    station_of,
+)
+from seismoflow.times import NS_PER_DAY
+from storage.tables import read_table
+from tests.conftest import OUTPUT, REPO, _free_port, cli_env, ingest_args, link_sds, run_cli
+from tests.test_resume import assert_same, snapshot
+
+YEARS = ("2020", "2022")  # a few hundred station-days, day-long records and event snippets
+DASK = str(Path(sys.executable).parent / "dask")
+
+
+def _stop(proc: subprocess.Popen[bytes]) -> None:
+    if proc.poll() is None:
+        proc.terminate()
+        try:
+            proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+@pytest.fixture
+def dask_scheduler(prefect_server: str, tmp_path: Path) -> Iterator[str]:
+    """A scheduler and two worker processes (1 thread, 2 GB each); their address."""
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    env = cli_env(prefect_server)
+    procs: list[subprocess.Popen[bytes]] = []
+    logs = []
+    try:
+        commands = [
+            [DASK, "scheduler", "--host", "127.0.0.1", "--port", str(port),
+             "--dashboard-address", "127.0.0.1:0"],
+            *[
+                [DASK, "worker", address, "--nworkers", "1", "--nthreads", "1",
+                 "--memory-limit", "2GB", "--host", "127.0.0.1", "--no-dashboard"]
+                for _ in range(2)
+            ],
+        ]  # fmt: skip
+        for i, cmd in enumerate(commands):
+            log = open(tmp_path / f"dask-{i}.log", "wb")  # noqa: SIM115 - closed below
+            logs.append(log)
+            procs.append(
+                subprocess.Popen(cmd, cwd=REPO, env=env, stdout=log, stderr=subprocess.STDOUT)
+            )
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                with Client(address, timeout=5) as client:
+                    client.wait_for_workers(2, timeout=max(1, deadline - time.monotonic()))
+                break
+            except OSError:
+                if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+                    raise
+                time.sleep(0.5)
+        yield address
+    finally:
+        for proc in reversed(procs):
+            _stop(proc)
+        for log in logs:
+            log.close()
+
+
+def _channel_days(store: Path) -> list[tuple[object, ...]]:
+    table = read_table(str(store), "channel_days").drop(columns=["ingested_at_ns"])
+    return sorted(map(tuple, table.astype(str).itertuples(index=False)))
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_archive_batch_on_dask_cluster_matches_local_ingest(
+    archive: Path, prefect_server: str, dask_scheduler: str, tmp_path: Path
+) -> None:
+    sds = link_sds(archive, YEARS, tmp_path / "sds")
+    local = tmp_path / "local.zarr"
+    ref = json.loads(run_cli(ingest_args(archive, sds, local)[3:], prefect_server).stdout)
+
+    store = tmp_path / "dask.zarr"
+    args = [
+        "archive-batch", "--sds", str(sds),
+        "--stations", str(archive / "stations.xml.gz"), "--events", str(archive / "events.xml"),
+        "--store", str(store), "--dask-address", dask_scheduler, "--station-days", "8", "--json",
+    ]  # fmt: skip
+    summary = json.loads(run_cli(args, prefect_server).stdout)
+    OUTPUT.mkdir(exist_ok=True)
+    (OUTPUT / "archive-batch-summary.json").write_text(json.dumps(summary, indent=2))
+
+    # Same work, done in many batches, on both worker processes of the cluster.
+    assert summary["units"] == ref["units"] > 0
+    assert summary.get("units_written") == ref.get("units_written")
+    assert summary["samples_written"] == ref["samples_written"]
+    assert summary["windows"] == ref["windows"]
+    assert summary["station_days"] >= 100
+    assert summary["batches"] >= summary["station_days"] // 8
+    assert len(summary["dask_workers"]) == 2
+    assert len(summary["task_workers"]) == 2
+    assert sum(summary["task_workers"].values()) == summary["batches"]
+    # Every chunk of continuous data, every event-window array, the channel-day table.
+    assert_same(snapshot(store), snapshot(local))
+    assert _channel_days(store) == _channel_days(local)
+
+    request = urllib.request.Request(
+        f"{prefect_server}/artifacts/filter",
+        data=json.dumps(
+            {"artifacts": {"flow_run_id": {"any_": [summary["flow_run_id"]]}}}
+        ).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        artifacts = json.loads(resp.read())
+    by_key = {a["key"]: a for a in artifacts}
+    assert {"archive-batch-summary", "archive-batch-progress", "archive-batch-coverage"} <= set(
+        by_key
+    )
+    assert by_key["archive-batch-progress"]["type"] == "progress"
+    assert float(by_key["archive-batch-progress"]["data"]) == 100.0
+    assert "| station_days |" in by_key["archive-batch-summary"]["data"]
+    coverage = json.loads(by_key["archive-batch-coverage"]["data"])
+    table = read_table(str(local), "channel_days")
+    recorded = table[table["n_samples"].astype(int) > 0]["channel"]
+    assert {row["station"] for row in coverage} == {".".join(c.split(".")[:2]) for c in recorded}
+    assert sum(row["channel_days"] for row in coverage) == len(recorded)
+
+
+def _unit(channel: str, day: int, size: int = 10) -> ChannelDayUnit:
+    return ChannelDayUnit(
+        channel=channel, day_ns=day * NS_PER_DAY, files=(), sources=(), sampling_rate=100.0,
+        metadata_rate=100.0, has_metadata=True, size=size, covered_ns=NS_PER_DAY,
+    )  # fmt: skip
+
+
+def test_batches_keep_station_days_whole_and_bounded() -> None:
+    units = [
+        _unit(f"XX.{sta}..HH{c}", day) for sta in ("AAA", "BBB") for day in range(5) for c in "ZNE"
+    ]
+    batches = list(station_day_batches(reversed(units), per_batch=3, batch_bytes=10**6))
+    key = lambda u: (u.channel, u.day_ns)  # noqa: E731
+    assert sorted((u for b in batches for u in b), key=key) == sorted(units, key=key)
+    assert [count_station_days(b) for b in batches] == [3, 3, 3, 1]
+    for b in batches:  # every channel of a station-day in one batch
+        days = {(station_of(u.channel), u.day_ns) for u in b}
+        assert len(b) == 3 * len(days)
+    by_bytes = list(station_day_batches(units, per_batch=100, batch_bytes=60))
+    assert [count_station_days(b) for b in by_bytes] == [2] * 5
+    big = list(station_day_batches([_unit("XX.AAA..HHZ", 0, size=1000)], 5, 10))
+    assert len(big) == 1  # a station-day larger than batch_bytes is a batch of its own
+
+
+def test_coverage_and_overhead() -> None:
+    day = 2 * NS_PER_DAY
+    rows = [
+        {"channel": "XX.AAA..HHZ", "day_ns": day, "n_samples": 360000, "sampling_rate": 100.0,
+         "flags": 0},
+        {"channel": "XX.AAA..HHN", "day_ns": day, "n_samples": 180000, "sampling_rate": 100.0,
+         "flags": 1},
+        {"channel": "XX.BBB..HHZ", "day_ns": day, "n_samples": 0, "sampling_rate": 100.0,
+         "flags": 0},
+    ]  # fmt: skip
+    cov = Coverage()
+    cov.add([UnitResult(r, [], "written", int(r["n_samples"])) for r in rows])
+    cov.add([UnitResult({}, [], "failed", 0)])
+    assert cov.rows() == [
+        {"station": "XX.AAA", "channels": ".HHN,.HHZ", "first_day": "1970-01-03",
+         "last_day": "1970-01-03", "days": 1, "channel_days": 2, "recorded_hours": 1.5,
+         "flagged_channel_days": 1},
+    ]  # fmt: skip
+    o = Overhead(wall_s=10.0, work_s=19.0, threads=2, tasks=4)
+    assert o.overhead == pytest.approx(0.05)
+    assert Overhead(1.0, 0.5, 1, 1).as_dict()["overhead"] == 0.5
+    assert add_counts({"a": 1, "f": {"x": 1}}, {"a": 2, "f": {"x": 1, "y": 3}}) == {
+        "a": 3, "f": {"x": 2, "y": 3}
+    }  # fmt: skip

@@ -1,0 +1,367 @@
+"""Models: metrics on hand-made cases, feature models on seeded synthetic tables, safe
+model files, and a training run on the real archive (``archive_store``)."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import skops.io as sio
+import torch
+
+from seismoflow.models import metrics as m
+from seismoflow.models import registry
+from seismoflow.models.sklearn_models import (
+    FeatureModelConfig,
+    anomaly_matrix,
+    component_columns,
+    feature_matrix,
+    fit_feature_models,
+    fit_kmeans,
+    grouped_cv,
+    tsne_embedding,
+)
+
+CLASSES = ("earthquake", "explosion", "surface_event", "noise")
+
+
+# --- metrics ---------------------------------------------------------------------------
+
+
+def test_metrics_hand_made() -> None:
+    truth = ["earthquake", "earthquake", "explosion", "explosion", "surface_event", "noise"]
+    pred = ["earthquake", "explosion", "explosion", "explosion", "earthquake", "noise"]
+    out = m.classification_metrics(truth, pred, CLASSES)
+    assert out["n"] == 6
+    assert out["accuracy"] == pytest.approx(4 / 6, abs=1e-6)
+    eq, ex, su, no = (out["per_class"][c] for c in CLASSES)
+    assert (eq["precision"], eq["recall"]) == (0.5, 0.5)
+    assert ex["precision"] == pytest.approx(2 / 3, abs=1e-6) and ex["recall"] == 1.0
+    assert ex["f1"] == pytest.approx(0.8, abs=1e-6)
+    assert (su["precision"], su["recall"], su["f1"]) == (0.0, 0.0, 0.0)
+    assert no["f1"] == 1.0
+    assert out["macro_f1"] == pytest.approx((0.5 + 0.8 + 0.0 + 1.0) / 4, abs=1e-6)
+    assert out["confusion"] == [[1, 1, 0, 0], [0, 2, 0, 0], [1, 0, 0, 0], [0, 0, 0, 1]]
+    json.dumps(out)
+    # A class absent from the truth does not drag macro-F1 down.
+    only = m.classification_metrics(
+        ["earthquake", "explosion"], ["earthquake", "explosion"], CLASSES
+    )
+    assert only["macro_f1"] == 1.0
+    assert m.restrict(out, CLASSES[:3])["macro_f1"] == pytest.approx(1.3 / 3, abs=1e-6)
+    with pytest.raises(ValueError, match="not among the classes"):
+        m.classification_metrics(["quake"], ["earthquake"], CLASSES)
+
+
+def test_event_level_is_mean_probability() -> None:
+    # Event A: two stations lean explosion weakly, one says earthquake strongly: the mean
+    # says earthquake, although a majority vote of traces would say explosion.
+    probs = np.array(
+        [
+            [0.40, 0.60, 0.0, 0.0],
+            [0.45, 0.55, 0.0, 0.0],
+            [0.95, 0.05, 0.0, 0.0],
+            [0.10, 0.10, 0.8, 0.0],
+        ]
+    )
+    ids = ["A", "A", "A", "B"]
+    events, p = m.event_probabilities(probs, ids)
+    assert list(events) == ["A", "B"]
+    np.testing.assert_allclose(p[0], [0.6, 0.4, 0.0, 0.0])
+    out = m.evaluate(probs, ["earthquake"] * 3 + ["surface_event"], ids, CLASSES)
+    assert out["trace"]["accuracy"] == 0.5
+    assert out["event"]["accuracy"] == 1.0 and out["event"]["n"] == 2
+    with pytest.raises(ValueError, match="different labels"):
+        m.evaluate(probs, ["earthquake", "explosion", "earthquake", "noise"], ids, CLASSES)
+
+
+# --- feature models on seeded synthetic tables ------------------------------------------
+
+
+def synthetic(n_per: int = 60, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray, pd.DataFrame]:
+    """Three separable classes in 4 vertical features (+ horizontals), seeded."""
+    rng = np.random.default_rng(seed)
+    names = ["power", "ratio", "kurtosis", "flat_fraction"]
+    centres = {"earthquake": [0, 0, 0], "explosion": [8, 0, 8], "surface_event": [0, 8, -8]}
+    rows, labels = [], []
+    for label, c in centres.items():
+        for _ in range(n_per):
+            v = {
+                f"z_{k}": x
+                for k, x in zip(names[:3], np.array(c) + rng.normal(size=3), strict=True)
+            }
+            v["z_flat_fraction"] = abs(rng.normal(0, 0.01))
+            for comp in "ne":
+                for k in names:
+                    v[f"{comp}_{k}"] = v[f"z_{k}"] + rng.normal(0, 0.2)
+            rows.append(v)
+            labels.append(label)
+    features = pd.DataFrame(rows)
+    n = len(features)
+    examples = pd.DataFrame(
+        {
+            "event_id": [
+                f"ev{i // 3}" if lab != "noise" else f"n{i}" for i, lab in enumerate(labels)
+            ],
+            "label": labels,
+            "has_z": np.ones(n, bool),
+            "has_n": np.ones(n, bool),
+            "has_e": np.ones(n, bool),
+        }
+    )
+    # events keep one label: 3 consecutive rows share an event and a class (n_per % 3 == 0)
+    return features, np.asarray(labels, dtype=object), examples
+
+
+def test_feature_models_fit_and_score() -> None:
+    features, y, examples = synthetic()
+    config = FeatureModelConfig(n_estimators=50, anomaly_estimators=100, seed=1)
+    present = {f"{c}_": np.ones(len(y), bool) for c in "zne"}
+    fm = fit_feature_models(features, y, np.ones(len(y), bool), present, config)
+    assert fm.feature_names == ["z_power", "z_ratio", "z_kurtosis", "z_flat_fraction"]
+    probs = fm.probabilities(features, CLASSES)
+    for kind in ("random_forest", "svm"):
+        p = probs[kind]
+        assert p.shape == (len(y), 4)
+        np.testing.assert_allclose(p.sum(axis=1), 1.0, atol=1e-6)
+        assert np.all(p[:, 3] == 0)  # noise never seen in training
+        assert np.mean(np.asarray(CLASSES, dtype=object)[p.argmax(axis=1)] == y) > 0.9
+    # K-Means chose k=3 for three blobs by silhouette.
+    assert fm.kmeans[-1].n_clusters == 3
+    assert max(fm.silhouette, key=lambda k: fm.silhouette[k]) == 3
+    assert fm.pca_map(features).shape == (len(y), 2)
+    # A dead horizontal (no power: -inf, all samples equal) is the most anomalous trace.
+    bad = features.copy()
+    bad.loc[5, ["e_power", "e_ratio"]] = -np.inf
+    bad.loc[5, "e_flat_fraction"] = 1.0
+    scores = fm.anomaly_scores(bad, present)
+    assert int(np.argmax(scores)) == 5
+    assert np.all(np.isfinite(scores))
+
+
+def test_feature_matrix_and_anomaly_matrix() -> None:
+    df = pd.DataFrame({"z_a": [1.0, -np.inf, 3.0, np.nan], "z_b": [0.0, 1.0, np.inf, 2.0]})
+    x = feature_matrix(df, ["z_a", "z_b"])
+    assert np.isnan(x[1, 0]) and np.isnan(x[2, 1]) and np.isnan(x[3, 0])
+    xa, (lo, hi) = anomaly_matrix(df, ["z_a", "z_b"], None)
+    assert xa[1, 0] == pytest.approx(1.0 - 10 * 2.0) and xa[2, 1] == pytest.approx(2.0 + 10 * 2.0)
+    assert np.isnan(xa[3, 0])
+    with pytest.raises(KeyError, match="z_c"):
+        feature_matrix(df, ["z_c"])
+    assert component_columns(["z_a", "n_a", "e_a", "z_b", "n_b"]) == {
+        "z_": ["z_a", "z_b"],
+        "n_": ["n_a", "n_b"],
+    }
+
+
+def test_kmeans_given_k_and_tsne() -> None:
+    features, y, _ = synthetic(n_per=30)
+    x = feature_matrix(features, ["z_power", "z_ratio", "z_kurtosis"])
+    model, scores = fit_kmeans(x, FeatureModelConfig(kmeans_k=5))
+    assert model[-1].n_clusters == 5 and list(scores) == [5]
+    emb = tsne_embedding(x, FeatureModelConfig(seed=0))
+    assert emb.shape == (len(y), 2) and np.all(np.isfinite(emb))
+    np.testing.assert_allclose(emb, tsne_embedding(x, FeatureModelConfig(seed=0)))
+
+
+def test_grouped_cv_keeps_folds_apart() -> None:
+    features, y, examples = synthetic(n_per=30)
+    x = feature_matrix(features, ["z_power", "z_ratio", "z_kurtosis"])
+    folds = np.arange(len(y)) // 3 % 3  # whole events per fold
+    out = grouped_cv(
+        x, y, examples["event_id"].to_numpy(), folds, CLASSES, FeatureModelConfig(n_estimators=30)
+    )
+    for kind in ("random_forest", "svm"):
+        assert out[kind]["event"]["n"] == len(y) // 3
+        assert out[kind]["event"]["macro_f1"] > 0.9
+
+
+# --- model files: never unpickled ------------------------------------------------------
+
+
+class Payload:
+    """Unpickling this runs code (the classic pickle attack)."""
+
+    def __reduce__(self) -> tuple[object, tuple[str]]:
+        return (print, ("payload ran",))
+
+
+def test_skops_round_trip_and_refusals(tmp_path: Path) -> None:
+    features, y, _ = synthetic(n_per=15)
+    present = {f"{c}_": np.ones(len(y), bool) for c in "zne"}
+    fm = fit_feature_models(
+        features,
+        y,
+        np.ones(len(y), bool),
+        present,
+        FeatureModelConfig(n_estimators=10, anomaly_estimators=10),
+    )
+    path = tmp_path / "rf.skops"
+    registry.save_sklearn(fm.classifiers["random_forest"], path)
+    back = registry.load_sklearn(path)
+    x = feature_matrix(features, fm.feature_names)
+    np.testing.assert_array_equal(
+        back.predict_proba(x), fm.classifiers["random_forest"].predict_proba(x)
+    )
+    # a plain pickle where a model file should be
+    crafted = tmp_path / "pickled.skops"
+    crafted.write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(registry.UnsafeModelError, match="not a skops model file"):
+        registry.load_sklearn(crafted)
+    # a skops file holding an object of an untrusted type
+    evil = tmp_path / "evil.skops"
+    sio.dump({"model": Payload()}, evil)
+    with pytest.raises(registry.UnsafeModelError, match="Payload"):
+        registry.load_sklearn(evil)
+
+
+def test_model_directory_refuses_pickles(tmp_path: Path) -> None:
+    features, y, _ = synthetic(n_per=15)
+    present = {f"{c}_": np.ones(len(y), bool) for c in "zne"}
+    config = FeatureModelConfig(n_estimators=10, anomaly_estimators=10)
+    fm = fit_feature_models(features, y, np.ones(len(y), bool), present, config)
+    directory = registry.create_model_dir(tmp_path / "models", "abc")
+    assert directory.parent == tmp_path / "models"
+    meta = {
+        "classes": list(CLASSES),
+        "primary": "random_forest",
+        "ensemble": [],
+        "feature_models": registry.save_feature_models(directory, fm),
+    }
+    registry.write_metadata(directory, meta)
+    bundle = registry.load_bundle(directory)
+    assert bundle.model_id == directory.name and bundle.features is not None
+    assert registry.create_model_dir(tmp_path / "models", "abc") != directory
+    # swap a model file for a pickle: the recorded sha256 no longer matches
+    target = directory / "features" / "svm.skops"
+    target.write_bytes(pickle.dumps(Payload()))
+    with pytest.raises(registry.ModelDirectoryError, match="differs"):
+        registry.load_bundle(directory)
+    # ... and with the metadata forged to match, the file itself is refused
+    doc = json.loads((directory / "model.json").read_text())
+    doc["files"]["features/svm.skops"] = registry.sha256_file(target)
+    (directory / "model.json").write_text(json.dumps(doc))
+    with pytest.raises(registry.UnsafeModelError):
+        registry.load_bundle(directory)
+
+
+def test_cnn_weights_with_pickled_object_refused(tmp_path: Path) -> None:
+    from seismoflow.models.cnn import CNNConfig, CNNRun, build_model, load_cnn, save_cnn
+
+    config = CNNConfig(widths=(4, 4), hidden=4)
+    run = CNNRun(build_model(config, 4), config, CLASSES)
+    save_cnn(run, tmp_path / "cnn")
+    model, _, classes = load_cnn(tmp_path / "cnn")
+    assert classes == CLASSES
+    torch.save({"weights": Payload()}, tmp_path / "cnn" / "cnn.pt")
+    with pytest.raises(ValueError, match="refusing"):
+        load_cnn(tmp_path / "cnn")
+
+
+# --- a training run on the real archive --------------------------------------------------
+
+_RUN: dict[str, tuple[Path, Path, dict[str, object]]] = {}
+FAST = ("--epochs", "1", "--trees", "60")
+
+
+def trained_run(
+    archive_store: tuple[Path, dict[str, object]],
+    prefect_server: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, Path, dict[str, object]]:
+    """One fast ``seismoflow train`` on a private copy of the archive store, shared by this
+    module and ``test_predict`` (store path, model directory, summary). The copy has no
+    features, so the run extracts them first."""
+    from tests.conftest import copy_store, run_cli
+
+    if "run" not in _RUN:
+        base = tmp_path_factory.mktemp("trained")
+        store = copy_store(archive_store[0], base / "store.zarr")
+        args = ["train", "--store", str(store), "--models-dir", str(base / "models"), "--json"]
+        out = json.loads(run_cli([*args, *FAST], prefect_server).stdout)
+        _RUN["run"] = (store, Path(str(out["model_dir"])), out)
+    return _RUN["run"]
+
+
+@pytest.fixture
+def trained(
+    archive_store: tuple[Path, dict[str, object]],
+    prefect_server: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, Path, dict[str, object]]:
+    return trained_run(archive_store, prefect_server, tmp_path_factory)
+
+
+@pytest.mark.slow
+@pytest.mark.data
+@pytest.mark.timeout(2400)  # the first one also builds the shared archive store
+def test_train_writes_model_directory(trained: tuple[Path, Path, dict[str, object]]) -> None:
+    store, directory, out = trained
+    assert directory.parent.name == "models" and directory.name == out["model_id"]
+    meta = registry.read_metadata(directory)
+    assert meta["classes"] == list(CLASSES)
+    assert meta["primary"] in ("cnn", "random_forest", "svm", "logistic", "ensemble")
+    assert meta["window"]["sampling_rate"] == 100.0 and meta["window_length_s"] == 130.0
+    assert meta["sampling_rate"] == meta["cnn"]["config"]["sampling_rate"]
+    assert meta["normalisation"]["cnn"]["normalisation"]
+    assert all(n.startswith("z_") for n in meta["feature_names"])  # vertical only
+    assert len(meta["training_data"]["fingerprint"]) == 64
+    assert meta["code_version"]["seismoflow"]
+    assert meta["flow_run_id"] == out["flow_run_id"]
+    splits = meta["training_data"]["splits"]
+    assert all(splits[s]["traces"] > 0 for s in ("train", "val", "test"))
+    for model in ("cnn", "random_forest", "svm", "logistic", "ensemble"):
+        for split in ("val", "test"):
+            block = meta["metrics"][model][split]
+            assert set(block) == {"trace", "event"}
+            assert block["event"]["n"] < block["trace"]["n"]
+            assert 0 <= block["event"]["macro_f1"] <= 1
+    # every model file is listed with its sha256, and nothing in it is a pickle
+    for rel in meta["files"]:
+        assert (directory / rel).is_file()
+        assert not rel.endswith((".pkl", ".pickle", ".joblib"))
+    for name in ("confusion_event", "confusion_trace", "pca_class", "pca_cluster", "tsne_class"):
+        assert (directory / "plots" / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
+    assert (directory / "plots" / "gallery.png").is_file()
+    bundle = registry.load_bundle(directory)
+    assert bundle.features is not None and bundle.cnn is not None
+    # the split never puts one event on two sides
+    from seismoflow.examples import list_examples
+    from seismoflow.models.training import TrainOptions, split_examples
+
+    examples = list_examples(str(store))
+    split = split_examples(examples, TrainOptions())
+    sides = pd.DataFrame({"e": examples["event_id"], "s": split}).groupby("e")["s"].nunique()
+    assert sides.max() == 1
+
+
+@pytest.mark.slow
+@pytest.mark.data
+@pytest.mark.timeout(2400)  # the first one also builds the shared archive store
+def test_dead_channels_rank_among_most_anomalous(
+    trained: tuple[Path, Path, dict[str, object]],
+) -> None:
+    """The archive README's flat channels (UW.VFP..EHZ in two PNSN events, UW.YACT..HHE in
+    ESEC events 167 and 168) are among the top 2% of anomaly scores."""
+    from seismoflow.models.training import load_inputs
+    from seismoflow.predict import present_components
+
+    store, directory, _ = trained
+    bundle = registry.load_bundle(directory)
+    assert bundle.features is not None
+    examples, features = load_inputs(str(store))
+    scores = bundle.features.anomaly_scores(features, present_components(examples))
+    rank = pd.Series(scores).rank(ascending=False, method="max").to_numpy()
+    dead = [
+        "smi:local/pnsn/uw61777692|UW.VFP..EH?",
+        "smi:local/pnsn/uw61779036|UW.VFP..EH?",
+        "smi:local/esec/167|UW.YACT..HH?",
+        "smi:local/esec/168|UW.YACT..HH?",
+    ]
+    keys = examples["trace_key"].to_numpy()
+    ranks = {k: int(rank[keys == k][0]) for k in dead}
+    assert max(ranks.values()) <= 0.02 * len(examples), ranks

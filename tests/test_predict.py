@@ -1,0 +1,178 @@
+"""Predictions written back into the store: round trip through xarray and CSV, versions,
+and the plain pieces (event aggregation, schema checks) on small synthetic inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import xarray as xr
+import zarr
+
+from seismoflow.predict import TracePredictions, event_table, export_table, write_predictions
+from storage.predictions import latest_version, list_versions, open_predictions
+from storage.schema import SchemaError
+from tests.conftest import run_cli
+from tests.test_models import trained_run
+
+CLASSES = ("earthquake", "explosion", "surface_event", "noise")
+
+
+def tiny_predictions() -> TracePredictions:
+    examples = pd.DataFrame(
+        {
+            "group": ["events", "events", "events", "noise"],
+            "trace": [0, 1, 2, 0],
+            "trace_key": ["A|X.S1..HH?", "A|X.S2..HH?", "B|X.S1..HH?", "noise|X.S1..HH?|t"],
+            "event_id": ["A", "A", "B", "noise:noise|X.S1..HH?|t"],
+            "network": ["X"] * 4,
+            "station": ["S1", "S2", "S1", "S1"],
+            "location": [""] * 4,
+            "channel_set": ["HH?"] * 4,
+        }
+    )
+    p = np.array(
+        [[0.2, 0.7, 0.1, 0.0], [0.9, 0.05, 0.05, 0.0], [0.1, 0.1, 0.8, 0.0], [0, 0, 0.1, 0.9]]
+    )
+    return TracePredictions(
+        examples,
+        CLASSES,
+        {"random_forest": p},
+        p,
+        np.array([1, 0, 2, 2], dtype=np.int32),
+        np.array([0.4, 0.6, 0.5, 0.3]),
+        np.arange(8, dtype=float).reshape(4, 2),
+        np.full((4, 2), np.nan),
+    )
+
+
+def test_event_table_aggregates_traces() -> None:
+    events = event_table(tiny_predictions())
+    a = events.set_index("event_id").loc["A"]
+    np.testing.assert_allclose(events.attrs["probability"][0], [0.55, 0.375, 0.075, 0.0])
+    assert a["event_class"] == "earthquake"  # mean over stations, not a trace vote
+    assert a["event_n_traces"] == 2 and a["event_cluster"] == 0  # tie: the lowest cluster
+    assert a["event_anomaly_score"] == pytest.approx(0.5)
+
+
+def test_write_and_read_versions(tmp_path: Path) -> None:
+    store = str(tmp_path / "s.zarr")
+    zarr.open_group(store, mode="w", zarr_format=3).attrs["seismoflow_schema"] = 1
+    attrs = {"model_id": "m1", "code_version": "x", "flow_run_id": "r1", "created_at": "t"}
+    first = write_predictions(store, tiny_predictions(), attrs)
+    second = write_predictions(store, tiny_predictions(), {**attrs, "model_id": "m2"})
+    assert list_versions(store) == [first, second] and latest_version(store) == second
+    ds = xr.open_zarr(store, group=f"predictions/{first}")
+    assert ds.attrs["model_id"] == "m1" and ds.attrs["status"] == "complete"
+    assert [str(c) for c in ds["class"].values] == list(CLASSES)
+    table = export_table(store, version=first)
+    assert list(table.columns) == [
+        "event_id",
+        "predicted_class",
+        "probability",
+        "cluster",
+        "anomaly_score",
+    ]
+    assert table.set_index("event_id").loc["A", "probability"] == pytest.approx(0.55)
+    with pytest.raises(SchemaError, match="provenance"):
+        write_predictions(store, tiny_predictions(), {"model_id": "m3"})
+    with pytest.raises(KeyError, match="not a complete version"):
+        open_predictions(store, "nope")
+
+
+@pytest.mark.slow
+@pytest.mark.data
+@pytest.mark.timeout(2400)  # the first one also builds the shared archive store
+def test_predict_round_trip(
+    archive_store: tuple[Path, dict[str, object]],
+    prefect_server: str,
+    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path: Path,
+) -> None:
+    store, model, _ = trained_run(archive_store, prefect_server, tmp_path_factory)
+    s = str(store)
+    out = json.loads(
+        run_cli(["predict", "--store", s, "--model", str(model), "--json"], prefect_server).stdout
+    )
+    first = out["version"]
+
+    # the latest, with xarray alone (the STORE.md one-liner)
+    latest = xr.open_zarr(s, group="predictions").attrs["latest"]
+    assert latest == first
+    ds = xr.open_zarr(s, group=f"predictions/{latest}")
+    assert ds.attrs["model_id"] == model.name and ds.attrs["flow_run_id"] == out["flow_run_id"]
+    assert ds.attrs["code_version"]["seismoflow"] and ds.attrs["created_at"]
+    n = ds.sizes["trace"]
+    assert n == out["n_traces"] and ds.sizes["event"] == out["n_events"]
+    prob = ds["probability"].values
+    np.testing.assert_allclose(prob.sum(axis=1), 1.0, atol=1e-4)
+    names = np.array([str(c) for c in ds["class"].values], dtype=object)
+    assert [str(v) for v in ds["predicted_class"].values] == list(names[prob.argmax(axis=1)])
+    assert np.all(np.isfinite(ds["anomaly_score"].values))
+    assert np.isfinite(ds["pca_x"].values).all() and np.isfinite(ds["tsne_y"].values).all()
+    assert (ds["cluster"].values >= 0).all()
+    # traces point back at their windows
+    events = xr.open_zarr(s, group="events")
+    keys = [str(k) for k in events["trace_key"].values]
+    for g, i, k in zip(
+        ds["group"].values[:50],
+        ds["trace_index"].values[:50],
+        ds["trace_key"].values[:50],
+        strict=True,
+    ):
+        if str(g) == "events":
+            assert keys[int(i)] == str(k)
+
+    # exported CSV matches the store
+    csv = tmp_path / "events.csv"
+    run_cli(["export", "predictions", "--store", s, "--out", str(csv)], prefect_server)
+    table = pd.read_csv(csv, keep_default_na=False)
+    assert list(table.columns) == [
+        "event_id",
+        "predicted_class",
+        "probability",
+        "cluster",
+        "anomaly_score",
+    ]
+    assert table["event_id"].tolist() == [str(e) for e in ds["event"].values]
+    assert table["predicted_class"].tolist() == [str(c) for c in ds["event_class"].values]
+    np.testing.assert_allclose(
+        table["probability"], ds["event_probability"].values.max(axis=1), rtol=1e-6
+    )
+    np.testing.assert_array_equal(table["cluster"], ds["event_cluster"].values)
+    np.testing.assert_allclose(table["anomaly_score"], ds["event_anomaly_score"].values, rtol=1e-6)
+    per_trace = tmp_path / "traces.csv"
+    run_cli(
+        ["export", "predictions", "--store", s, "--out", str(per_trace), "--per-trace"],
+        prefect_server,
+    )
+    traces = pd.read_csv(per_trace, keep_default_na=False, dtype={"location": str})
+    assert len(traces) == n
+    assert traces["trace_key"].tolist() == [str(k) for k in ds["trace_key"].values]
+    assert traces["station"].tolist() == [str(k) for k in ds["station"].values]
+    np.testing.assert_allclose(traces["anomaly_score"], ds["anomaly_score"].values, rtol=1e-6)
+    before = {v: ds[v].values.copy() for v in ("probability", "cluster", "anomaly_score", "tsne_x")}
+
+    # a second run adds a version and leaves the first untouched
+    again = json.loads(
+        run_cli(
+            ["predict", "--store", s, "--model", str(model), "--no-tsne", "--json"], prefect_server
+        ).stdout
+    )
+    assert again["version"] != first
+    assert list_versions(s) == [first, again["version"]] and latest_version(s) == again["version"]
+    old = xr.open_zarr(s, group=f"predictions/{first}")
+    for name, values in before.items():
+        np.testing.assert_array_equal(old[name].values, values)
+    new = open_predictions(s)
+    np.testing.assert_allclose(new["probability"].values, before["probability"], atol=1e-6)
+    assert np.isnan(new["tsne_x"].values).all()
+    old_csv = tmp_path / "old.csv"
+    run_cli(
+        ["export", "predictions", "--store", s, "--out", str(old_csv), "--version", first],
+        prefect_server,
+    )
+    pd.testing.assert_frame_equal(pd.read_csv(old_csv, keep_default_na=False), table)
