@@ -95,8 +95,13 @@ def prefect_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
             "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         }
     )
+    # Flows run inside this process too: Prefect read its settings when it was imported,
+    # so the environment alone would leave them on a temporary server of their own.
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+
     try:
-        yield url
+        with temporary_settings(updates={PREFECT_API_URL: url}):
+            yield url
     finally:
         for k, v in old.items():
             if v is None:
