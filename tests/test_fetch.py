@@ -51,11 +51,6 @@ def clean_faults(service: FDSNService) -> Iterator[None]:
     service.faults = Faults()
 
 
-@pytest.fixture(scope="module", autouse=True)
-def in_process_api(prefect_server: str) -> None:
-    """Flows run in this process report to the session's server (see conftest)."""
-
-
 def settings_for(store: Path, service: FDSNService, **extra: Any) -> Settings:
     values: dict[str, Any] = {
         "store": str(store),
@@ -268,9 +263,10 @@ def test_killed_fetch_resumes(
     service.reset_log()
     summary = run_fetch(settings_for(store, service), YEAR_2022)
     assert summary["lines_skipped_done"] == done_before  # nothing written was asked again
-    assert summary["lines_skipped_done"] + summary["lines_with_data"] + summary[
-        "lines_no_data"
-    ] == clean_2022[1]["lines_planned"]
+    assert (
+        summary["lines_skipped_done"] + summary["lines_with_data"] + summary["lines_no_data"]
+        == clean_2022[1]["lines_planned"]
+    )
     assert_same_windows(store, clean_2022[0])
     assert_same_continuous(store, clean_2022[0])
 
@@ -363,7 +359,10 @@ def test_restricted_data_and_secrets(
 
 
 def test_continuous_station_days(
-    service: FDSNService, archive_store: tuple[Path, dict[str, Any]], tmp_path: Path
+    service: FDSNService,
+    archive_store: tuple[Path, dict[str, Any]],
+    tmp_path: Path,
+    prefect_server: str,
 ) -> None:
     store = tmp_path / "store.zarr"
     selection = Selection(
@@ -380,7 +379,7 @@ def test_continuous_station_days(
     assert again["requests_by_service"].get("dataselect", 0) == 0
 
 
-def test_credentials_from_a_prefect_secret_block() -> None:
+def test_credentials_from_a_prefect_secret_block(prefect_server: str) -> None:
     from prefect.blocks.system import Secret
 
     from seismoflow.fetch.credentials import resolve_credentials

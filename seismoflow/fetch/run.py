@@ -153,19 +153,12 @@ def fetch_catalog(
     client: PoliteClient, query: EventQuery, settings: Settings, staging: Path
 ) -> tuple[Path | None, pd.DataFrame]:
     """Events of ``query`` as QuakeML (kept verbatim in staging) and the catalogue table."""
-    buf = io.BytesIO()
-    try:
-        with_retries(
-            lambda: client.get_events(**query.params(), filename=_reset(buf)),
-            policy(settings),
-            client.stats,
-            "events",
-        )
-    except FDSNNoDataException:
+    body = _fetch_document(
+        lambda buf: client.get_events(**query.params(), filename=buf), client, settings, "events"
+    )
+    if body is None:
         return None, pd.DataFrame()
-    body = buf.getvalue()
-    path = staging / "events" / f"quakeml_{hashlib.sha256(body).hexdigest()[:16]}.xml"
-    _atomic_write(path, body)
+    path = _stage_document(staging / "events", "quakeml", body)
     table, _rejected = catalog_table(obspy.read_events(io.BytesIO(body)))
     client.stats.add("events", len(table))
     return path, table
@@ -192,29 +185,41 @@ def fetch_stations(
         params["network"] = network
     if station:
         params["station"] = station
-    buf = io.BytesIO()
-    try:
-        with_retries(
-            lambda: client.get_stations(**params, filename=_reset(buf)),
-            policy(settings),
-            client.stats,
-            "stations",
-        )
-    except FDSNNoDataException:
+    body = _fetch_document(
+        lambda buf: client.get_stations(**params, filename=buf), client, settings, "stations"
+    )
+    if body is None:
         return None, pd.DataFrame()
-    body = buf.getvalue()
-    path = staging / "stations" / f"stationxml_{hashlib.sha256(body).hexdigest()[:16]}.xml"
-    _atomic_write(path, body)
+    path = _stage_document(staging / "stations", "stationxml", body)
     table = inventory_table(obspy.read_inventory(io.BytesIO(body), format="STATIONXML"))
     client.stats.add("stations", int(table[["network", "station"]].drop_duplicates().shape[0]))
     return path, table
 
 
-def _reset(buf: io.BytesIO) -> io.BytesIO:
-    """The buffer emptied (a retried request must not append to a failed try's bytes)."""
-    buf.seek(0)
-    buf.truncate()
-    return buf
+def _fetch_document(
+    download: Callable[[io.BytesIO], object],
+    client: PoliteClient,
+    settings: Settings,
+    what: str,
+) -> bytes | None:
+    """The raw body ``download`` writes into a buffer, with retries; ``None`` for no data."""
+
+    def attempt() -> bytes:
+        buf = io.BytesIO()  # a fresh buffer per try: a retry never appends to a failed one
+        download(buf)
+        return buf.getvalue()
+
+    try:
+        return with_retries(attempt, policy(settings), client.stats, what)
+    except FDSNNoDataException:
+        return None
+
+
+def _stage_document(folder: Path, kind: str, body: bytes) -> Path:
+    """A source document kept verbatim in staging, named by its content hash."""
+    path = folder / f"{kind}_{hashlib.sha256(body).hexdigest()[:16]}.xml"
+    _atomic_write(path, body)
+    return path
 
 
 # --- waveforms ------------------------------------------------------------------------------
@@ -552,10 +557,7 @@ def _merged_inventory(docs: Sequence[Path], staging: Path) -> Path:
         inv += obspy.read_inventory(str(doc), format="STATIONXML")
     buf = io.BytesIO()
     inv.write(buf, format="STATIONXML")
-    body = buf.getvalue()
-    path = staging / "stations" / f"merged_{hashlib.sha256(body).hexdigest()[:16]}.xml"
-    _atomic_write(path, body)
-    return path
+    return _stage_document(staging / "stations", "merged", buf.getvalue())
 
 
 @dataclass(frozen=True)

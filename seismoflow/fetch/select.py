@@ -88,10 +88,6 @@ class BulkLine:
     end_ns: int
     event_id: str = ""
 
-    @property
-    def station_key(self) -> str:
-        return f"{self.network}.{self.station}"
-
     def as_tuple(self) -> tuple[str, str, str, str, object, object]:
         """The line as ObsPy's ``get_waveforms_bulk`` takes it."""
         loc = self.location if self.location else "--"
