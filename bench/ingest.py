@@ -47,8 +47,9 @@ from seismoflow.ingest import (
 )
 from seismoflow.settings import Settings
 from seismoflow.times import NS_PER_DAY, rate_fraction
-from storage.continuous import ContinuousReader
+from storage.continuous import ContinuousReader, SampleRows, open_channel_year
 from storage.location import open_root
+from storage.schema import CONTINUOUS
 
 T = TypeVar("T")
 DEFAULT_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "archive"
@@ -142,6 +143,37 @@ def read_zarr(location: str, rows: list[dict[str, Any]]) -> int:
     return n
 
 
+def stored_chunks(location: str) -> list[tuple[SampleRows, int, int, int, bytes]]:
+    """Every ``data`` chunk of the store: (its rows, day, first, stop sample, bytes)."""
+    root = open_root(location, "r")
+    out = []
+    for group in sorted(Path(location).glob(f"{CONTINUOUS}/*/*/zarr.json")):
+        path = str(group.parent.relative_to(location))
+        year = open_channel_year(root, path)
+        assert year is not None
+        rows, cs = year.samples, year.chunk_samples
+        for f in sorted((group.parent / "data" / "c").glob("*/*")):
+            d, c = int(f.parent.name), int(f.name)
+            out.append((rows, d, c * cs, min(rows.width, (c + 1) * cs), f.read_bytes()))
+    return out
+
+
+def codec_alone(location: str) -> tuple[Clock, Clock]:
+    """Decoding every stored ``data`` chunk, then encoding it again, with the store's codecs
+    and nothing else (no I/O, no zarr, no assembly): the ceiling of read-back and ingest."""
+    chunks = stored_chunks(location)
+    decoded, dec = timed(
+        lambda: [rows.decode((lo // rows.chunk, [raw]), lo, hi) for rows, _, lo, hi, raw in chunks]
+    )
+    _, enc = timed(
+        lambda: [
+            rows.encode(d, lo, block)
+            for (rows, d, lo, _, _), block in zip(chunks, decoded, strict=True)
+        ]
+    )
+    return dec, enc
+
+
 def chunk_bytes(location: str) -> int:
     return sum(
         f.stat().st_size for f in Path(location).glob("continuous/*/*/data/c/**/*") if f.is_file()
@@ -167,6 +199,7 @@ def measure_kind(
         read["ingest"] = sum(r.n_samples for r in results)
         read["reader"], steps["reader"] = timed(read_reader, location, rows)
         read["zarr"], steps["zarr"] = timed(read_zarr, location, rows)
+        steps["decode"], steps["encode"] = codec_alone(location)
         best = {k: c.best(best.get(k, Clock())) for k, c in steps.items()}
     store_bytes = chunk_bytes(str(tmp / "store0.zarr"))
     source_bytes = sum(f.stat().st_size for f in files)
@@ -186,7 +219,13 @@ def summarize(
         "samples_per_s": rate,
         "ratio": {
             f"{k}/obspy": {m: rate[k][m] / rate["obspy"][m] for m in ("cpu", "wall")}
-            for k in ("ingest", "pipeline", "reader", "zarr")
+            for k in ("ingest", "pipeline", "reader", "zarr", "decode", "encode")
+        },
+        # What the codec alone allows: reading at decode speed, ingesting at ObsPy's decode
+        # plus the codec's encode (sample for sample, so a ratio of times).
+        "ceiling": {
+            "read/obspy": best["obspy"].cpu / best["decode"].cpu,
+            "ingest/obspy": best["obspy"].cpu / (best["obspy"].cpu + best["encode"].cpu),
         },
         "source_bytes": source_bytes,
         "store_bytes": store_bytes,
@@ -243,6 +282,8 @@ RATIOS = (
     ("pipeline/obspy", "plan..record / ObsPy"),
     ("reader/obspy", "read pieces / ObsPy (>= 2)"),
     ("zarr/obspy", "read zarr rows / ObsPy (>= 2)"),
+    ("decode/obspy", "codec decode alone / ObsPy"),
+    ("encode/obspy", "codec encode alone / ObsPy"),
 )
 
 
@@ -264,6 +305,8 @@ def report(result: dict[str, Any]) -> str:
     row("ObsPy decode Msamples/s cpu", lambda v: f"{v['samples_per_s']['obspy']['cpu'] / 1e6:.1f}")
     for key, label in RATIOS:
         row(label, ratio_cell(key))
+    row("ceiling: read / ObsPy", lambda v: f"{v['ceiling']['read/obspy']:.3f}")
+    row("ceiling: ingest / ObsPy", lambda v: f"{v['ceiling']['ingest/obspy']:.3f}")
     row("data chunk bytes / mseed (<= 0.9)", lambda v: f"{v['bytes_ratio']:.3f}")
     lines += ["", f"{'peak RSS MiB (after imports)':{width}}{'1x':>18}{'4x':>18}"]
     for kind, cases in result["memory"].items():

@@ -26,6 +26,36 @@ console = Console(stderr=True)
 
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML settings file")]
 StoreOpt = Annotated[str | None, typer.Option("--store", help="store path or fsspec URL")]
+WorkersOpt = Annotated[int | None, typer.Option("--workers", help="parallel tasks")]
+JsonOpt = Annotated[bool, typer.Option("--json", help="print the summary as JSON")]
+# The selection options that ``fetch`` and ``run`` share.
+FdsnUrlOpt = Annotated[
+    list[str] | None,
+    typer.Option("--fdsn-url", help="FDSN base URL or ObsPy short name (repeatable)"),
+]
+MinLatOpt = Annotated[float | None, typer.Option("--minlatitude")]
+MaxLatOpt = Annotated[float | None, typer.Option("--maxlatitude")]
+MinLonOpt = Annotated[float | None, typer.Option("--minlongitude")]
+MaxLonOpt = Annotated[float | None, typer.Option("--maxlongitude")]
+LatOpt = Annotated[float | None, typer.Option("--latitude")]
+LonOpt = Annotated[float | None, typer.Option("--longitude")]
+RadiusOpt = Annotated[float | None, typer.Option("--maxradius", help="degrees")]
+MinMagOpt = Annotated[float | None, typer.Option("--minmagnitude")]
+EventTypeOpt = Annotated[
+    list[str] | None, typer.Option("--event-type", help="QuakeML event type (repeatable)")
+]
+NetworkOpt = Annotated[str | None, typer.Option("--network", help="e.g. UW,CC")]
+StationOpt = Annotated[str | None, typer.Option("--station")]
+ChannelPriorityOpt = Annotated[
+    str | None, typer.Option("--channel-priority", help='e.g. "HH?,BH?,EH?"')
+]
+MaxDistanceOpt = Annotated[
+    float | None, typer.Option("--max-distance", help="station distance, degrees")
+]
+ContinuousOpt = Annotated[
+    bool, typer.Option("--continuous", help="station-days instead of event windows")
+]
+CacheOpt = Annotated[str | None, typer.Option("--cache", help="local folder for fetched miniSEED")]
 
 
 def _settings(config: Path | None, **overrides: Any) -> Settings:
@@ -34,6 +64,36 @@ def _settings(config: Path | None, **overrides: Any) -> Settings:
     except Exception as exc:  # noqa: BLE001 - show the user what to fix, not a traceback
         console.print(f"[red]settings error:[/red] {exc}")
         raise typer.Exit(2) from exc
+
+
+def _fetch_settings(
+    config: Path | None,
+    store: str | None,
+    fdsn_url: list[str] | None,
+    channel_priority: str | None,
+    max_distance: float | None,
+    cache: str | None,
+    workers: int | None,
+) -> Settings:
+    """Settings for the commands that fetch (``fetch``, ``run``)."""
+    return _settings(
+        config,
+        store=store,
+        fdsn_url=fdsn_url or None,
+        channel_priority=(
+            [p.strip() for p in channel_priority.split(",") if p.strip()]
+            if channel_priority
+            else None
+        ),
+        max_distance_deg=max_distance,
+        fetch_cache=cache,
+        max_workers=workers,
+    )
+
+
+def _region(**bounds: float | None) -> dict[str, float]:
+    """The box or circle options that were given."""
+    return {k: v for k, v in bounds.items() if v is not None}
 
 
 def _time(value: str | None, option: str) -> int | None:
@@ -59,9 +119,9 @@ def ingest(
     pre: Annotated[float | None, typer.Option(help="seconds before reference")] = None,
     post: Annotated[float | None, typer.Option(help="seconds after reference")] = None,
     reference: Annotated[str | None, typer.Option(help="'origin' or 'p'")] = None,
-    workers: Annotated[int | None, typer.Option(help="parallel tasks")] = None,
+    workers: WorkersOpt = None,
     config: ConfigOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Ingest a local archive into the store (runs the ``ingest-archive`` flow)."""
     settings = _settings(
@@ -114,7 +174,7 @@ def archive_batch(
         int | None, typer.Option("--station-days", help="station-days per task")
     ] = None,
     config: ConfigOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Ingest a large archive on a Dask cluster (runs the ``archive-batch`` flow); the store
     is the same as ``seismoflow ingest`` writes."""
@@ -149,73 +209,42 @@ def archive_batch(
 def fetch(
     start: Annotated[str, typer.Option("--start", help="ISO start time")],
     end: Annotated[str, typer.Option("--end", help="ISO end time")],
-    fdsn_url: Annotated[
-        list[str] | None,
-        typer.Option("--fdsn-url", help="FDSN base URL or ObsPy short name (repeatable)"),
-    ] = None,
-    minlatitude: Annotated[float | None, typer.Option("--minlatitude")] = None,
-    maxlatitude: Annotated[float | None, typer.Option("--maxlatitude")] = None,
-    minlongitude: Annotated[float | None, typer.Option("--minlongitude")] = None,
-    maxlongitude: Annotated[float | None, typer.Option("--maxlongitude")] = None,
-    latitude: Annotated[float | None, typer.Option("--latitude")] = None,
-    longitude: Annotated[float | None, typer.Option("--longitude")] = None,
-    maxradius: Annotated[float | None, typer.Option("--maxradius", help="degrees")] = None,
-    minmagnitude: Annotated[float | None, typer.Option("--minmagnitude")] = None,
-    event_type: Annotated[
-        list[str] | None, typer.Option("--event-type", help="QuakeML event type (repeatable)")
-    ] = None,
-    network: Annotated[str | None, typer.Option("--network", help="e.g. UW,CC")] = None,
-    station: Annotated[str | None, typer.Option("--station")] = None,
-    channel_priority: Annotated[
-        str | None, typer.Option("--channel-priority", help='e.g. "HH?,BH?,EH?"')
-    ] = None,
-    max_distance: Annotated[
-        float | None, typer.Option("--max-distance", help="station distance, degrees")
-    ] = None,
-    continuous: Annotated[
-        bool, typer.Option("--continuous", help="station-days instead of event windows")
-    ] = False,
-    cache: Annotated[
-        str | None, typer.Option("--cache", help="local folder for fetched miniSEED")
-    ] = None,
+    fdsn_url: FdsnUrlOpt = None,
+    minlatitude: MinLatOpt = None,
+    maxlatitude: MaxLatOpt = None,
+    minlongitude: MinLonOpt = None,
+    maxlongitude: MaxLonOpt = None,
+    latitude: LatOpt = None,
+    longitude: LonOpt = None,
+    maxradius: RadiusOpt = None,
+    minmagnitude: MinMagOpt = None,
+    event_type: EventTypeOpt = None,
+    network: NetworkOpt = None,
+    station: StationOpt = None,
+    channel_priority: ChannelPriorityOpt = None,
+    max_distance: MaxDistanceOpt = None,
+    continuous: ContinuousOpt = False,
+    cache: CacheOpt = None,
     store: StoreOpt = None,
-    workers: Annotated[int | None, typer.Option(help="parallel tasks")] = None,
+    workers: WorkersOpt = None,
     config: ConfigOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Fetch events, stations and waveforms from FDSN services (the ``fetch-fdsn`` flow).
 
     Restricted data: set SEISMOFLOW_FDSN_USER and SEISMOFLOW_FDSN_PASSWORD, or the settings
     fdsn_token_file / fdsn_secret_block; credentials are never taken on the command line.
     """
-    settings = _settings(
-        config,
-        store=store,
-        fdsn_url=fdsn_url or None,
-        channel_priority=(
-            [p.strip() for p in channel_priority.split(",") if p.strip()]
-            if channel_priority
-            else None
-        ),
-        max_distance_deg=max_distance,
-        fetch_cache=cache,
-        max_workers=workers,
+    settings = _fetch_settings(
+        config, store, fdsn_url, channel_priority, max_distance, cache, workers
     )
     from seismoflow.fetch.run import FetchError, Selection
 
-    region = {
-        k: v
-        for k, v in {
-            "minlatitude": minlatitude,
-            "maxlatitude": maxlatitude,
-            "minlongitude": minlongitude,
-            "maxlongitude": maxlongitude,
-            "latitude": latitude,
-            "longitude": longitude,
-            "maxradius": maxradius,
-        }.items()
-        if v is not None
-    }
+    region = _region(
+        minlatitude=minlatitude, maxlatitude=maxlatitude,
+        minlongitude=minlongitude, maxlongitude=maxlongitude,
+        latitude=latitude, longitude=longitude, maxradius=maxradius,
+    )  # fmt: skip
     t0, t1 = _time(start, "--start"), _time(end, "--end")
     assert t0 is not None and t1 is not None
     try:
@@ -342,9 +371,9 @@ def features(
     per_channel_set: Annotated[
         int | None, typer.Option(help="most noise windows per channel set")
     ] = None,
-    workers: Annotated[int | None, typer.Option(help="parallel tasks")] = None,
+    workers: WorkersOpt = None,
     config: ConfigOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Draw screened noise windows and compute physics features of every window
     (runs the ``extract-features`` flow)."""
@@ -396,9 +425,9 @@ def train(
     clusters: Annotated[int | None, typer.Option(help="K-Means k (default: silhouette)")] = None,
     seed: Annotated[int, typer.Option(help="seed of splits and models")] = 0,
     device: Annotated[str | None, typer.Option(help="torch device (default: auto)")] = None,
-    workers: Annotated[int | None, typer.Option(help="parallel tasks")] = None,
+    workers: WorkersOpt = None,
     config: ConfigOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Train the CNN and the feature models on a store (runs the ``train-models`` flow);
     writes a new model directory under --models-dir."""
@@ -434,7 +463,7 @@ def predict(
     tsne: Annotated[bool, typer.Option("--tsne/--no-tsne", help="t-SNE coordinates")] = True,
     device: Annotated[str | None, typer.Option(help="torch device (default: auto)")] = None,
     config: ConfigOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """Classify, cluster and score every window of a store with a model directory and
     write the results back as a new prediction version (runs the ``predict`` flow)."""
@@ -494,35 +523,22 @@ def run_job(
     last_days: Annotated[
         float | None, typer.Option("--last-days", help="instead of --start/--end: the last N days")
     ] = None,
-    fdsn_url: Annotated[
-        list[str] | None,
-        typer.Option("--fdsn-url", help="FDSN base URL or ObsPy short name (repeatable)"),
-    ] = None,
-    minlatitude: Annotated[float | None, typer.Option("--minlatitude")] = None,
-    maxlatitude: Annotated[float | None, typer.Option("--maxlatitude")] = None,
-    minlongitude: Annotated[float | None, typer.Option("--minlongitude")] = None,
-    maxlongitude: Annotated[float | None, typer.Option("--maxlongitude")] = None,
-    latitude: Annotated[float | None, typer.Option("--latitude")] = None,
-    longitude: Annotated[float | None, typer.Option("--longitude")] = None,
-    maxradius: Annotated[float | None, typer.Option("--maxradius", help="degrees")] = None,
-    minmagnitude: Annotated[float | None, typer.Option("--minmagnitude")] = None,
-    event_type: Annotated[
-        list[str] | None, typer.Option("--event-type", help="QuakeML event type (repeatable)")
-    ] = None,
-    network: Annotated[str | None, typer.Option("--network", help="e.g. UW,CC")] = None,
-    station: Annotated[str | None, typer.Option("--station")] = None,
-    continuous: Annotated[
-        bool, typer.Option("--continuous", help="station-days instead of event windows")
-    ] = False,
-    channel_priority: Annotated[
-        str | None, typer.Option("--channel-priority", help='e.g. "HH?,BH?,EH?"')
-    ] = None,
-    max_distance: Annotated[
-        float | None, typer.Option("--max-distance", help="station distance, degrees")
-    ] = None,
-    cache: Annotated[
-        str | None, typer.Option("--cache", help="local folder for fetched miniSEED")
-    ] = None,
+    fdsn_url: FdsnUrlOpt = None,
+    minlatitude: MinLatOpt = None,
+    maxlatitude: MaxLatOpt = None,
+    minlongitude: MinLonOpt = None,
+    maxlongitude: MaxLonOpt = None,
+    latitude: LatOpt = None,
+    longitude: LonOpt = None,
+    maxradius: RadiusOpt = None,
+    minmagnitude: MinMagOpt = None,
+    event_type: EventTypeOpt = None,
+    network: NetworkOpt = None,
+    station: StationOpt = None,
+    continuous: ContinuousOpt = False,
+    channel_priority: ChannelPriorityOpt = None,
+    max_distance: MaxDistanceOpt = None,
+    cache: CacheOpt = None,
     sds: Annotated[
         Path | None, typer.Option("--sds", help="ingest this archive instead of fetching")
     ] = None,
@@ -551,24 +567,14 @@ def run_job(
         Path | None, typer.Option("--export", help="event predictions CSV (default: by store)")
     ] = None,
     store: StoreOpt = None,
-    workers: Annotated[int | None, typer.Option(help="parallel tasks")] = None,
+    workers: WorkersOpt = None,
     config: ConfigOpt = None,
-    as_json: Annotated[bool, typer.Option("--json", help="print the summary as JSON")] = False,
+    as_json: JsonOpt = False,
 ) -> None:
     """The whole job: fetch (or ingest --sds), features, train if needed, predict, export
     (runs the ``catalog-reprocess`` flow). Re-runs only add what is new."""
-    settings = _settings(
-        config,
-        store=store,
-        fdsn_url=fdsn_url or None,
-        max_workers=workers,
-        channel_priority=(
-            [p.strip() for p in channel_priority.split(",") if p.strip()]
-            if channel_priority
-            else None
-        ),
-        max_distance_deg=max_distance,
-        fetch_cache=cache,
+    settings = _fetch_settings(
+        config, store, fdsn_url, channel_priority, max_distance, cache, workers
     )
     for path, option in ((sds, "--sds"), (stations, "--stations"), (events, "--events")):
         if path is not None and not path.exists():
@@ -585,15 +591,11 @@ def run_job(
         train_options["n_estimators"] = trees
     if device is not None:
         train_options["device"] = device
-    region = {
-        k: v
-        for k, v in {
-            "minlatitude": minlatitude, "maxlatitude": maxlatitude,
-            "minlongitude": minlongitude, "maxlongitude": maxlongitude,
-            "latitude": latitude, "longitude": longitude, "maxradius": maxradius,
-        }.items()
-        if v is not None
-    }  # fmt: skip
+    region = _region(
+        minlatitude=minlatitude, maxlatitude=maxlatitude,
+        minlongitude=minlongitude, maxlongitude=maxlongitude,
+        latitude=latitude, longitude=longitude, maxradius=maxradius,
+    )  # fmt: skip
     values: dict[str, Any] = {
         "store": settings.store,
         "start": start, "end": end, "last_days": last_days,

@@ -293,3 +293,39 @@ def test_sparse_chunks_round_trip_and_reopen(tmp_path: Path) -> None:
     assert np.array_equal(pieces[0].data, data)
     chunks = sorted(p.name for p in (Path(location) / layout.path / "data" / "c").glob("*/*"))
     assert chunks == ["1", "2", "3"]  # samples 10 000..25 000 of 8192-sample chunks
+
+
+@pytest.mark.parametrize(
+    ("codec", "page"), [("pcodec", 16_384), ("pcodec", 360_000), ("delta-zstd", 16_384)]
+)
+def test_sample_chunks_write_and_read_as_zarr_does(tmp_path: Path, codec: str, page: int) -> None:
+    """``data`` and ``mask`` chunks encoded and decoded outside zarr (``SampleRows``) are
+    the bytes zarr writes and the values zarr reads, the padded last chunk included."""
+    location = str(tmp_path / "s.zarr")
+    root = open_root(location)
+    layout = ContinuousLayout(CH, 2021, 40.0, 360_000, codec, pcodec_page=page)
+    year = ChannelYear(create_continuous(root, layout), layout)
+    spd = year.samples_per_day  # 3 456 000: the last chunk is partial
+    data = np.cumsum(RNG.integers(-900, 900, spd)).astype(np.int32)
+    mask = np.ones(spd, bool)
+    mask[700_000:1_100_000] = False  # one chunk with no samples at all
+    data[~mask] = 0
+    d = year.layout.day_index(DAY)
+    assert year.samples.kind == codec and year.mask_rows.kind == "mask-zstd"
+    sync(year.samples.put(year.samples.encode(d, 0, data), fresh=True))
+    sync(year.mask_rows.put(year.mask_rows.encode(d, 0, mask), fresh=True))
+    year.arrays["data"][d + 1, :] = data
+    year.arrays["mask"][d + 1, :] = mask
+    store = Path(location) / layout.path
+    for name in ("data", "mask"):
+        ours = sorted(p.name for p in (store / name / "c" / str(d)).iterdir())
+        theirs = sorted(p.name for p in (store / name / "c" / str(d + 1)).iterdir())
+        assert ours == theirs and "2" not in ours  # the empty chunk is not stored
+        for c in ours:
+            raw = (store / name / "c" / str(d) / c).read_bytes()
+            assert raw == (store / name / "c" / str(d + 1) / c).read_bytes(), (name, c)
+    for lo, hi in ((0, spd), (5, 6), (359_999, 720_001), (spd - 7, spd)):
+        got = year.samples.read(d + 1, lo, hi)
+        assert np.array_equal(got, year.arrays["data"][d, lo:hi])
+    with pytest.raises(SchemaError, match="chunk-aligned"):
+        year.samples.encode(d, 5, data[:10])
