@@ -8,6 +8,7 @@ accumulating floats.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 from fractions import Fraction
 
 import numpy as np
@@ -32,6 +33,7 @@ def day_start_ns(ns: int) -> int:
     return (ns // NS_PER_DAY) * NS_PER_DAY
 
 
+@functools.lru_cache(maxsize=1024)
 def rate_fraction(sampling_rate: float) -> Fraction:
     """A sampling rate as an exact fraction (rates in miniSEED are decimal numbers)."""
     return Fraction(str(float(sampling_rate))).limit_denominator(1_000_000)

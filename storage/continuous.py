@@ -192,11 +192,12 @@ def read_chunks(store: Any, keys: list[str]) -> list[bytes | None]:
     fsspec URL) are read concurrently through zarr.
     """
     if isinstance(store, LocalStore):
-        root = Path(store.root)
+        root = str(store.root)
         out: list[bytes | None] = []
         for key in keys:
             try:
-                out.append((root / key).read_bytes())
+                with open(f"{root}/{key}", "rb") as f:
+                    out.append(f.read())
             except FileNotFoundError:
                 out.append(None)
         return out
@@ -206,6 +207,37 @@ def read_chunks(store: Any, keys: list[str]) -> list[bytes | None]:
         return [None if b is None else b.to_bytes() for b in bufs]
 
     return list(sync(_all()))
+
+
+_ROW_CODECS: dict[int, tuple[Any, tuple[str | None, Any, np.dtype[Any]]]] = {}
+
+
+def _row_codec(meta: Any) -> tuple[str | None, Any, np.dtype[Any]]:
+    """Which of the schema's sample pipelines ``meta`` uses (``None``: another one), the
+    numcodecs codec that encodes its chunks, and its dtype; cached per metadata object."""
+    hit = _ROW_CODECS.get(id(meta))
+    if hit is not None and hit[0] is meta:
+        return hit[1]
+    doc = _meta_doc(meta)
+    codecs = list(doc.get("codecs", ()))
+    names = [c.get("name") for c in codecs]
+    config = [dict(c.get("configuration") or {}) for c in codecs]
+    kind: str | None = None
+    encoder: Any = None
+    dtype = str(doc.get("data_type"))
+    if len(meta.chunks) == 2 and dtype == "int32":
+        if names == ["numcodecs.pcodec"]:
+            kind, encoder = "pcodec", PCodec(**config[0])
+        elif names == ["numcodecs.delta", "bytes", "blosc"] and codecs[1] == _LITTLE:
+            blosc = config[2]
+            shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[blosc["shuffle"]]
+            kind, encoder = "delta-zstd", Blosc.from_config({**blosc, "shuffle": shuffle})
+    elif len(meta.chunks) == 2 and dtype == "bool" and names == ["bytes", "zstd"]:
+        kind, encoder = "mask-zstd", Zstd(**config[1])
+    if len(_ROW_CODECS) > 4096:
+        _ROW_CODECS.clear()
+    _ROW_CODECS[id(meta)] = (meta, (kind, encoder, np.dtype(dtype)))
+    return kind, encoder, np.dtype(dtype)
 
 
 def write_chunks(store: Any, items: list[tuple[str, bytes | None]], fresh: bool) -> None:
@@ -253,26 +285,7 @@ class SampleRows:
     def __init__(self, array: zarr.Array | AsyncArray[Any]) -> None:
         self.array = array.async_array if isinstance(array, zarr.Array) else array
         meta = self.array.metadata
-        doc = _meta_doc(meta)
-        codecs = list(doc.get("codecs", ()))
-        names = [c.get("name") for c in codecs]
-        config = [dict(c.get("configuration") or {}) for c in codecs]
-        self.kind: str | None = None
-        self.encoder: Any = None
-        dtype = str(doc.get("data_type"))
-        if len(meta.chunks) == 2 and dtype == "int32":
-            if names == ["numcodecs.pcodec"]:
-                self.kind = "pcodec"
-                self.encoder = PCodec(**config[0])
-            elif names == ["numcodecs.delta", "bytes", "blosc"] and codecs[1] == _LITTLE:
-                self.kind = "delta-zstd"
-                blosc = config[2]
-                shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[blosc["shuffle"]]
-                self.encoder = Blosc.from_config({**blosc, "shuffle": shuffle})
-        elif len(meta.chunks) == 2 and dtype == "bool" and names == ["bytes", "zstd"]:
-            self.kind = "mask-zstd"
-            self.encoder = Zstd(**config[1])
-        self.dtype = np.dtype(dtype)
+        self.kind, self.encoder, self.dtype = _row_codec(meta)
         self.chunk = int(meta.chunks[1])
         self.width = int(meta.shape[1])
         self.fill = meta.fill_value
