@@ -1,8 +1,10 @@
-"""Site-grouped cross-validation of the feature classifiers (random forest, SVM).
+"""Site-grouped cross-validation of the feature classifiers (random forest, SVM, logistic).
 
 Vertical-component features only; folds grouped by source site (0.25-degree cells of the
 event location, ``seismoflow.examples.site_folds``), so no site is on both sides. Event
-level: an event's probability is the mean over its traces. Two readings:
+level: an event's probability is the mean over its traces (the loop is
+``seismoflow.models.sklearn_models.site_cv``, shared with ``bench/features.py``; ``ensemble``
+is the mean of the classifiers, as in training). Two readings:
 
 - ``4-class``: trained on earthquake / explosion / surface event / noise, argmax over all
   four (a catalogued event called noise counts as an error); noise recall reported;
@@ -23,54 +25,17 @@ from typing import Any
 
 import numpy as np
 
-from seismoflow.examples import site_folds
-from seismoflow.labels import CLASSES, EVENT_CLASSES, NOISE
-from seismoflow.models.metrics import headline
-from seismoflow.models.sklearn_models import (
-    FeatureModelConfig,
-    feature_matrix,
-    fit_feature_models,
-    grouped_cv,
-    vertical_features,
-)
+from seismoflow.models.sklearn_models import FeatureModelConfig, fit_feature_models, site_cv
 from seismoflow.models.training import load_inputs
 from seismoflow.predict import present_components
 
 
 def run(store: str, folds: int, seed: int, trees: int) -> dict[str, Any]:
     examples, features = load_inputs(store)
-    keep = examples["has_z"].to_numpy(dtype=bool)
-    examples = examples[keep].reset_index(drop=True)
-    features = features[keep].reset_index(drop=True)
-    names = vertical_features(list(features.columns))
-    x = feature_matrix(features, names)
-    y = examples["label"].astype(str).to_numpy(dtype=object)
-    ids = examples["event_id"].astype(str).to_numpy(dtype=object)
-    fold = site_folds(examples, folds, seed)
     config = FeatureModelConfig(n_estimators=trees, seed=seed)
-    out: dict[str, Any] = {
-        "store": store,
-        "folds": folds,
-        "seed": seed,
-        "n_traces": len(y),
-        "n_features": len(names),
-        "labels": {c: int(np.sum(y == c)) for c in CLASSES},
-    }
-    for tag, rows, classes in (
-        ("4-class", np.ones(len(y), dtype=bool), CLASSES),
-        ("3-class", y != NOISE, EVENT_CLASSES),
-    ):
-        clock = time.perf_counter()
-        cv = grouped_cv(x[rows], y[rows], ids[rows], fold[rows], classes, config)
-        out[tag] = {
-            kind: {
-                **headline(m, EVENT_CLASSES, NOISE),
-                "event_per_class_f1": {c: m["event"]["per_class"][c]["f1"] for c in classes},
-                "event_confusion": m["event"]["confusion"],
-            }
-            for kind, m in cv.items()
-        }
-        out[tag]["seconds"] = round(time.perf_counter() - clock, 2)
+    clock = time.perf_counter()
+    out: dict[str, Any] = {"store": store, **site_cv(examples, features, folds, seed, config)}
+    out["seconds"] = round(time.perf_counter() - clock, 2)
     out["anomaly"] = dead_channel_ranks(store, config)
     return out
 

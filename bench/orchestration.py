@@ -9,8 +9,16 @@ would run them), then runs the ``archive-batch`` flow against them into a fresh 
 * ``4x`` (an archive ~4 times the station-days of ``1x``) with 2 workers: peak RSS per worker
   process (sampled every 0.2 s), to compare with ``1x``.
 
+Each phase's idle thread time (wall x threads - work) is split into the start (before each
+thread's first task), between tasks (the per-task cost of Prefect and Dask on a thread that
+had a task waiting), the tail (after each thread's last task) and unused threads.
+
+``--calibrate`` instead ingests the 1x archive one station-day at a time in this process and
+fits its work as seconds per MB of source and per channel-day (the estimate that sizes
+batches: ``seismoflow.scaleout.UNIT_COST_BYTES``).
+
 Usage: .venv/bin/python bench/orchestration.py [--years-1x 2021] [--station-days 24]
-       [--sweep 8,32,128] [--skip-4x] [--json FILE]
+       [--sweep 8,32,128] [--skip-4x] [--json FILE] [--calibrate]
 Nothing of the archive is copied: stores and link trees go to a temp folder.
 """
 
@@ -172,6 +180,9 @@ def run(
         sampler.join()
         cluster.close()
     cont = summary["orchestration"]["continuous"]
+    for phase in summary["orchestration"].values():
+        busy = phase["tasks"] - phase["threads"]  # tasks that followed another on a thread
+        phase["between_per_task_s"] = round(phase["idle"]["between_s"] / max(busy, 1), 3)
     return {
         "workers": workers,
         "per_task": station_days,
@@ -187,6 +198,33 @@ def run(
     }
 
 
+def calibrate(sds: Path, work: Path) -> dict[str, float]:
+    """Ingest ``sds`` one station-day at a time; fit seconds = a x MB + b x channel-days."""
+    import numpy as np
+
+    from seismoflow.ingest import ingest_batch, plan_ingest, prepare_store
+    from seismoflow.scaleout import station_days
+    from seismoflow.settings import Settings
+
+    s = Settings(store=str(work / "calibrate.zarr"))
+    plan = prepare_store(s.store, plan_ingest(sds, ARCHIVE / "stations.xml.gz", None), s)
+    rows = []
+    for group in station_days(plan.units).values():
+        clock = time.perf_counter()
+        ingest_batch(s.store, group, s)
+        rows.append((sum(u.size for u in group) / 1e6, len(group), time.perf_counter() - clock))
+    x = np.array([r[:2] for r in rows], float)
+    y = np.array([r[2] for r in rows])
+    (per_mb, per_unit), *_ = np.linalg.lstsq(x, y, rcond=None)
+    return {
+        "station_days": len(rows),
+        "seconds": round(float(y.sum()), 2),
+        "s_per_mb": round(float(per_mb), 4),
+        "s_per_channel_day": round(float(per_unit), 4),
+        "channel_day_in_bytes": round(float(per_unit / per_mb * 1e6)),
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--years-1x", default="2021", help="comma-separated SDS years of 1x")
@@ -199,8 +237,16 @@ def main() -> None:
     )
     ap.add_argument("--skip-4x", action="store_true")
     ap.add_argument("--json", help="also write the rows to this file")
+    ap.add_argument("--calibrate", action="store_true", help="fit the work estimate only")
     args = ap.parse_args()
     work = Path(tempfile.mkdtemp(prefix="bench-orch-"))
+    if args.calibrate:
+        try:
+            sds = link_sds(ARCHIVE, tuple(args.years_1x.split(",")), work / "sds-1x")
+            print(json.dumps(calibrate(sds, work), indent=2))
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+        return
     _, server = _prefect_server(work / "prefect")
     try:
         sds = link_sds(ARCHIVE, tuple(args.years_1x.split(",")), work / "sds-1x")

@@ -3,21 +3,25 @@
 The same plan, tasks and store as ``ingest-archive`` (the stores are identical), run on
 Prefect's ``DaskTaskRunner``: a LocalCluster by default, or an existing scheduler
 (``--dask-address tcp://host:8786``: an HPC or Kubernetes cluster, see docs/scale-out.md).
-Work units are whole station-days packed into batches (``archive_station_days``); at most
-``archive_in_flight`` batches are submitted at once and each result (one small row per
-channel-day) is folded into counts and written to the store's tables as it arrives, so
-neither the workers nor the flow ever hold more than a few batches, however large the
-archive.
+Work units are whole station-days packed into batches (at most ``archive_station_days`` and
+``batch_bytes``), largest first and smaller towards the end so the threads finish together
+(``seismoflow.scaleout.station_day_batches``); at most ``archive_in_flight`` batches are
+submitted at once and each result (one small row per channel-day) is folded into counts and
+written to the store's tables as it arrives, so neither the workers nor the flow ever hold
+more than a few batches, however large the archive. ``BatchTaskRunner`` keeps Prefect's cost
+per task run to tens of milliseconds (docs/scale-out.md, "Per-task cost").
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import queue
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from typing import Any, TypeVar
-from uuid import UUID
+from uuid import UUID, uuid4
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import (
@@ -26,10 +30,13 @@ from prefect.artifacts import (
     create_table_artifact,
     update_progress_artifact,
 )
-from prefect.context import FlowRunContext
+from prefect.context import AssetContext, FlowRunContext, serialize_context
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
+from prefect.tasks import Task
+from prefect.utilities.engine import collect_task_run_inputs_sync
 from prefect_dask import DaskTaskRunner
+from prefect_dask.task_runners import PrefectDaskFuture
 
 from seismoflow.ingest import ChannelDayUnit, UnitResult, plan_summary, summarize_units
 from seismoflow.scaleout import (
@@ -37,8 +44,8 @@ from seismoflow.scaleout import (
     Overhead,
     add_counts,
     batch_failed,
-    batch_station_days,
     count_station_days,
+    idle_split,
     station_day_batches,
     window_chunks,
 )
@@ -51,7 +58,7 @@ T = TypeVar("T")
 # Unit rows gathered before they are merged into the store's tables: the table is
 # rewritten whole on each merge, so fewer, larger merges; still bounded memory.
 RECORD_ROWS = 5000
-PROGRESS_EVERY_S = 1.0
+PROGRESS_EVERY_S = 5.0  # an API call each; at most every few seconds
 
 
 def cluster_threads(timeout_s: float = 120.0) -> tuple[int, list[str]]:
@@ -80,17 +87,21 @@ def bounded_map(
     limit: int,
     on_result: Callable[[T, b.Timed], None],
     on_failure: Callable[[T, BaseException], None],
+    threads: int,
 ) -> Overhead:
     """Submit ``items`` with at most ``limit`` in flight; ``on_result(item, result)`` each
     as it finishes, or ``on_failure(item, error)`` for a task that failed after its retries
-    (a lost worker, say): the run goes on. A finished future is dropped at once, so its
-    result leaves the worker.
+    (a lost worker, say): the run goes on. The next item is submitted before a result is
+    folded in, so the workers' queues never wait on the flow. A finished future is dropped
+    at once, so its result leaves the worker. Returns the phase's wall, work and where the
+    threads' idle time went (:func:`seismoflow.scaleout.idle_split`).
     """
     done: queue.Queue[tuple[T, PrefectFuture[b.Timed]]] = queue.Queue()
     running = 0
     work = 0.0
     tasks = 0
-    clock = time.perf_counter()
+    spans: list[tuple[str, float, float]] = []
+    clock, wall_start = time.perf_counter(), time.time()
 
     def fill() -> int:
         n = 0
@@ -110,16 +121,19 @@ def bounded_map(
         item, fut = done.get()
         running -= 1
         tasks += 1
+        running += fill()
         try:
             timed = fut.result()
         except Exception as exc:  # noqa: BLE001 - quarantine the item, keep going
             on_failure(item, exc)
         else:
             work += timed.work_s
+            spans.append((timed.worker, timed.start, timed.end))
             on_result(item, timed)
         del fut, item
-        running += fill()
-    return Overhead(time.perf_counter() - clock, work, 0, tasks)
+    wall = time.perf_counter() - clock
+    idle = idle_split(wall_start, wall_start + wall, spans, threads)
+    return Overhead(wall, work, threads, tasks, idle)
 
 
 class _Progress:
@@ -171,15 +185,13 @@ def archive_batch(
     timings["warmup"] = time.perf_counter() - clock
     clock = time.perf_counter()
 
-    plan = t.plan(sds, stations, events, start_ns, end_ns)
-    t.record_problems(s.store, plan.problems, "scan")
-    plan = t.prepare(s.store, plan, s)
+    plan = t.open_archive(s, sds, stations, events, start_ns, end_ns)
     timings["plan"] = time.perf_counter() - clock
     n_days = count_station_days(plan.units)
     logger.info(
-        "planned %s; %d station-days on %d Dask threads (%d station-days per batch, %d "
-        "batches in flight)", plan_summary(plan), n_days, threads,
-        batch_station_days(n_days, threads, s.archive_station_days), limit,
+        "planned %s; %d station-days on %d Dask threads (at most %d station-days and %d "
+        "bytes per batch, largest first; %d batches in flight)", plan_summary(plan), n_days,
+        threads, s.archive_station_days, s.batch_bytes, limit,
     )  # fmt: skip
 
     progress = _Progress()
@@ -196,7 +208,7 @@ def archive_batch(
 
     def station_days_done(batch: list[ChannelDayUnit], timed: b.Timed) -> None:
         results: list[UnitResult] = timed.value
-        ran_on[timed.worker] += 1
+        ran_on[timed.worker.rsplit(":", 1)[0]] += 1  # host:pid
         add_counts(counts, summarize_units(results))
         coverage.add(results)
         pending.extend(results)
@@ -221,15 +233,16 @@ def archive_batch(
         progress.advance(len(chunk))
 
     clock = time.perf_counter()
-    per_batch = batch_station_days(n_days, threads, s.archive_station_days)
-    batches = station_day_batches(plan.units, per_batch, s.batch_bytes)
+    opaque_settings = b.Opaque(s)
+    batches = station_day_batches(plan.units, s.archive_station_days, s.batch_bytes, threads)
     phases = {
         "continuous": bounded_map(
             batches,
-            lambda batch: b.ingest_station_days.submit(s.store, batch, s),
+            lambda batch: b.ingest_station_days.submit(s.store, b.Opaque(batch), opaque_settings),
             limit,
             station_days_done,
             station_days_failed,
+            threads,
         )
     }
     flush()
@@ -239,27 +252,26 @@ def archive_batch(
     summary["quarantined"] += len(plan.problems)
     summary["station_days"] = n_days
     summary["batches"] = phases["continuous"].tasks
-    summary["station_days_per_batch"] = per_batch
+    summary["station_days_per_batch"] = s.archive_station_days  # at most
 
     if events:
         clock = time.perf_counter()
         todo = t.prepare_windows(s.store, s)
         progress.phase(90.0, 100.0, len(todo))
         phases["windows"] = bounded_map(
-            window_chunks(todo, s.window_batch),
-            lambda chunk: b.cut_windows.submit(s.store, chunk, s),
+            window_chunks(todo, s.window_batch, threads),
+            lambda chunk: b.cut_windows.submit(s.store, b.Opaque(chunk), opaque_settings),
             limit,
             windows_done,
             windows_failed,
+            threads,
         )
         timings["windows"] = time.perf_counter() - clock
     summary["windows"] = windows
     t.finalize(s.store)
     update_progress_artifact(progress.id, 100.0)
     summary["seconds"] = {k: round(v, 2) for k, v in timings.items()}
-    summary["orchestration"] = {
-        name: Overhead(o.wall_s, o.work_s, threads, o.tasks).as_dict() for name, o in phases.items()
-    }
+    summary["orchestration"] = {name: o.as_dict() for name, o in phases.items()}
     summary["dask_workers"] = workers
     summary["task_workers"] = dict(sorted(ran_on.items()))
     summary["flow_run_id"] = str(flow_run.id)
@@ -292,13 +304,16 @@ def _publish(summary: dict[str, Any], coverage: list[dict[str, Any]]) -> None:
         "",
         f"## Orchestration ({len(summary.get('dask_workers', []))} Dask workers)",
         "",
-        "| phase | tasks | threads | wall s | task work s | overhead |",
-        "|---|---|---|---|---|---|",
+        "| phase | tasks | threads | wall s | task work s | overhead | idle s: start, "
+        "between tasks, tail |",
+        "|---|---|---|---|---|---|---|",
     ]
     for name, o in summary.get("orchestration", {}).items():
+        idle = o.get("idle", {})
         lines.append(
             f"| {name} | {o['tasks']} | {o['threads']} | {o['wall_s']} | {o['work_s']} "
-            f"| {100 * o['overhead']:.1f}% |"
+            f"| {100 * o['overhead']:.1f}% | {idle.get('start_s', 0)}, "
+            f"{idle.get('between_s', 0)}, {idle.get('tail_s', 0)} |"
         )
     create_markdown_artifact(
         "\n".join(lines), key="archive-batch-summary", description="counts of an archive batch"
@@ -316,13 +331,86 @@ def _publish(summary: dict[str, Any], coverage: list[dict[str, Any]]) -> None:
         )
 
 
+_context_cache: dict[str, Any] = {}
+
+
+class BatchTaskRunner(DaskTaskRunner):
+    """Prefect's ``DaskTaskRunner``, paying its per-task context costs once per flow run.
+
+    For each task ``DaskTaskRunner`` serialises the flow's whole context (the Prefect
+    settings among it) and tokenizes it, and each worker rebuilds the settings and two API
+    clients for each task run: ~0.25 s in the flow and ~0.55 s on the worker per task here,
+    where the work of an archive batch is seconds. This runner serialises the context once
+    per flow run and submits each task through :func:`tasks.batch.run_task_cached`, which
+    keeps the settings context per worker process and an API client per worker thread.
+    Each task is still one Prefect task run (``run_task_sync``: states, events, logs,
+    retries); a task with ``wait_for``, or an async one, goes through ``DaskTaskRunner``."""
+
+    def submit(  # type: ignore[override]
+        self,
+        task: Task[Any, Any],
+        parameters: dict[str, Any],
+        wait_for: Any = None,
+        dependencies: dict[str, set[Any]] | None = None,
+    ) -> PrefectDaskFuture[Any]:
+        if wait_for or task.isasync or not self._started:
+            return super().submit(task, parameters, wait_for, dependencies)  # type: ignore[arg-type]
+        from distributed import Future
+
+        parameters = self._optimize_futures(parameters)
+        base, settings_key, settings_context = self._base_context()
+        task_run_id = uuid4()
+        inputs = {
+            k: collect_task_run_inputs_sync(v, future_cls=Future) for k, v in parameters.items()
+        }
+        for k, extra in (dependencies or {}).items():
+            inputs[k] = inputs.get(k, set()) | extra
+        context = {
+            **base,
+            "asset_context": AssetContext.from_task_and_inputs(
+                task=task, task_run_id=task_run_id, task_inputs=inputs, copy_to_child_ctx=True
+            ).serialize(),
+        }
+        future = self.client.submit(
+            b.run_task_cached,
+            task,
+            task_run_id,
+            parameters,
+            inputs,
+            context,
+            settings_key,
+            settings_context,
+            key=f"{task.name}-{task_run_id.hex}",
+            pure=False,
+        )
+        return PrefectDaskFuture[Any](wrapped_future=future, task_run_id=task_run_id)
+
+    @staticmethod
+    def _base_context() -> tuple[dict[str, Any], str, dict[str, Any]]:
+        """The flow run's serialised context (no settings, no asset context), the settings'
+        key and the serialised settings; made once per flow run."""
+        ctx = FlowRunContext.get()
+        run_id = str(ctx.flow_run.id) if ctx and ctx.flow_run else ""
+        if _context_cache.get("run_id") != run_id or "base" not in _context_cache:
+            base = serialize_context()
+            settings_context = base.pop("settings_context")
+            base["settings_context"] = {}
+            base.pop("asset_context", None)
+            key = hashlib.sha256(
+                json.dumps(settings_context, sort_keys=True, default=str).encode()
+            ).hexdigest()
+            _context_cache.update(run_id=run_id, base=(base, key, settings_context))
+        cached: tuple[dict[str, Any], str, dict[str, Any]] = _context_cache["base"]
+        return cached
+
+
 def task_runner(settings: Settings, address: str | None = None) -> DaskTaskRunner:
     """A runner on the scheduler at ``address`` (or ``settings.dask_address``), else a
     LocalCluster of ``dask_workers`` processes with ``dask_memory_limit`` each."""
     address = address or settings.dask_address
     if address:
-        return DaskTaskRunner(address=address)
-    return DaskTaskRunner(
+        return BatchTaskRunner(address=address)
+    return BatchTaskRunner(
         cluster_kwargs={
             "n_workers": settings.dask_workers,
             "threads_per_worker": settings.dask_threads_per_worker,

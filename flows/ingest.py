@@ -32,9 +32,7 @@ def ingest_archive(
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
-    plan = t.plan(sds, stations, events, start_ns, end_ns)
-    t.record_problems(s.store, plan.problems, "scan")
-    plan = t.prepare(s.store, plan, s)
+    plan = t.open_archive(s, sds, stations, events, start_ns, end_ns)
     timings["plan"] = time.perf_counter() - clock
     logger.info("planned %s", plan_summary(plan))
 

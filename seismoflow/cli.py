@@ -171,7 +171,7 @@ def archive_batch(
         int | None, typer.Option(help="LocalCluster worker processes (ignored with an address)")
     ] = None,
     station_days: Annotated[
-        int | None, typer.Option("--station-days", help="station-days per task")
+        int | None, typer.Option("--station-days", help="at most this many station-days per task")
     ] = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,

@@ -33,32 +33,69 @@ def station_days(units: Iterable[ChannelDayUnit]) -> dict[tuple[str, int], list[
     return {k: groups[k] for k in sorted(groups)}
 
 
+# Work of one channel-day apart from its bytes, in bytes of source: ingesting the real
+# archive one station-day at a time took ~36 ms per channel-day (open, assemble, write, the
+# row) and ~0.12 s per MB of miniSEED decoded (the 1x year alone: 18 ms and 0.14 s per MB;
+# ``bench/orchestration.py --calibrate``, BENCHMARKS.md), so a channel-day costs as much as
+# ~130-300 kB of source. Most of this archive's channel-days are event-length files, where
+# source bytes alone say little of the work.
+UNIT_COST_BYTES = 300_000
+# Batches get smaller as the phase runs out of work, down to total / (TAIL_SHARE x threads):
+# the idle tail of the last wave is at most about one such batch per thread.
+TAIL_SHARE = 16
+
+
+def work_estimate(units: Iterable[ChannelDayUnit]) -> int:
+    """Estimated work of ``units`` in bytes of source (``UNIT_COST_BYTES`` per channel-day)."""
+    return sum(u.size + UNIT_COST_BYTES for u in units)
+
+
+def guided_target(remaining: float, total: float, threads: int) -> float:
+    """Work of the next batch: half of each thread's share of the ``remaining`` work, never
+    under ``total / (TAIL_SHARE x threads)`` ("guided" self-scheduling: large batches first,
+    small ones at the end, so every thread finishes at about the same time). One thread
+    has no tail to balance: no limit."""
+    if threads <= 1:
+        return float("inf")
+    return max(remaining / (2 * threads), total / (TAIL_SHARE * threads))
+
+
 def station_day_batches(
-    units: Iterable[ChannelDayUnit], per_batch: int, batch_bytes: int
+    units: Iterable[ChannelDayUnit], per_batch: int, batch_bytes: int, threads: int = 1
 ) -> Iterator[list[ChannelDayUnit]]:
-    """Batches of at most ``per_batch`` whole station-days and about ``batch_bytes`` of
-    source files (a station-day bigger than that is a batch of its own). Lazy: a batch is
-    built only when the flow is ready to submit it."""
+    """Batches of whole station-days, largest first, for ``threads`` worker threads.
+
+    Each batch holds at most ``per_batch`` station-days and about ``batch_bytes`` of source
+    files (a station-day bigger than that is a batch of its own): these bound a worker's
+    memory and make a large archive many tasks. Under those caps a batch gets the
+    :func:`guided_target` share of the estimated work still to batch (:func:`work_estimate`),
+    so the first batches are the largest and the last ones small. Station-days go in station
+    then day order (one station's channel-years are opened by few tasks). Batches are built
+    lazily, as the flow submits them."""
     if per_batch < 1 or batch_bytes < 1:
         raise ValueError(f"per_batch ({per_batch}) and batch_bytes ({batch_bytes}) must be > 0")
+    groups = list(station_days(units).values())
+    costs = [work_estimate(g) for g in groups]
+    total = remaining = float(sum(costs))
+    target = guided_target(remaining, total, threads)
     batch: list[ChannelDayUnit] = []
     days = size = 0
-    for group in station_days(units).values():
+    cost = 0.0
+    for group, group_cost in zip(groups, costs, strict=True):
         group_size = sum(u.size for u in group)
-        if batch and (days >= per_batch or size + group_size > batch_bytes):
+        if batch and (
+            days >= per_batch or size + group_size > batch_bytes or cost + group_cost / 2 > target
+        ):
             yield batch
-            batch, days, size = [], 0, 0
+            remaining -= cost
+            target = guided_target(remaining, total, threads)
+            batch, days, size, cost = [], 0, 0, 0.0
         batch.extend(group)
         days += 1
         size += group_size
+        cost += group_cost
     if batch:
         yield batch
-
-
-def batch_station_days(n_station_days: int, threads: int, most: int) -> int:
-    """Station-days per batch: ``most``, or fewer so every worker thread gets at least two
-    batches (a small archive still spreads over the cluster)."""
-    return max(1, min(most, -(-n_station_days // (2 * max(threads, 1)))))
 
 
 def count_station_days(units: Iterable[ChannelDayUnit]) -> int:
@@ -123,6 +160,7 @@ class Overhead:
     work_s: float
     threads: int
     tasks: int
+    idle: dict[str, float] = field(default_factory=dict)  # idle_split of the phase
 
     @property
     def overhead(self) -> float:
@@ -136,13 +174,49 @@ class Overhead:
             "threads": self.threads,
             "tasks": self.tasks,
             "overhead": round(self.overhead, 4),
+            "idle": dict(self.idle),
         }
 
 
-def window_chunks(indices: Sequence[int], size: int) -> Iterator[list[int]]:
-    """Event-window trace indices in chunks of ``size`` (one task each)."""
-    for i in range(0, len(indices), size):
-        yield list(indices[i : i + size])
+def idle_split(
+    start: float, end: float, spans: Iterable[tuple[str, float, float]], threads: int
+) -> dict[str, float]:
+    """Where the worker threads' idle time of a phase ``[start, end)`` went, from the
+    ``(thread, work start, work end)`` of its tasks (wall-clock seconds): before each
+    thread's first task (``start_s``: submit, scheduling, the first task run's set-up),
+    between a thread's tasks (``between_s``: the per-task cost of Prefect and Dask on a
+    thread that always had a task waiting), after each thread's last task (``tail_s``: the
+    last wave) and threads that ran no task (``unused_s``)."""
+    by_thread: dict[str, list[tuple[float, float]]] = defaultdict(list)
+    for thread, s, e in spans:
+        by_thread[thread].append((s, e))
+    head = between = tail = 0.0
+    for ivs in by_thread.values():
+        ivs.sort()
+        head += max(0.0, ivs[0][0] - start)
+        tail += max(0.0, end - max(e for _, e in ivs))
+        between += sum(max(0.0, b[0] - a[1]) for a, b in zip(ivs, ivs[1:], strict=False))
+    unused = max(0, threads - len(by_thread)) * max(0.0, end - start)
+    return {
+        "start_s": round(head, 3),
+        "between_s": round(between, 3),
+        "tail_s": round(tail, 3),
+        "unused_s": round(unused, 3),
+    }
+
+
+def window_chunks(indices: Sequence[int], size: int, threads: int = 1) -> Iterator[list[int]]:
+    """Event-window trace indices in chunks of at most ``size`` (one task each), guided as
+    :func:`station_day_batches` (traces cost about the same each): large chunks first,
+    down to ``len(indices) / (TAIL_SHARE x threads)`` at the end."""
+    if size < 1:
+        raise ValueError(f"size ({size}) must be > 0")
+    total = len(indices)
+    i = 0
+    while i < total:
+        n = min(size, max(1, round(min(guided_target(total - i, total, threads), size))))
+        yield list(indices[i : i + n])
+        i += n
 
 
 def add_counts(total: dict[str, Any], part: dict[str, Any]) -> dict[str, Any]:

@@ -130,8 +130,9 @@ class Settings(BaseSettings):
         "a worker past it)"
     )
     archive_station_days: int = Field(
-        256, gt=0, description="most station-days per archive-batch task (fewer for small "
-        "archives, so each Dask thread gets two; also capped by batch_bytes)"
+        256, gt=0, description="most station-days per archive-batch task (batches are sized "
+        "largest first and shrink towards the end so threads finish together; also capped "
+        "by batch_bytes)"
     )
     archive_in_flight: int = Field(
         0, ge=0, description="archive-batch tasks submitted at once (0: twice the cluster's "

@@ -66,3 +66,19 @@ def cut_windows(location: str, indices: Sequence[int], settings: Settings) -> di
 @task(name="finalize-store", cache_policy=NO_CACHE)
 def finalize(location: str) -> None:
     ingest.finalize(location)
+
+
+def open_archive(
+    settings: Settings,
+    sds: str,
+    stations: str | None,
+    events: str | None,
+    start_ns: int | None,
+    end_ns: int | None,
+) -> ingest.IngestPlan:
+    """The opening both archive flows share (``ingest-archive``, ``archive-batch``): plan
+    the archive, quarantine what the scan could not use, prepare the store; the plan of
+    what is left to do. Call it inside a flow (each step is a task run)."""
+    found = plan(sds, stations, events, start_ns, end_ns)
+    record_problems(settings.store, found.problems, "scan")
+    return prepare(settings.store, found, settings)

@@ -9,6 +9,7 @@ array by array with ``seismoflow ingest`` of the same subset.
 from __future__ import annotations
 
 import json
+import pickle
 import subprocess
 import sys
 import time
@@ -21,15 +22,20 @@ from distributed import Client
 
 from seismoflow.ingest import ChannelDayUnit, UnitResult
 from seismoflow.scaleout import (
+    UNIT_COST_BYTES,
     Coverage,
     Overhead,
     add_counts,
     count_station_days,
+    idle_split,
     station_day_batches,
     station_of,
+    window_chunks,
+    work_estimate,
 )
 from seismoflow.times import NS_PER_DAY
 from storage.tables import read_table
+from tasks.batch import Opaque
 from tests.conftest import OUTPUT, REPO, _free_port, cli_env, ingest_args, link_sds, run_cli
 from tests.test_resume import assert_same, snapshot
 
@@ -89,6 +95,15 @@ def dask_scheduler(prefect_server: str, tmp_path: Path) -> Iterator[str]:
             log.close()
 
 
+def _post(url: str, body: dict[str, object]) -> list[dict[str, object]]:
+    request = urllib.request.Request(
+        url, data=json.dumps(body).encode(), headers={"Content-Type": "application/json"}
+    )
+    with urllib.request.urlopen(request, timeout=30) as resp:
+        rows: list[dict[str, object]] = json.loads(resp.read())
+    return rows
+
+
 def _channel_days(store: Path) -> list[tuple[object, ...]]:
     table = read_table(str(store), "channel_days").drop(columns=["ingested_at_ns"])
     return sorted(map(tuple, table.astype(str).itertuples(index=False)))
@@ -127,15 +142,10 @@ def test_archive_batch_on_dask_cluster_matches_local_ingest(
     assert_same(snapshot(store), snapshot(local))
     assert _channel_days(store) == _channel_days(local)
 
-    request = urllib.request.Request(
+    artifacts = _post(
         f"{prefect_server}/artifacts/filter",
-        data=json.dumps(
-            {"artifacts": {"flow_run_id": {"any_": [summary["flow_run_id"]]}}}
-        ).encode(),
-        headers={"Content-Type": "application/json"},
+        {"artifacts": {"flow_run_id": {"any_": [summary["flow_run_id"]]}}},
     )
-    with urllib.request.urlopen(request, timeout=30) as resp:
-        artifacts = json.loads(resp.read())
     by_key = {a["key"]: a for a in artifacts}
     assert {"archive-batch-summary", "archive-batch-progress", "archive-batch-coverage"} <= set(
         by_key
@@ -148,6 +158,23 @@ def test_archive_batch_on_dask_cluster_matches_local_ingest(
     recorded = table[table["n_samples"].astype(int) > 0]["channel"]
     assert {row["station"] for row in coverage} == {".".join(c.split(".")[:2]) for c in recorded}
     assert sum(row["channel_days"] for row in coverage) == len(recorded)
+
+    # Each batch is a Prefect task run of the flow run, recorded as COMPLETED (the runner
+    # keeps Prefect's task engine; its events reach the server asynchronously).
+    query = {"flow_runs": {"id": {"any_": [summary["flow_run_id"]]}}, "limit": 200}
+    want = summary["batches"] + summary["orchestration"]["windows"]["tasks"]
+    deadline = time.monotonic() + 60
+    while True:
+        runs = [
+            r
+            for r in _post(f"{prefect_server}/task_runs/filter", query)
+            if str(r["name"]).startswith(("ingest-station-days", "cut-event-windows"))
+        ]
+        done = [r for r in runs if r["state_type"] == "COMPLETED"]
+        if len(done) >= want or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert len(done) == want, [r["state_type"] for r in runs]
 
 
 def _unit(channel: str, day: int, size: int = 10) -> ChannelDayUnit:
@@ -198,3 +225,45 @@ def test_coverage_and_overhead() -> None:
     assert add_counts({"a": 1, "f": {"x": 1}}, {"a": 2, "f": {"x": 1, "y": 3}}) == {
         "a": 3, "f": {"x": 2, "y": 3}
     }  # fmt: skip
+
+
+def test_batches_are_guided_largest_first() -> None:
+    # 40 station-days of one channel each, sizes varying: on 2 threads the batches shrink
+    # from a quarter of the work down to total / (16 x 2), and cover every unit once.
+    units = [_unit(f"XX.S{i:02d}..HHZ", 0, size=1000 * (i % 7)) for i in range(40)]
+    total = work_estimate(units)
+    batches = list(station_day_batches(units, per_batch=1000, batch_bytes=10**9, threads=2))
+    assert sorted(u.channel for b in batches for u in b) == sorted(u.channel for u in units)
+    costs = [work_estimate(b) for b in batches]
+    assert costs[0] >= total / 4 - UNIT_COST_BYTES
+    assert costs[0] > costs[-1]
+    assert all(
+        later <= earlier + UNIT_COST_BYTES for earlier, later in zip(costs, costs[1:], strict=False)
+    )
+    assert min(costs) >= total / 32 - UNIT_COST_BYTES
+    assert len(batches) < len(units) // 2
+    # The caps still hold, whatever the share: a large archive is many bounded tasks.
+    capped = list(station_day_batches(units, per_batch=3, batch_bytes=10**9, threads=2))
+    assert max(count_station_days(b) for b in capped) == 3
+    assert len(capped) >= 40 // 3
+
+    chunks = list(window_chunks(list(range(1000)), 256, threads=2))
+    assert [i for c in chunks for i in c] == list(range(1000))
+    assert len(chunks[0]) == 250 and len(chunks[-1]) <= len(chunks[0]) // 4
+    assert max(map(len, window_chunks(list(range(5000)), 256, threads=2))) == 256
+
+
+def test_idle_split_and_opaque_arguments() -> None:
+    spans = [("a", 1.0, 4.0), ("a", 4.5, 8.0), ("b", 2.0, 9.0)]
+    assert idle_split(0.0, 10.0, spans, threads=3) == {
+        "start_s": 3.0, "between_s": 0.5, "tail_s": 3.0, "unused_s": 10.0
+    }  # fmt: skip
+    o = Overhead(10.0, 13.5, 2, 3, idle_split(0.0, 10.0, spans, 2))
+    # idle = wall x threads - work, split into start, between and tail
+    assert sum(o.idle.values()) == pytest.approx(o.wall_s * o.threads - o.work_s)
+
+    units = [_unit("XX.AAA..HHZ", d) for d in range(3)]
+    packed = Opaque(units)
+    again = pickle.loads(pickle.dumps(packed))
+    assert again.value == units and again.token == packed.token
+    assert "3 items" in repr(packed)

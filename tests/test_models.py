@@ -18,11 +18,13 @@ from seismoflow.models import registry
 from seismoflow.models.sklearn_models import (
     FeatureModelConfig,
     anomaly_matrix,
+    catalogued_f1,
     component_columns,
     feature_matrix,
     fit_feature_models,
     fit_kmeans,
     grouped_cv,
+    site_cv,
     tsne_embedding,
 )
 
@@ -175,9 +177,36 @@ def test_grouped_cv_keeps_folds_apart() -> None:
     out = grouped_cv(
         x, y, examples["event_id"].to_numpy(), folds, CLASSES, FeatureModelConfig(n_estimators=30)
     )
-    for kind in ("random_forest", "svm"):
+    for kind in ("random_forest", "svm", "logistic", "ensemble"):
         assert out[kind]["event"]["n"] == len(y) // 3
         assert out[kind]["event"]["macro_f1"] > 0.9
+
+
+def test_site_cv_vertical_only_and_grouped_by_site() -> None:
+    features, y, examples = synthetic(n_per=30)
+    examples["site"] = [f"cell{i // 6}" for i in range(len(y))]  # two events per site
+    examples.loc[:5, "has_z"] = False  # no vertical: left out of every reading
+    config = FeatureModelConfig(n_estimators=20, seed=0)
+    out = site_cv(examples, features, 3, 0, config, kinds=("random_forest", "logistic"))
+    assert out["n_traces"] == len(y) - 6 and out["n_features"] == 4
+    assert set(out) >= {"3-class", "4-class"}
+    three = out["3-class"]
+    assert set(three) == {"random_forest", "logistic", "ensemble"}
+    for h in three.values():
+        assert h["n_events"] == (len(y) - 6) // 3
+        assert set(h["event_per_class_f1"]) == {"earthquake", "explosion", "surface_event"}
+        assert h["event_macro_f1"] > 0.9 and h["noise_recall"] is None
+    assert "noise" in out["4-class"]["logistic"]["event_per_class_f1"]
+
+
+def test_catalogued_f1_ignores_noise_rows() -> None:
+    # rows true, columns predicted: earthquake, explosion, surface_event, noise
+    confusion = [[4, 0, 0, 1], [1, 1, 0, 0], [0, 0, 3, 0], [5, 0, 0, 0]]
+    out = catalogued_f1(confusion, CLASSES, CLASSES[:3])
+    # earthquake: tp 4, predicted 5 (the noise row is dropped), support 5 -> F1 0.8
+    assert out["catalogued_event_f1"] == {"earthquake": 0.8, "explosion": 0.666667,
+                                          "surface_event": 1.0}  # fmt: skip
+    assert out["catalogued_event_macro_f1"] == pytest.approx((0.8 + 2 / 3 + 1.0) / 3, abs=1e-6)
 
 
 # --- model files: never unpickled ------------------------------------------------------

@@ -238,6 +238,23 @@ def window_attrs(location: str) -> dict[str, Any]:
     return {k: attrs.get(k) for k in keys}
 
 
+SPLITS: tuple[str, ...] = ("train", "val", "test")
+
+
+def split_counts(examples: pd.DataFrame, split: np.ndarray) -> dict[str, dict[str, Any]]:
+    """Per split: traces, events and traces per label (``model.json`` and the summary)."""
+    split_arr = np.asarray(split, dtype=object)
+    out: dict[str, dict[str, Any]] = {}
+    for name in SPLITS:
+        rows = examples.loc[split_arr == name]
+        out[name] = {
+            "traces": len(rows),
+            "events": int(rows["event_id"].nunique()),
+            "labels": rows["label"].astype(str).value_counts().to_dict(),
+        }
+    return out
+
+
 def write_model_dir(
     models_dir: str,
     location: str,
@@ -260,15 +277,7 @@ def write_model_dir(
         from seismoflow.models.cnn import save_cnn
 
         cnn_meta = save_cnn(cnn_run, directory / CNN_DIR)
-    split_arr = np.asarray(split, dtype=object)
-    counts = {
-        s: {
-            "traces": int(np.sum(split_arr == s)),
-            "events": int(examples.loc[split_arr == s, "event_id"].nunique()),
-            "labels": examples.loc[split_arr == s, "label"].astype(str).value_counts().to_dict(),
-        }
-        for s in ("train", "val", "test")
-    }
+    counts = split_counts(examples, split)
     window = window_attrs(location)
     metadata = {
         "classes": list(CLASSES),
@@ -391,14 +400,13 @@ def summary(
     directory: Path, evaluation: Evaluation, examples: pd.DataFrame, split: np.ndarray
 ) -> dict[str, Any]:
     """The run summary (what ``seismoflow train --json`` prints)."""
-    split_arr = np.asarray(split, dtype=object)
     return {
         "model_id": directory.name,
         "model_dir": str(directory),
         "primary": evaluation.primary,
         "n_examples": len(examples),
         "labels": examples["label"].astype(str).value_counts().to_dict(),
-        "splits": {s: int(np.sum(split_arr == s)) for s in ("train", "val", "test")},
+        "splits": {s: c["traces"] for s, c in split_counts(examples, split).items()},
         "val_event_macro_f1": evaluation.val_scores,
         "test": evaluation.headline,
     }
