@@ -17,8 +17,8 @@ had a task waiting), the tail (after each thread's last task) and unused threads
 fits its work as seconds per MB of source and per channel-day (the estimate that sizes
 batches: ``seismoflow.scaleout.UNIT_COST_BYTES``).
 
-Usage: .venv/bin/python bench/orchestration.py [--years-1x 2021] [--station-days 24]
-       [--sweep 8,32,128] [--skip-4x] [--json FILE] [--calibrate]
+Usage: .venv/bin/python bench/orchestration.py [--years-1x 2021 | --quarter-1x]
+       [--station-days 24] [--sweep 8,32,128] [--skip-4x] [--json FILE] [--calibrate]
 Nothing of the archive is copied: stores and link trees go to a temp folder.
 """
 
@@ -225,6 +225,23 @@ def calibrate(sds: Path, work: Path) -> dict[str, float]:
     }
 
 
+def link_quarter(archive: Path, dest: Path) -> Path:
+    """1x as a systematic sample of the whole archive: every fourth station-day in order of
+    source bytes (all its channels), so the mix of day-long records and event-length files,
+    the largest station-day included, is that of the whole archive (4x)."""
+    days: dict[tuple[str, str, str, str], list[Path]] = {}
+    for src in (archive / "sds").rglob("*.D.*"):
+        net, sta, _loc, _cha, _d, year, doy = src.name.split(".")
+        days.setdefault((net, sta, year, doy), []).append(src)
+    by_size = sorted(days.values(), key=lambda fs: (-sum(f.stat().st_size for f in fs), fs[0].name))
+    for files in by_size[::4]:
+        for src in files:
+            dst = dest / src.relative_to(archive / "sds")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.symlink_to(src)
+    return dest
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--years-1x", default="2021", help="comma-separated SDS years of 1x")
@@ -236,6 +253,11 @@ def main() -> None:
         help="station-days per task to compare on 1 worker (comma-separated; '' for none)",
     )
     ap.add_argument("--skip-4x", action="store_true")
+    ap.add_argument(
+        "--quarter-1x",
+        action="store_true",
+        help="1x = every fourth station-day of the whole archive by size (not --years-1x)",
+    )
     ap.add_argument("--json", help="also write the rows to this file")
     ap.add_argument("--calibrate", action="store_true", help="fit the work estimate only")
     args = ap.parse_args()
@@ -249,7 +271,10 @@ def main() -> None:
         return
     _, server = _prefect_server(work / "prefect")
     try:
-        sds = link_sds(ARCHIVE, tuple(args.years_1x.split(",")), work / "sds-1x")
+        if args.quarter_1x:
+            sds = link_quarter(ARCHIVE, work / "sds-1x")
+        else:
+            sds = link_sds(ARCHIVE, tuple(args.years_1x.split(",")), work / "sds-1x")
         rows = []
         # Batch size against overhead: 1 worker, continuous data only (no idle tail share).
         for n in args.sweep:

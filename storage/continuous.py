@@ -254,8 +254,12 @@ def write_chunks(store: Any, items: list[tuple[str, bytes | None]], fresh: bool)
                 continue
             path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
-            tmp.write_bytes(raw)
-            os.replace(tmp, path)
+            try:
+                tmp.write_bytes(raw)
+                os.replace(tmp, path)
+            except BaseException:
+                tmp.unlink(missing_ok=True)
+                raise
         return
 
     async def _all() -> None:
