@@ -7,10 +7,10 @@ import json
 import os
 import threading
 import time
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import zarr
@@ -168,19 +168,26 @@ class DayVariable:
         return bytes(_ZSTD.encode(raw))
 
 
-_META_DOCS: dict[int, tuple[ArrayV3Metadata, dict[str, Any]]] = {}
+T = TypeVar("T")
+_PER_META: dict[tuple[str, int], tuple[Any, Any]] = {}
+
+
+def _per_meta(name: str, meta: Any, make: Callable[[Any], T]) -> T:
+    """``make(meta)``, cached per array metadata object (channel-years of one layout share
+    theirs, ``open_channel_year``); at most 4096 entries."""
+    hit = _PER_META.get((name, id(meta)))
+    if hit is not None and hit[0] is meta:
+        return cast(T, hit[1])
+    value = make(meta)
+    if len(_PER_META) > 4096:
+        _PER_META.clear()
+    _PER_META[(name, id(meta))] = (meta, value)
+    return value
 
 
 def _meta_doc(meta: Any) -> dict[str, Any]:
-    """``meta.to_dict()``, cached for the metadata objects that channel-years share."""
-    hit = _META_DOCS.get(id(meta))
-    if hit is not None and hit[0] is meta:
-        return hit[1]
-    doc = dict(meta.to_dict())
-    if len(_META_DOCS) > 4096:
-        _META_DOCS.clear()
-    _META_DOCS[id(meta)] = (meta, doc)
-    return doc
+    """``meta.to_dict()``, cached."""
+    return _per_meta("doc", meta, lambda m: dict(m.to_dict()))
 
 
 def read_chunks(store: Any, keys: list[str]) -> list[bytes | None]:
@@ -209,15 +216,13 @@ def read_chunks(store: Any, keys: list[str]) -> list[bytes | None]:
     return list(sync(_all()))
 
 
-_ROW_CODECS: dict[int, tuple[Any, tuple[str | None, Any, np.dtype[Any]]]] = {}
-
-
 def _row_codec(meta: Any) -> tuple[str | None, Any, np.dtype[Any]]:
     """Which of the schema's sample pipelines ``meta`` uses (``None``: another one), the
     numcodecs codec that encodes its chunks, and its dtype; cached per metadata object."""
-    hit = _ROW_CODECS.get(id(meta))
-    if hit is not None and hit[0] is meta:
-        return hit[1]
+    return _per_meta("rows", meta, _find_row_codec)
+
+
+def _find_row_codec(meta: Any) -> tuple[str | None, Any, np.dtype[Any]]:
     doc = _meta_doc(meta)
     codecs = list(doc.get("codecs", ()))
     names = [c.get("name") for c in codecs]
@@ -234,9 +239,6 @@ def _row_codec(meta: Any) -> tuple[str | None, Any, np.dtype[Any]]:
             kind, encoder = "delta-zstd", Blosc.from_config({**blosc, "shuffle": shuffle})
     elif len(meta.chunks) == 2 and dtype == "bool" and names == ["bytes", "zstd"]:
         kind, encoder = "mask-zstd", Zstd(**config[1])
-    if len(_ROW_CODECS) > 4096:
-        _ROW_CODECS.clear()
-    _ROW_CODECS[id(meta)] = (meta, (kind, encoder, np.dtype(dtype)))
     return kind, encoder, np.dtype(dtype)
 
 
@@ -261,23 +263,22 @@ def write_chunks(store: Any, items: list[tuple[str, bytes | None]], fresh: bool)
                 tmp.unlink(missing_ok=True)
                 raise
         return
+    sync(_put_chunks(store, items, fresh))
 
-    async def _all() -> None:
-        await asyncio.gather(
-            *(
-                store.set(key, _PROTO.buffer.from_bytes(raw))
-                if raw is not None
-                else store.delete(key)
-                for key, raw in items
-                if raw is not None or not fresh
-            )
+
+async def _put_chunks(store: Any, items: list[tuple[str, bytes | None]], fresh: bool) -> None:
+    """:func:`write_chunks` through zarr's async store API, concurrently."""
+    await asyncio.gather(
+        *(
+            store.set(key, _PROTO.buffer.from_bytes(raw)) if raw is not None else store.delete(key)
+            for key, raw in items
+            if raw is not None or not fresh
         )
-
-    sync(_all())
+    )
 
 
 class SampleRows:
-    """Reads a range of one day's ``data`` row straight from its chunks' bytes.
+    """Reads and writes ranges of one day's ``data`` (or ``mask``) row straight as chunk bytes.
 
     zarr's read path hands each chunk to a thread pool and back through the event loop,
     which costs 1.5-2.5x the decoding itself on one core (BENCHMARKS.md). The two pipelines
@@ -295,7 +296,6 @@ class SampleRows:
         self.fill = meta.fill_value
         self.store = self.array.store_path.store
         self.path = self.array.store_path.path
-        self.array_sync = zarr.Array(self.array)
 
     def _key(self, d: int, c: int) -> str:
         return f"{self.path}/{self.array.metadata.encode_chunk_key((d, c))}"
@@ -328,19 +328,7 @@ class SampleRows:
 
     async def put(self, encoded: list[tuple[str, bytes | None]], fresh: bool) -> None:
         """Store what :meth:`encode` made; a chunk of fill values is deleted unless ``fresh``."""
-        await asyncio.gather(
-            *(
-                self.store.set(key, _PROTO.buffer.from_bytes(raw))
-                if raw is not None
-                else self.store.delete(key)
-                for key, raw in encoded
-                if raw is not None or not fresh
-            )
-        )
-
-    def put_sync(self, encoded: list[tuple[str, bytes | None]], fresh: bool) -> None:
-        """:meth:`put` from the calling thread (:func:`write_chunks`)."""
-        write_chunks(self.store, encoded, fresh)
+        await _put_chunks(self.store, encoded, fresh)
 
     @property
     def direct(self) -> bool:
@@ -354,7 +342,7 @@ class SampleRows:
     def read(self, d: int, lo: int, hi: int) -> np.ndarray:
         """Samples ``lo:hi`` of day ``d`` (zeros where nothing was recorded)."""
         if not self.direct:
-            return np.asarray(self.array_sync[d, lo:hi])
+            return np.asarray(sync(self.array.getitem((d, slice(lo, hi)))))
         raws = read_chunks(self.store, self.keys(d, lo, hi))
         return self.decode((lo // self.chunk, raws), lo, hi)
 

@@ -15,6 +15,34 @@ import numpy as np
 import pandas as pd
 
 
+def confusion_scores(
+    confusion: np.ndarray, classes: Sequence[str]
+) -> tuple[dict[str, dict[str, float | int]], list[float]]:
+    """Per-class precision/recall/F1/support/predicted from ``confusion`` (rows true,
+    columns predicted, in the order of ``classes``), and the unrounded F1 of each class with
+    support > 0. A class never predicted has precision 0 (not NaN), one with no examples
+    recall 0."""
+    per_class: dict[str, dict[str, float | int]] = {}
+    f1s = []
+    for i, name in enumerate(classes):
+        tp = int(confusion[i, i])
+        support = int(confusion[i].sum())
+        predicted = int(confusion[:, i].sum())
+        precision = tp / predicted if predicted else 0.0
+        recall = tp / support if support else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        per_class[name] = {
+            "precision": round(precision, 6),
+            "recall": round(recall, 6),
+            "f1": round(f1, 6),
+            "support": support,
+            "predicted": predicted,
+        }
+        if support:
+            f1s.append(f1)
+    return per_class, f1s
+
+
 def classification_metrics(
     y_true: Sequence[str] | np.ndarray,
     y_pred: Sequence[str] | np.ndarray,
@@ -38,24 +66,7 @@ def classification_metrics(
     confusion = np.zeros((len(names), len(names)), dtype=np.int64)
     for t, p in zip(truth, pred, strict=True):
         confusion[index[t], index[p]] += 1
-    per_class: dict[str, dict[str, float | int]] = {}
-    f1s = []
-    for i, name in enumerate(names):
-        tp = int(confusion[i, i])
-        support = int(confusion[i].sum())
-        predicted = int(confusion[:, i].sum())
-        precision = tp / predicted if predicted else 0.0
-        recall = tp / support if support else 0.0
-        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-        per_class[name] = {
-            "precision": round(precision, 6),
-            "recall": round(recall, 6),
-            "f1": round(f1, 6),
-            "support": support,
-            "predicted": predicted,
-        }
-        if support:
-            f1s.append(f1)
+    per_class, f1s = confusion_scores(confusion, names)
     n = int(truth.shape[0])
     return {
         "n": n,

@@ -31,7 +31,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
-from seismoflow.models.metrics import evaluate, headline
+from seismoflow.models.metrics import confusion_scores, evaluate, headline
 
 CLASSIFIERS: tuple[str, ...] = ("random_forest", "svm", "logistic")
 ENSEMBLE = "ensemble"  # the mean of the classifiers' probabilities (as ``seismoflow.predict``)
@@ -367,15 +367,10 @@ def catalogued_f1(
     of other true classes (noise windows, each its own "event") are dropped, so a noise
     window called an earthquake is not counted against the earthquakes' precision, while an
     event called noise still counts as missed. The reading of issue 4's baseline."""
-    c = np.asarray(confusion, dtype=np.float64)
-    idx = [list(classes).index(e) for e in event_classes]
-    c = c[idx]  # true catalogued classes only; predictions over every class
-    f1 = {}
-    for row, j in enumerate(idx):
-        tp, predicted, support = c[row, j], c[:, j].sum(), c[row].sum()
-        p = tp / predicted if predicted else 0.0
-        r = tp / support if support else 0.0
-        f1[classes[j]] = round(float(2 * p * r / (p + r)), 6) if p + r else 0.0
+    c = np.array(confusion, dtype=np.int64)
+    c[[name not in event_classes for name in classes]] = 0  # true catalogued classes only
+    per_class, _ = confusion_scores(c, classes)
+    f1 = {e: float(per_class[e]["f1"]) for e in event_classes}
     return {
         "catalogued_event_macro_f1": round(float(np.mean(list(f1.values()))), 6),
         "catalogued_event_f1": f1,
