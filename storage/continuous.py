@@ -7,7 +7,7 @@ import json
 import os
 import threading
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar, cast
@@ -254,10 +254,13 @@ def write_chunks(store: Any, items: list[tuple[str, bytes | None]], fresh: bool)
                 if not fresh:
                     path.unlink(missing_ok=True)
                 continue
-            path.parent.mkdir(parents=True, exist_ok=True)
             tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
             try:
-                tmp.write_bytes(raw)
+                try:
+                    tmp.write_bytes(raw)
+                except FileNotFoundError:  # the chunk's folder is made on its first write
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    tmp.write_bytes(raw)
                 os.replace(tmp, path)
             except BaseException:
                 tmp.unlink(missing_ok=True)
@@ -275,6 +278,44 @@ async def _put_chunks(store: Any, items: list[tuple[str, bytes | None]], fresh: 
             if raw is not None or not fresh
         )
     )
+
+
+class WholeChunks:
+    """Encodes whole chunks of an array stored as little-endian bytes + zstd (the schema's
+    per-trace arrays), as zarr encodes them: ``None`` for a chunk of fill values only (NaN
+    included), which zarr stores as no chunk. ``direct`` is False for any other pipeline."""
+
+    def __init__(self, array: zarr.Array | AsyncArray[Any]) -> None:
+        self.array = array.async_array if isinstance(array, zarr.Array) else array
+        meta = self.array.metadata
+        doc = _meta_doc(meta)
+        codecs = list(doc.get("codecs", ()))
+        self.direct = (
+            isinstance(meta, ArrayV3Metadata)
+            and len(codecs) == 2
+            and codecs[0] == _LITTLE
+            and codecs[1].get("name") == "zstd"
+            and str(doc.get("data_type")) in ("float32", "float64", "int32", "int64", "uint32")
+        )
+        self.codec = Zstd(**codecs[1].get("configuration", {})) if self.direct else None
+        self.dtype = np.dtype(str(doc.get("data_type"))).newbyteorder("<") if self.direct else None
+        self.shape = tuple(int(n) for n in meta.chunks)
+        self.fill = meta.fill_value
+        self.store = self.array.store_path.store
+        self.path = self.array.store_path.path
+
+    def encode(self, coords: tuple[int, ...], value: Any) -> tuple[str, bytes | None]:
+        """``(key, bytes)`` of the chunk at ``coords`` holding ``value`` (broadcast to it)."""
+        assert self.codec is not None and self.dtype is not None
+        key = f"{self.path}/{self.array.metadata.encode_chunk_key(coords)}"
+        block = np.broadcast_to(np.asarray(value, dtype=self.dtype), self.shape)
+        if np.array_equal(
+            block,
+            np.broadcast_to(np.asarray(self.fill, self.dtype), self.shape),
+            equal_nan=self.dtype.kind == "f",
+        ):
+            return key, None
+        return key, bytes(self.codec.encode(np.ascontiguousarray(block).tobytes()))
 
 
 class SampleRows:
@@ -406,9 +447,16 @@ class ChannelYear:
         ``sources`` is ``''`` if the day was never written, ``'writing'`` while (or if a
         killed run left it) being written, else the JSON list of its source files.
         """
-        d = self.layout.day_index(day_ns)
-        done, sources = self._gather(self.vars["ingested_at"].get(d), self.vars["sources"].get(d))
+        done, sources = self._values(self.layout.day_index(day_ns), ("ingested_at", "sources"))
         return int(done), str(sources)
+
+    def _values(self, d: int, names: Sequence[str]) -> list[Any]:
+        """Day ``d``'s values of the per-day variables ``names``, read in one call."""
+        v = self.vars
+        if all(v[n].raw for n in names):
+            raws = read_chunks(self.samples.store, [v[n]._key(d) for n in names])
+            return [v[n].parse(r) for n, r in zip(names, raws, strict=True)]
+        return self._gather(*(v[n].get(d) for n in names))
 
     def is_done(self, day_ns: int, sources: list[dict[str, Any]]) -> bool:
         """True when the ledger marks this day complete and built from all of ``sources``."""
@@ -417,13 +465,7 @@ class ChannelYear:
     def record(self, day_ns: int) -> DayRecord:
         """The per-day variables of one stored channel-day."""
         d = self.layout.day_index(day_ns)
-        values = dict(
-            zip(
-                DAY_VARIABLES,
-                self._gather(*(self.vars[n].get(d) for n in DAY_VARIABLES)),
-                strict=True,
-            )
-        )
+        values = dict(zip(DAY_VARIABLES, self._values(d, DAY_VARIABLES), strict=True))
         return DayRecord(
             channel=self.layout.channel.nslc,
             day_ns=day_ns,

@@ -10,6 +10,7 @@ import zarr
 from zarr.core.sync import sync
 
 from seismoflow.times import NAT
+from storage.continuous import WholeChunks, write_chunks
 from storage.schema import EVENTS, check_trace_region
 
 
@@ -38,16 +39,35 @@ def pending_traces(group: zarr.Group) -> list[int]:
 
 
 class TraceWriter:
-    """Writes event-window traces: one whole chunk each, the ledger entry last."""
+    """Writes event-window traces: one whole chunk each, the ledger entry last.
+
+    The schema stores ``waveform``, ``flags`` and ``written_at`` one trace per chunk as
+    little-endian bytes + zstd; those chunks are encoded here and written from the calling
+    thread (:func:`storage.continuous.write_chunks`), as zarr would write them, which costs
+    a fraction of zarr's per-``setitem`` path (~13 ms a trace on a busy core). Arrays with
+    another pipeline go through zarr.
+    """
 
     def __init__(self, group: zarr.Group) -> None:
         self.group = group
         self._a = {
             name: _array(group, name).async_array for name in ("waveform", "flags", "written_at")
         }
+        self._chunks = {name: WholeChunks(arr) for name, arr in self._a.items()}
 
     def write(self, index: int, block: np.ndarray, flags: int) -> None:
         check_trace_region(self.group, index, block)
+        c = self._chunks
+        if all(w.direct for w in c.values()):
+            store = c["waveform"].store
+            write_chunks(store, [c["written_at"].encode((index,), NAT)], fresh=False)
+            write_chunks(
+                store,
+                [c["waveform"].encode((index, 0, 0), block), c["flags"].encode((index,), flags)],
+                fresh=False,
+            )
+            write_chunks(store, [c["written_at"].encode((index,), time.time_ns())], fresh=False)
+            return
         a = self._a
 
         async def _write() -> None:

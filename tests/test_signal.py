@@ -1,8 +1,12 @@
 """Resampling onto an exact grid (seeded synthetic numerics)."""
 
-import numpy as np
+from fractions import Fraction
 
-from seismoflow.signal import resample_pieces
+import numpy as np
+import pytest
+from obspy.signal.interpolation import lanczos_interpolation
+
+from seismoflow.signal import LANCZOS_A, lanczos_phases, resample_pieces
 from seismoflow.times import NS_PER_S
 
 T0 = 1_600_000_000 * NS_PER_S
@@ -46,3 +50,17 @@ def test_sub_sample_start_is_honoured() -> None:
     out = resample_pieces([(T0 + shift_ns, 100.0, x)], T0 + NS_PER_S, 100.0, 2000)
     expected = sine(100.0, 2000, 0.7, start_s=1.0 - shift_ns / NS_PER_S)
     assert np.max(np.abs(out - expected)) < 1e-3
+
+
+@pytest.mark.parametrize("rate", [20.0, 40.0, 50.0, 100.0, 200.0, 250.0, 500.0, 99.5])
+@pytest.mark.parametrize("offset", [0.0, 0.37, 3.999999])
+def test_lanczos_phases_equal_obspys_interpolation(rate: float, offset: float) -> None:
+    """The per-phase kernels give ObsPy's Lanczos values, ends (zero beyond) included."""
+    x = np.random.default_rng(1).standard_normal(int(rate * 30))
+    step = Fraction(str(rate)) / 100
+    n = int((x.size - 1 - offset) / float(step)) + 1
+    expected = lanczos_interpolation(
+        x, 0.0, 1.0, offset, float(step), n, a=LANCZOS_A, window="lanczos"
+    )
+    got = lanczos_phases(x, offset, step, n)
+    assert np.max(np.abs(got - expected)) < 1e-9

@@ -8,12 +8,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import xarray as xr
+import zarr
 from zarr.core.sync import sync
 
 from seismoflow.ids import ChannelId
 from seismoflow.times import NAT, NS_PER_S, to_ns
 from storage.continuous import ChannelYear, open_channel_year, read_pieces
-from storage.location import open_root, store_lock
+from storage.events import TraceWriter
+from storage.location import consolidate, open_root, store_lock
 from storage.schema import (
     ContinuousEncoding,
     ContinuousLayout,
@@ -145,12 +147,9 @@ def test_rate_conflict_and_window_settings_conflict(tmp_path: Path) -> None:
         create_events(root, EventWindowLayout(50.0, 30.0, 90.0, "origin"))
 
 
-def test_event_windows_have_exact_length(tmp_path: Path) -> None:
-    root = open_root(str(tmp_path / "s.zarr"))
-    layout = EventWindowLayout(40.0, 40.0, 90.0, "origin")
-    group = create_events(root, layout)
-    assert group["waveform"].shape == (0, 3, 5200)
-    rows = [
+def trace_rows(n: int) -> list[dict[str, object]]:
+    """Coordinate rows of ``n`` traces of one event."""
+    return [
         {
             "trace_key": f"k{i}",
             "event_id": "smi:x/1",
@@ -172,14 +171,56 @@ def test_event_windows_have_exact_length(tmp_path: Path) -> None:
             "flags": 0,
             "written_at": NAT,
         }
-        for i in range(3)
+        for i in range(n)
     ]
+
+
+def test_event_windows_have_exact_length(tmp_path: Path) -> None:
+    root = open_root(str(tmp_path / "s.zarr"))
+    layout = EventWindowLayout(40.0, 40.0, 90.0, "origin")
+    group = create_events(root, layout)
+    assert group["waveform"].shape == (0, 3, 5200)
+    rows = trace_rows(3)
     assert append_traces(group, rows) == range(0, 3)
     assert group["waveform"].shape == (3, 3, 5200)
     ds = xr.open_zarr(str(tmp_path / "s.zarr"), group="events", consolidated=False)
     assert list(ds.component.values) == ["Z", "N", "E"]
     assert np.isnan(ds.waveform.values).all()
     assert ds.time.values[0] == -40.0
+
+
+def test_trace_chunks_written_as_zarr_writes_them(tmp_path: Path) -> None:
+    """TraceWriter encodes per-trace chunks itself: the same files zarr's setitem makes,
+    a fill-only chunk (no data, flags 0) included, and xarray reads them back."""
+    layout = EventWindowLayout(40.0, 40.0, 90.0, "origin")
+    rng = np.random.default_rng(3)
+    blocks = [rng.standard_normal((3, 5200)).astype(np.float32) for _ in range(2)]
+    blocks[1][1:] = np.nan
+    blocks.append(np.full((3, 5200), np.nan, np.float32))
+    stores = {}
+    for how in ("direct", "zarr"):
+        location = tmp_path / f"{how}.zarr"
+        group = create_events(open_root(str(location)), layout)
+        append_traces(group, trace_rows(3))
+        writer = TraceWriter(group)
+        for i, block in enumerate(blocks):
+            if how == "direct":
+                assert all(w.direct for w in writer._chunks.values())
+                writer.write(i, block, [5, 0, 0][i])
+            else:
+                group["waveform"][i] = block
+                group["flags"][i] = [5, 0, 0][i]
+        stores[how] = location
+    for name in ("waveform", "flags"):
+        folder = stores["zarr"] / "events" / name / "c"
+        made = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
+        other = stores["direct"] / "events" / name / "c"
+        assert made == {
+            p.relative_to(other): p.read_bytes() for p in other.rglob("*") if p.is_file()
+        }
+    ds = xr.open_zarr(str(stores["direct"]), group="events", consolidated=False)
+    np.testing.assert_array_equal(ds.waveform.values, np.stack(blocks))
+    assert list(ds.flags.values) == [5, 0, 0] and not np.isnat(ds.written_at.values).any()
 
 
 def test_tables_merge_by_key_and_documents_verbatim(tmp_path: Path) -> None:
@@ -224,6 +265,37 @@ def test_lock_is_exclusive_and_released(tmp_path: Path) -> None:
         order.append("a")
     t.join(5)
     assert order == ["a", "b"]
+    with store_lock(location), store_lock(location):  # re-entrant in the holding thread
+        order.append("c")
+    assert order == ["a", "b", "c"]
+
+
+def test_consolidated_metadata_as_zarr_writes_it_and_dropped_by_writers(tmp_path: Path) -> None:
+    """The local consolidation writes the document zarr's ``consolidate_metadata`` writes;
+    a writer opening the store drops it (it would go stale), and memory:// works too."""
+    location = str(tmp_path / "s.zarr")
+    _write(location)
+    create_events(open_root(location), EventWindowLayout(40.0, 40.0, 90.0, "origin"))
+    write_table(location, "catalog", pd.DataFrame({"event_id": ["a"], "magnitude": [1.0]}))
+    consolidate(location)
+    ours = json.loads((tmp_path / "s.zarr" / "zarr.json").read_bytes())
+    zarr.consolidate_metadata(location, zarr_format=3)
+    theirs = json.loads((tmp_path / "s.zarr" / "zarr.json").read_bytes())
+    assert ours == theirs and len(ours["consolidated_metadata"]["metadata"]) > 10
+    tree = xr.open_datatree(location, engine="zarr", consolidated=True)
+    assert tree["events"].dataset.sizes["sample"] == 5200
+    open_root(location, "r")
+    assert "consolidated_metadata" in json.loads((tmp_path / "s.zarr" / "zarr.json").read_bytes())
+    open_root(location)
+    assert "consolidated_metadata" not in json.loads(
+        (tmp_path / "s.zarr" / "zarr.json").read_bytes()
+    )
+    remote = "memory://seismoflow-consolidate/store.zarr"
+    _write(remote)
+    consolidate(remote)
+    assert zarr.open_group(remote, mode="r").metadata.consolidated_metadata is not None
+    assert open_root(remote).metadata.consolidated_metadata is None
+    assert zarr.open_group(remote, mode="r").metadata.consolidated_metadata is None
 
 
 def test_codec_choice_by_coverage() -> None:
