@@ -11,6 +11,10 @@ is the mean of the classifiers, as in training). Two readings:
 - ``3-class``: trained and scored on the three event classes only (which class is a
   catalogued event?).
 
+Training rows are weighted by event (``sklearn_models.event_weights``: each event one
+vote shared by its traces, classes balanced by event); ``--per-row-weights`` gives the
+earlier reading (classes balanced per row).
+
 Usage (a store with features: ``seismoflow features --store S`` first)::
 
     python bench/feature_models.py --store S [--folds 5] [--seed 0] [--trees 300] [--json OUT]
@@ -30,11 +34,14 @@ from seismoflow.models.training import load_inputs
 from seismoflow.predict import present_components
 
 
-def run(store: str, folds: int, seed: int, trees: int) -> dict[str, Any]:
+def run(
+    store: str, folds: int, seed: int, trees: int, weight_by_event: bool = True
+) -> dict[str, Any]:
     examples, features = load_inputs(store)
     config = FeatureModelConfig(n_estimators=trees, seed=seed)
     clock = time.perf_counter()
-    out: dict[str, Any] = {"store": store, **site_cv(examples, features, folds, seed, config)}
+    cv = site_cv(examples, features, folds, seed, config, weight_by_event=weight_by_event)
+    out: dict[str, Any] = {"store": store, **cv}
     out["seconds"] = round(time.perf_counter() - clock, 2)
     out["anomaly"] = dead_channel_ranks(store, config)
     return out
@@ -66,9 +73,12 @@ def main() -> None:
     parser.add_argument("--folds", type=int, default=5)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--trees", type=int, default=300)
+    parser.add_argument(
+        "--per-row-weights", action="store_true", help="classes balanced per row, not by event"
+    )
     parser.add_argument("--json", default=None, help="write the results here too")
     args = parser.parse_args()
-    out = run(args.store, args.folds, args.seed, args.trees)
+    out = run(args.store, args.folds, args.seed, args.trees, not args.per_row_weights)
     text = json.dumps(out, indent=2)
     print(text)
     if args.json:

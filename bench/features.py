@@ -88,12 +88,15 @@ def throughput(location: str, n: int | None, block: int, repeat: int) -> dict[st
     return results
 
 
-def evaluate(location: str, seeds: int = 3, trees: int = 500) -> dict[str, Any]:
+def evaluate(
+    location: str, seeds: int = 3, trees: int = 500, weight_by_event: bool = True
+) -> dict[str, Any]:
     """Site-grouped 5-fold CV of the feature classifiers on the ``z_`` features, event level,
     trained on events and noise (4-class), over ``seeds`` fold assignments: the loop of
     ``bench/feature_models.py`` (``seismoflow.models.sklearn_models.site_cv``). Macro-F1
     and explosion F1 are scored on the catalogued events (``catalogued_f1``); the macro-F1
-    with the noise windows counted as events is reported beside it."""
+    with the noise windows counted as events is reported beside it. Training rows are
+    weighted by event unless ``weight_by_event`` is false (``sklearn_models.event_weights``)."""
     from seismoflow.models.sklearn_models import FeatureModelConfig, site_cv
     from seismoflow.models.training import load_inputs
 
@@ -103,7 +106,16 @@ def evaluate(location: str, seeds: int = 3, trees: int = 500) -> dict[str, Any]:
     info: dict[str, Any] = {}
     for seed in range(seeds):
         config = FeatureModelConfig(n_estimators=trees, seed=seed)
-        cv = site_cv(examples, features, 5, seed, config, kinds, readings=("4-class",))
+        cv = site_cv(
+            examples,
+            features,
+            5,
+            seed,
+            config,
+            kinds,
+            readings=("4-class",),
+            weight_by_event=weight_by_event,
+        )
         info = {k: cv[k] for k in ("n_traces", "n_features", "labels")}
         for kind, h in cv["4-class"].items():
             rec = per_seed.setdefault(
@@ -119,7 +131,11 @@ def evaluate(location: str, seeds: int = 3, trees: int = 500) -> dict[str, Any]:
             rec["explosion_f1"].append(h["catalogued_event_f1"]["explosion"])
             rec["macro_f1_with_noise_windows"].append(h["event_macro_f1"])
             rec["noise_recall"].append(h["noise_recall"])
-    out: dict[str, Any] = {**info, "reading": "4-class (events and noise)"}
+    out: dict[str, Any] = {
+        **info,
+        "reading": "4-class (events and noise)",
+        "weight_by_event": weight_by_event,
+    }
     for kind, rec in per_seed.items():
         out[kind] = {
             **{
@@ -139,6 +155,11 @@ def main() -> None:
     parser.add_argument("--block", type=int, default=64, help="traces per dask block")
     parser.add_argument("--repeat", type=int, default=2)
     parser.add_argument("--evaluate", action="store_true", help="site-grouped CV on z_ features")
+    parser.add_argument(
+        "--per-row-weights",
+        action="store_true",
+        help="--evaluate with classes balanced per row, not by event",
+    )
     parser.add_argument("--json", default=None, help="write the results here")
     args = parser.parse_args()
     results: dict[str, Any] = {
@@ -150,7 +171,7 @@ def main() -> None:
         "throughput": throughput(args.store, args.traces, args.block, args.repeat),
     }
     if args.evaluate:
-        results["site_cv_z"] = evaluate(args.store)
+        results["site_cv_z"] = evaluate(args.store, weight_by_event=not args.per_row_weights)
     text = json.dumps(results, indent=2)
     print(text)
     if args.json:

@@ -15,8 +15,15 @@ from seismoflow.features.physics import (
     COMPONENT_FEATURES,
     FEATURE_NAMES,
     FEATURES,
+    TRACE_COLUMNS,
+    VP_VS,
+    WORK_RATE,
+    Anchor,
+    arrival_anchors,
     band_limit,
     component_features,
+    detect_onset,
+    envelope,
     moments,
     sta_lta,
     window_features,
@@ -41,11 +48,15 @@ def _event(rng: np.random.Generator, f0: float, onset_s: float = 50.0) -> np.nda
 
 
 def test_table_names_units_and_components() -> None:
-    assert len(FEATURES) == 3 * len(COMPONENT_FEATURES) == len(set(FEATURE_NAMES))
+    from seismoflow.models.sklearn_models import vertical_features
+
+    n = len(COMPONENT_FEATURES)
+    assert len(FEATURES) == 3 * n + len(TRACE_COLUMNS) == len(set(FEATURE_NAMES))
     assert all(f.unit and f.description for f in FEATURES)
-    assert [n[:2] for n in FEATURE_NAMES[: len(COMPONENT_FEATURES)]] == ["z_"] * len(
-        COMPONENT_FEATURES
-    )
+    assert [name[:2] for name in FEATURE_NAMES[:n]] == ["z_"] * n
+    # Per-trace metadata (the arrival anchor) is never a model input.
+    assert FEATURE_NAMES[3 * n :] == ("arrival_anchor",)
+    assert vertical_features(FEATURE_NAMES) == list(FEATURE_NAMES[:n])
 
 
 @pytest.mark.parametrize("f0", [0.8, 1.5, 3.0, 6.0])
@@ -103,15 +114,21 @@ def test_nan_handling_missing_partial_and_dead() -> None:
     f = window_features(w.astype(np.float32), RATE, PRE)
     nz = len(COMPONENT_FEATURES)
     assert f.shape == (3, len(FEATURES)) and f.dtype == np.float32
-    no_ps = [i for i, c in enumerate(COMPONENT_FEATURES) if "_ps_" not in c.name]
-    assert np.isfinite(f[0, :nz][no_ps]).all() and np.isnan(f[0, nz:]).all()
-    assert np.isfinite(f[1, :nz][no_ps]).all()
-    assert np.isnan(f[:, COL["log_ps_amp_ratio"]]).all()  # no arrivals given
-    assert np.isfinite(f[2, :nz][no_ps]).all()
+    # No arrivals given: the P/S features come from detected anchors, never NaN.
+    assert np.isfinite(f[0, :nz]).all() and np.isnan(f[0, nz : 3 * nz]).all()
+    assert np.isfinite(f[1, :nz]).all()
+    assert np.isfinite(f[2, :nz]).all()
     assert f[2, COL["dead_fraction"]] > 0.99 and f[1, COL["dead_fraction"]] < 0.01
+    assert f[0, -1] == Anchor.DETECTED and f[2, -1] == Anchor.ENVELOPE  # flat: no trigger
     mostly_missing = w[:1].copy()
     mostly_missing[0, 0, : N * 6 // 10] = np.nan
-    assert np.isnan(window_features(mostly_missing.astype(np.float32), RATE, PRE)[0, :nz]).all()
+    assert np.isnan(window_features(mostly_missing.astype(np.float32), RATE, PRE)).all()
+    mostly_missing = w[1:2].copy()  # with horizontals: anchored on the north
+    mostly_missing[0, 0, : N * 6 // 10] = np.nan
+    g = window_features(mostly_missing.astype(np.float32), RATE, PRE)[0]
+    assert np.isnan(g[:nz]).all() and np.isfinite(g[nz:]).all() and g[-1] == Anchor.DETECTED
+    nothing = np.full((1, 3, N), np.nan, dtype=np.float32)
+    assert np.isnan(window_features(nothing, RATE, PRE)).all()
 
 
 def test_ps_ratio_sees_a_strong_p() -> None:
@@ -122,6 +139,111 @@ def test_ps_ratio_sees_a_strong_p() -> None:
     x += np.where((t > 9) & (t < 14), 0.1, 0.0) * np.sin(2 * np.pi * 3 * t)  # weak S at 9 s
     f = component_features(x[None], RATE, PRE, np.array([5.0]), np.array([9.0]))[0]
     assert f[COL["log_ps_amp_ratio"]] > 0.7
+
+
+def _onset_trace(rng: np.random.Generator, onset_s: float, snr: float, n: int = 2600) -> np.ndarray:
+    """20 Hz unit noise plus, from ``onset_s``, a 3 Hz burst ``snr`` times the noise
+    amplitude decaying over 10 s."""
+    t = np.arange(n) / WORK_RATE
+    burst = np.where(t >= onset_s, snr * np.exp(-(t - onset_s) / 10.0), 0.0)
+    return rng.standard_normal(n) + burst * np.sin(2 * np.pi * 3.0 * (t - onset_s))
+
+
+@pytest.mark.parametrize("onset_s", [35.0, 52.5, 80.0, 110.0])
+@pytest.mark.parametrize("snr", [5.0, 10.0, 100.0])
+def test_detect_onset_finds_a_synthetic_onset(onset_s: float, snr: float) -> None:
+    rng = np.random.default_rng(int(onset_s * 10 + snr))
+    y = np.stack([_onset_trace(rng, onset_s, snr) for _ in range(5)])
+    found = detect_onset(y, WORK_RATE)
+    assert np.isfinite(found).all()
+    assert np.abs(found - onset_s).max() <= (0.5 if snr < 10 else 0.15), found
+
+
+def test_detect_onset_after_band_limiting_raw_data() -> None:
+    """The same at 100 Hz through :func:`band_limit` (filter, decimate, normalise)."""
+    rng = np.random.default_rng(11)
+    t = np.arange(N) / RATE
+    x = 0.05 * rng.standard_normal((4, N))
+    x += np.where(t >= 70.0, np.exp(-(t - 70.0) / 8.0), 0.0) * np.sin(2 * np.pi * 2.0 * t)
+    y, _, _ = band_limit(x, RATE)
+    found = detect_onset(y, WORK_RATE)
+    # The zero-phase (acausal) 0.5-8 Hz filter spreads a little energy before the onset.
+    assert np.abs(found - 70.0).max() <= 0.75, found
+
+
+def test_detect_onset_on_pure_noise_and_flat_traces_is_nan() -> None:
+    """The documented outcome: nothing triggers (STA/LTA of stationary noise stays far
+    below ``ONSET_ON``), so the detector returns NaN and the caller falls back."""
+    rng = np.random.default_rng(12)
+    y = np.concatenate([rng.standard_normal((20, 2600)), np.zeros((1, 2600))])
+    assert np.isnan(detect_onset(y, WORK_RATE)).all()
+    x, _, _ = band_limit(rng.standard_normal((5, N)), RATE)  # band-limited noise too
+    assert np.isnan(detect_onset(x, WORK_RATE)).all()
+
+
+def test_detect_onset_takes_the_first_trigger_and_skips_the_edges() -> None:
+    rng = np.random.default_rng(13)
+    y = _onset_trace(rng, 50.0, 10.0) + _onset_trace(rng, 90.0, 100.0)  # weaker P first
+    assert abs(detect_onset(y[None], WORK_RATE)[0] - 50.0) <= 0.5
+    late = _onset_trace(rng, 125.0, 100.0)[None]  # in the last 10 s: no room for S windows
+    assert np.isnan(detect_onset(late, WORK_RATE)).all()
+    early = _onset_trace(rng, 10.0, 100.0)[None]  # before the first full LTA: not seen
+    assert np.isnan(detect_onset(early, WORK_RATE)).all()
+
+
+def test_arrival_anchors_predicted_detected_and_envelope() -> None:
+    rng = np.random.default_rng(14)
+    pre = 40.0
+    y = np.stack([_onset_trace(rng, pre + 12.0, 20.0) for _ in range(4)])
+    y[3] = rng.standard_normal(y.shape[1])  # noise only
+    env = envelope(y)
+    t = np.arange(y.shape[1]) / WORK_RATE - pre
+    p_pred = np.array([12.3, np.nan, 12.3, np.nan])
+    s_pred = np.array([21.0, np.nan, 200.0, np.nan])  # row 2: S outside the window
+    tp, ts, code = arrival_anchors(y, env, t, p_pred, s_pred)
+    assert list(code) == [Anchor.PREDICTED, Anchor.DETECTED, Anchor.DETECTED, Anchor.ENVELOPE]
+    assert tp[0] == 12.3 and ts[0] == 21.0
+    for i in (1, 2):  # detected P at 12 s after the origin, S from Vp/Vs
+        assert abs(tp[i] - 12.0) <= 0.5
+        assert ts[i] == pytest.approx(tp[i] + (VP_VS - 1) * tp[i])
+    assert t[0] + 0.5 <= tp[3] < ts[3] <= t[-1] - 5.0
+    assert 1.0 <= ts[3] - tp[3] <= 30.0
+
+
+def test_missing_arrivals_give_the_same_features_as_detected_ones() -> None:
+    """A window without predicted arrivals is measured, not left NaN: P on the detected
+    onset, S from Vp/Vs, and a strong P is seen as with the predicted arrivals."""
+    rng = np.random.default_rng(15)
+    t = np.arange(N) / RATE - PRE
+    tp, ts = 10.0, 10.0 * VP_VS
+    x = 0.05 * rng.standard_normal(N)
+    x += np.where((t > tp) & (t < tp + 3), 1.0, 0.0) * np.sin(2 * np.pi * 5 * (t - tp))
+    x += np.where((t > ts) & (t < ts + 5), 0.1, 0.0) * np.sin(2 * np.pi * 3 * (t - ts))
+    w = np.stack([x, x, x])[None].astype(np.float32)
+    f = window_features(w, RATE, PRE)[0]
+    assert f[-1] == Anchor.DETECTED
+    assert np.isfinite(f[:-1]).all() and f[COL["log_ps_amp_ratio"]] > 0.7
+    known = window_features(w, RATE, PRE, np.array([tp]), np.array([ts]))[0]
+    assert known[-1] == Anchor.PREDICTED
+    assert abs(known[COL["log_ps_amp_ratio"]] - f[COL["log_ps_amp_ratio"]]) < 0.2
+
+
+def test_event_weights_give_each_event_one_vote_and_classes_equal_totals() -> None:
+    """``sklearn_models.event_weights`` (the feature models' training weights; here beside
+    the features they are measured with)."""
+    from sklearn.utils.class_weight import compute_sample_weight
+
+    from seismoflow.models.sklearn_models import event_weights
+
+    y = np.array(["eq", "eq", "eq", "ex", "ex", "noise", "noise"])
+    ids = np.array(["e1", "e1", "e2", "e3", "e3", "", ""], dtype=object)
+    w = event_weights(y, ids)
+    assert w.mean() == pytest.approx(1.0)
+    assert w[0] == w[1] == pytest.approx(w[2] / 2)  # e1's two traces share one vote
+    totals = [w[y == c].sum() for c in ("eq", "ex", "noise")]
+    np.testing.assert_allclose(totals, totals[0])
+    assert w[5] == w[6]  # empty ids (noise windows): one window, one event
+    np.testing.assert_allclose(event_weights(y, None), compute_sample_weight("balanced", y))
 
 
 def test_band_limit_uses_only_the_common_band() -> None:
@@ -217,9 +339,13 @@ def test_features_finite_where_data_exist_and_dead_channels_stand_out(
         assert finite.mean() > 0.98, comp
         assert np.isnan(feats.loc[~examples[has].to_numpy(), cols].to_numpy()).all()
     ev = examples["group"] == "events"
-    ps = feats.loc[ev & examples["has_z"], "z_log_ps_amp_ratio"]
-    assert np.isfinite(ps).mean() > 0.5  # arrivals known where the station is located
-    assert np.isnan(feats.loc[examples["group"] == "noise", "z_log_ps_amp_ratio"]).all()
+    # P/S windows anchored on predicted arrivals or, without them (every noise window), on
+    # the detected onset: never NaN where the vertical has data.
+    anchor = feats["arrival_anchor"].to_numpy()
+    assert (anchor[ev.to_numpy()] == 0).mean() > 0.5  # predicted where the station is located
+    assert (anchor[~ev.to_numpy()] != 0).all()
+    has_z = examples["has_z"].to_numpy()
+    assert np.isfinite(feats.loc[has_z, "z_log_ps_amp_ratio"]).mean() > 0.98
     # Dead channels (archive README): UW.VFP..EHZ and UW.YACT..HHE.
     flat = (examples["flags"] & 32) != 0
     dead_z = flat & examples["trace_key"].str.endswith("|UW.VFP..EH?")

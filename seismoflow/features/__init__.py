@@ -1,14 +1,28 @@
 """Physics features of the store's windows, and the noise examples they are learned with.
 
 - :mod:`.physics`: the features as plain NumPy functions and the ``FEATURES`` table;
-- :mod:`.arrivals`: predicted P and S times that place the P/S windows;
+- :mod:`.arrivals`: predicted P and S times that place the P/S windows (else the onset
+  detected by :func:`.physics.detect_onset`);
 - :mod:`.noise`: noise windows drawn from recorded stretches with no catalogued event;
 - :mod:`.extract`: dask extraction over the store, ``read_features``.
 """
 
-from seismoflow.features.physics import FEATURE_NAMES, FEATURES, Feature, window_features
+from seismoflow.features.physics import (
+    FEATURE_NAMES,
+    FEATURE_SET,
+    FEATURES,
+    Feature,
+    window_features,
+)
 
-__all__ = ["FEATURES", "FEATURE_NAMES", "Feature", "read_features", "window_features"]
+__all__ = [
+    "FEATURES",
+    "FEATURE_NAMES",
+    "FEATURE_SET",
+    "Feature",
+    "read_features",
+    "window_features",
+]
 
 
 def __getattr__(name: str) -> object:

@@ -1,8 +1,10 @@
 """Predicted P and S arrivals (iasp91, ``obspy.taup``) that place the P/S feature windows.
 
 Distance and depth only position windows; they are never features. An unknown distance
-gives NaN (the P/S features are then NaN); an unknown depth counts as 0 km (surface
-sources, which carry no depth in the catalogue, would otherwise be told apart by a NaN).
+gives NaN, and the P/S windows of that trace are then anchored on the onset detected on
+its vertical (``physics.arrival_anchors``; ``arrival_anchor`` records which rule was
+used); an unknown depth counts as 0 km (surface sources, which carry no depth in the
+catalogue, would otherwise be told apart by a NaN).
 """
 
 from __future__ import annotations

@@ -4,7 +4,9 @@ The waveform of ``events/`` or ``noise/`` is opened lazily with xarray (dask), g
 blocks of traces, and :func:`seismoflow.features.physics.window_features` runs on each
 block (``dask.array.blockwise``), on a local thread pool or on a dask cluster: never one
 Python loop over traces in one process. The (trace x feature) result is small and is
-written whole through ``storage.schema.write_features``.
+written whole through ``storage.schema.write_features``, tagged with the feature set
+(``physics.FEATURE_SET``); :func:`read_features` refuses a table of another feature set, so
+a store extracted by older code is re-extracted, never mixed with new values.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ import zarr
 from seismoflow import __version__
 from seismoflow.examples import list_examples
 from seismoflow.features.arrivals import travel_times
-from seismoflow.features.physics import FEATURES, window_features
+from seismoflow.features.physics import FEATURE_SET, FEATURES, window_features
 from storage.location import open_root, store_lock
 from storage.schema import EVENTS, NOISE_GROUP, features_path, write_features
 from storage.tables import read_table
@@ -127,7 +129,7 @@ def extract_features(
             "code_version": __version__,
             "flow_run_id": flow_run_id or "",
             "computed_at": str(np.datetime64(time.time_ns(), "ns")) + "Z",
-            "feature_set": "physics-v1",
+            "feature_set": FEATURE_SET,
             "dask_address": dask_address or "local threads",
         }
         with store_lock(location):
@@ -150,10 +152,18 @@ def extract_features(
     return summary
 
 
+class StaleFeaturesError(ValueError):
+    """The store's features were computed by another feature set than this code's."""
+
+
 def read_features(location: str, examples: pd.DataFrame | None = None) -> pd.DataFrame:
     """Features aligned with :func:`seismoflow.examples.list_examples` rows: same order,
     with ``group`` and ``trace`` keys, then one column per feature (NaN where a window has
-    no features yet). Units are in ``df.attrs['units']``."""
+    no features yet). Units are in ``df.attrs['units']``.
+
+    Raises :class:`StaleFeaturesError` when a group's table was written with another
+    ``feature_set`` than :data:`~seismoflow.features.physics.FEATURE_SET` (run
+    ``seismoflow features`` again)."""
     if examples is None:
         examples = list_examples(location)
     names = [f.name for f in FEATURES]
@@ -165,6 +175,12 @@ def read_features(location: str, examples: pd.DataFrame | None = None) -> pd.Dat
         rows = np.flatnonzero(examples["group"].to_numpy() == group)
         if not isinstance(node, zarr.Array) or not len(rows):
             continue
+        found = root[path].attrs.get("feature_set")
+        if found != FEATURE_SET:
+            raise StaleFeaturesError(
+                f"{location}: features/{group} were computed as feature set {found!r}, this "
+                f"code computes {FEATURE_SET!r}; run `seismoflow features --store {location}`"
+            )
         stored = [str(x) for x in np.asarray(root[f"{path}/feature"][:]).tolist()]  # type: ignore[index]
         values = np.asarray(node[:])
         traces = examples["trace"].to_numpy()[rows]

@@ -152,9 +152,11 @@ def train_feature_models(
     features: pd.DataFrame, examples: pd.DataFrame, split: np.ndarray, options: TrainOptions
 ) -> FeatureModels:
     labels = examples["label"].astype(str).to_numpy(dtype=object)
+    # One vote per event, shared by its traces (the metric is per event): event weights.
+    events = examples["event_id"].astype(str).to_numpy(dtype=object)
     return fit_feature_models(
         features, labels, np.asarray(split) == "train", present_components(examples),
-        options.feature_config(),
+        options.feature_config(), event_ids=events,
     )  # fmt: skip
 
 
