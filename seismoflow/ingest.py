@@ -8,18 +8,20 @@ ledger last, and are skipped on re-runs when their source files are unchanged.
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import obspy
 import pandas as pd
 import zarr
 from obspy.io.mseed.util import get_record_information
+from zarr.core.sync import sync
 
 from seismoflow.archive.assemble import assemble_day
 from seismoflow.archive.metadata import MetadataIndex, catalog_table, inventory_table
@@ -504,11 +506,20 @@ def prepare_windows(location: str, settings: Settings) -> list[int]:
 
 def _specs(group: zarr.Group, indices: Sequence[int]) -> list[WindowSpec]:
     """Window specs of ``indices``, reading each coordinate array once."""
-    columns = {}
-    for name in WindowSpec.__dataclass_fields__:
-        arr = group[name]
-        assert isinstance(arr, zarr.Array)
-        columns[name] = np.asarray(arr[:])[list(indices)].tolist()
+    names = list(WindowSpec.__dataclass_fields__)
+    arrays = [cast(zarr.Array, group[name]) for name in names]
+    assert all(isinstance(arr, zarr.Array) for arr in arrays)
+
+    async def read_all() -> list[Any]:  # one round trip through zarr's loop, not one each
+        return list(
+            await asyncio.gather(*(arr.async_array.getitem(slice(None)) for arr in arrays))
+        )
+
+    rows = list(indices)
+    columns = {
+        name: np.asarray(values)[rows].tolist()
+        for name, values in zip(names, sync(read_all()), strict=True)
+    }
     return [WindowSpec(**{k: v[i] for k, v in columns.items()}) for i in range(len(indices))]
 
 

@@ -4,12 +4,9 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any, TypeVar, cast
 
 import numpy as np
@@ -19,10 +16,11 @@ from zarr.core.array import AsyncArray
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.metadata import ArrayV3Metadata
 from zarr.core.sync import sync
-from zarr.storage import LocalStore, StorePath
+from zarr.storage import StorePath
 
 from seismoflow.ids import ChannelId
 from seismoflow.times import NAT, NS_PER_DAY, NS_PER_S, rate_fraction
+from storage.chunkio import put_chunks, read_chunks, write_chunks
 from storage.schema import (
     CONTINUOUS,
     ContinuousLayout,
@@ -190,32 +188,6 @@ def _meta_doc(meta: Any) -> dict[str, Any]:
     return _per_meta("doc", meta, lambda m: dict(m.to_dict()))
 
 
-def read_chunks(store: Any, keys: list[str]) -> list[bytes | None]:
-    """The stored bytes at ``keys`` (``None`` where there are none).
-
-    On a local directory store the files are read here, in the calling thread: going
-    through zarr's event loop thread costs a thread round trip per call, 0.3 ms on an idle
-    core and several ms on a busy one, more than decoding a small chunk. Other stores (any
-    fsspec URL) are read concurrently through zarr.
-    """
-    if isinstance(store, LocalStore):
-        root = str(store.root)
-        out: list[bytes | None] = []
-        for key in keys:
-            try:
-                with open(f"{root}/{key}", "rb") as f:
-                    out.append(f.read())
-            except FileNotFoundError:
-                out.append(None)
-        return out
-
-    async def _all() -> list[bytes | None]:
-        bufs = await asyncio.gather(*(store.get(k, prototype=_PROTO) for k in keys))
-        return [None if b is None else b.to_bytes() for b in bufs]
-
-    return list(sync(_all()))
-
-
 def _row_codec(meta: Any) -> tuple[str | None, Any, np.dtype[Any]]:
     """Which of the schema's sample pipelines ``meta`` uses (``None``: another one), the
     numcodecs codec that encodes its chunks, and its dtype; cached per metadata object."""
@@ -240,44 +212,6 @@ def _find_row_codec(meta: Any) -> tuple[str | None, Any, np.dtype[Any]]:
     elif len(meta.chunks) == 2 and dtype == "bool" and names == ["bytes", "zstd"]:
         kind, encoder = "mask-zstd", Zstd(**config[1])
     return kind, encoder, np.dtype(dtype)
-
-
-def write_chunks(store: Any, items: list[tuple[str, bytes | None]], fresh: bool) -> None:
-    """Store chunk bytes at their keys; ``None`` deletes the chunk, unless ``fresh`` (there
-    is none yet). Local directory stores are written here, each file atomically (a temporary
-    file renamed over it, as zarr's LocalStore does); other stores through zarr."""
-    if isinstance(store, LocalStore):
-        root = Path(store.root)
-        for key, raw in items:
-            path = root / key
-            if raw is None:
-                if not fresh:
-                    path.unlink(missing_ok=True)
-                continue
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
-            try:
-                try:
-                    tmp.write_bytes(raw)
-                except FileNotFoundError:  # the chunk's folder is made on its first write
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp.write_bytes(raw)
-                os.replace(tmp, path)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
-        return
-    sync(_put_chunks(store, items, fresh))
-
-
-async def _put_chunks(store: Any, items: list[tuple[str, bytes | None]], fresh: bool) -> None:
-    """:func:`write_chunks` through zarr's async store API, concurrently."""
-    await asyncio.gather(
-        *(
-            store.set(key, _PROTO.buffer.from_bytes(raw)) if raw is not None else store.delete(key)
-            for key, raw in items
-            if raw is not None or not fresh
-        )
-    )
 
 
 class WholeChunks:
@@ -309,11 +243,8 @@ class WholeChunks:
         assert self.codec is not None and self.dtype is not None
         key = f"{self.path}/{self.array.metadata.encode_chunk_key(coords)}"
         block = np.broadcast_to(np.asarray(value, dtype=self.dtype), self.shape)
-        if np.array_equal(
-            block,
-            np.broadcast_to(np.asarray(self.fill, self.dtype), self.shape),
-            equal_nan=self.dtype.kind == "f",
-        ):
+        fill = np.asarray(self.fill, dtype=self.dtype)
+        if bool(np.isnan(block).all() if np.isnan(fill) else (block == fill).all()):
             return key, None
         return key, bytes(self.codec.encode(np.ascontiguousarray(block).tobytes()))
 
@@ -369,7 +300,7 @@ class SampleRows:
 
     async def put(self, encoded: list[tuple[str, bytes | None]], fresh: bool) -> None:
         """Store what :meth:`encode` made; a chunk of fill values is deleted unless ``fresh``."""
-        await _put_chunks(self.store, encoded, fresh)
+        await put_chunks(self.store, encoded, fresh)
 
     @property
     def direct(self) -> bool:
@@ -680,8 +611,9 @@ def open_channel_year(root: zarr.Group, path: str) -> ChannelYear | None:
     """Open the channel-year at ``path`` (``None`` if there is none) with one store read.
 
     A channel-year of schema 2 or later was created from the schema's documents for its
-    layout, which its attributes give, so its arrays are opened from those documents;
-    an older one is opened through zarr.
+    layout's shape, which its attributes give, so its arrays are opened from those
+    documents, read once per shape and process (one more read); an older one is opened
+    through zarr.
     """
     store = root.store
     full = f"{root.path.strip('/')}/{path}".strip("/")
@@ -706,12 +638,21 @@ def open_channel_year(root: zarr.Group, path: str) -> ChannelYear | None:
             str(attrs.get("codec", "pcodec")),
         )
         return ChannelYear(group, layout)
-    docs = template_documents(layout)
+    names = ("data", "mask", *DAY_VARIABLES)
+    shape = layout_shape(layout)
+    missing = [name for name in names if (shape, name) not in _ARRAY_META]
+    if missing:  # the first channel-year of its shape here: its documents are the shape's
+        stored = read_chunks(store, [f"{full}/{name}/zarr.json" for name in missing])
+        docs = None if any(raw is None for raw in stored) else stored
+        if docs is None:  # not written by this schema's creator (it writes the group last)
+            template = template_documents(layout)
+            docs = [template[f"{name}/zarr.json"] for name in missing]
+        for name, raw_doc in zip(missing, docs, strict=True):
+            assert raw_doc is not None
+            _ARRAY_META[(shape, name)] = ArrayV3Metadata.from_dict(json.loads(raw_doc))
     arrays = {}
-    for name in ("data", "mask", *DAY_VARIABLES):
-        key = (layout_shape(layout), name)
-        if key not in _ARRAY_META:
-            _ARRAY_META[key] = ArrayV3Metadata.from_dict(json.loads(docs[f"{name}/zarr.json"]))
+    for name in names:
+        key = (shape, name)
         arrays[name] = zarr.Array(
             AsyncArray(metadata=_ARRAY_META[key], store_path=StorePath(store, f"{full}/{name}"))
         )

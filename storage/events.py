@@ -10,7 +10,8 @@ import zarr
 from zarr.core.sync import sync
 
 from seismoflow.times import NAT
-from storage.continuous import WholeChunks, write_chunks
+from storage.chunkio import write_chunks
+from storage.continuous import WholeChunks
 from storage.schema import EVENTS, check_trace_region
 
 
@@ -54,9 +55,10 @@ class TraceWriter:
             name: _array(group, name).async_array for name in ("waveform", "flags", "written_at")
         }
         self._chunks = {name: WholeChunks(arr) for name, arr in self._a.items()}
+        self._wave = _array(group, "waveform")
 
     def write(self, index: int, block: np.ndarray, flags: int) -> None:
-        check_trace_region(self.group, index, block)
+        check_trace_region(self._wave, index, block)
         c = self._chunks
         if all(w.direct for w in c.values()):
             store = c["waveform"].store
