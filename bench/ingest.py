@@ -12,6 +12,11 @@ in the same run, with ``obspy.read`` of the very same files:
 4. peak RSS (``VmHWM``) of a fresh process ingesting the archive once and 4 times (4 stores in one
    process), target: the same peak.
 
+``--stages`` instead times every step of ``seismoflow ingest`` over the whole archive with its
+QuakeML (what the flow runs, without Prefect): plan, prepare, channel-days, record, event-window
+planning, cutting and finalize, each in CPU seconds and as a multiple of ObsPy's decode of the
+same files (measured in the same run).
+
 Times are the best of ``--repeat`` runs; ratios use process CPU time (per core) and, in
 brackets, wall time. Run from the repository root:
 
@@ -40,9 +45,12 @@ import zarr
 from seismoflow.ids import ChannelId
 from seismoflow.ingest import (
     UnitResult,
+    cut_batch,
+    finalize,
     ingest_batch,
     plan_ingest,
     prepare_store,
+    prepare_windows,
     record_continuous,
 )
 from seismoflow.settings import Settings
@@ -318,6 +326,45 @@ def report(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def stages_run(archive: Path, stations: Path, location: str) -> tuple[Steps, int]:
+    """One ingest with events, each step timed; and the number of windows cut."""
+    s = Settings.model_validate({"store": location})
+    steps: Steps = {}
+    plan, steps["plan"] = timed(plan_ingest, archive / "sds", stations, archive / "events.xml")
+    plan, steps["prepare"] = timed(prepare_store, location, plan, s)
+    results, steps["channel-days"] = timed(
+        lambda: [r for b in plan.batches(s.batch_bytes) for r in ingest_batch(location, b, s)]
+    )
+    _, steps["record"] = timed(record_continuous, location, results)
+    pending, steps["plan windows"] = timed(prepare_windows, location, s)
+    batches = [pending[j : j + s.window_batch] for j in range(0, len(pending), s.window_batch)]
+    _, steps["cut windows"] = timed(lambda: [cut_batch(location, b, s) for b in batches])
+    _, steps["finalize"] = timed(finalize, location)
+    steps["total"] = Clock(sum(c.wall for c in steps.values()), sum(c.cpu for c in steps.values()))
+    return steps, len(pending)
+
+
+def stages(archive: Path, stations: Path, tmp: Path, repeat: int) -> dict[str, Any]:
+    """Every step of an archive ingest with events (best of ``repeat``), against ObsPy."""
+    files = [f for kind in classify(archive / "sds").values() for f in kind]
+    best: Steps = {}
+    windows = 0
+    for i in range(repeat):
+        _, obspy_clock = timed(obspy_decode, files)
+        steps, windows = stages_run(archive, stations, str(tmp / f"stages{i}.zarr"))
+        steps["obspy decode"] = obspy_clock
+        best = {k: c.best(best.get(k, Clock())) for k, c in steps.items()}
+        print(f"stages run {i}", {k: round(c.cpu, 2) for k, c in steps.items()}, flush=True)
+    obspy_cpu = best["obspy decode"].cpu
+    return {
+        "files": len(files),
+        "windows": windows,
+        "cpu_s": {k: c.cpu for k, c in best.items()},
+        "wall_s": {k: c.wall for k, c in best.items()},
+        "x_obspy_decode": {k: c.cpu / obspy_cpu for k, c in best.items()},
+    }
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--archive", type=Path, default=DEFAULT_ARCHIVE)
@@ -327,6 +374,7 @@ def main() -> None:
     ap.add_argument("--codec", default="auto", choices=("auto", "pcodec", "delta-zstd"))
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-RSS cases")
     ap.add_argument("--json", type=Path, help="write the results here")
+    ap.add_argument("--stages", action="store_true", help="time every step of an ingest")
     ap.add_argument("--child-tree", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--child-copies", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
@@ -336,6 +384,15 @@ def main() -> None:
         return child(args.child_tree, args.stations, args.child_copies, args.child_out, args.codec)
     stations = args.stations or args.archive / "stations.xml.gz"
     sds = args.archive / "sds"
+    if args.stages:
+        with tempfile.TemporaryDirectory(prefix="bench_stages_") as name:
+            out = stages(args.archive, stations, Path(name), args.repeat)
+        print("| step | CPU s | x ObsPy decode |\n|---|---|---|")
+        for k in out["cpu_s"]:
+            print(f"| {k} | {out['cpu_s'][k]:.2f} | {out['x_obspy_decode'][k]:.1f} |")
+        if args.json:
+            args.json.write_text(json.dumps({**vars(args), **out}, indent=2, default=str))
+        return
     by_kind = classify(sds)
     result: dict[str, Any] = {**vars(args), "kinds": {}, "memory": {}}
     with tempfile.TemporaryDirectory(prefix="bench_ingest_") as name:

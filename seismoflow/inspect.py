@@ -13,7 +13,7 @@ import xarray as xr
 from seismoflow.ids import ChannelId
 from seismoflow.times import NS_PER_S, from_ns
 from storage.continuous import read_pieces
-from storage.location import open_root
+from storage.location import node_location, open_root
 from storage.schema import EVENTS, describe_flags
 from storage.tables import read_table
 
@@ -88,7 +88,7 @@ def export_event(location: str, event_id: str) -> obspy.Stream:
     """Native-rate samples of every channel with a window of ``event_id``, over the window."""
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = xr.open_zarr(location, group=EVENTS, consolidated=False, decode_times=False)
+        ds = xr.open_zarr(node_location(location, EVENTS), consolidated=False, decode_times=False)
     sel = np.flatnonzero(ds["event_id"].values.astype(object) == event_id)
     if sel.size == 0:
         raise KeyError(

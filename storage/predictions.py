@@ -24,7 +24,7 @@ import numpy as np
 import xarray as xr
 import zarr
 
-from storage.location import consolidate, open_root, store_lock
+from storage.location import consolidate, node_location, open_root, store_lock
 from storage.schema import (
     PREDICTIONS,
     SchemaError,
@@ -135,4 +135,4 @@ def open_predictions(location: str, version: str | None = None) -> xr.Dataset:
         )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
-        return xr.open_zarr(location, group=prediction_path(version), consolidated=False)
+        return xr.open_zarr(node_location(location, prediction_path(version)), consolidated=False)

@@ -15,6 +15,7 @@ import pandas as pd
 import xarray as xr
 import zarr
 
+from storage.location import node_location
 from storage.schema import SOURCES, TABLES
 
 TABLE_KEYS: dict[str, tuple[str, ...]] = {
@@ -30,15 +31,14 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
 
 def read_table(location: str, name: str) -> pd.DataFrame:
     """A table as a DataFrame (empty if the store has none yet)."""
+    table = node_location(location, f"{TABLES}/{name}")
     try:
-        root = zarr.open_group(location, mode="r", zarr_format=3, use_consolidated=False)
+        zarr.open_group(table, mode="r", zarr_format=3, use_consolidated=False)
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
-        root = None
-    if root is None or f"{TABLES}/{name}" not in root:
         return pd.DataFrame(columns=list(TABLE_KEYS.get(name, ())))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ds = xr.open_zarr(location, group=f"{TABLES}/{name}", consolidated=False)
+        ds = xr.open_zarr(table, consolidated=False)
         df = ds.load().to_dataframe().reset_index(drop=True)
         # Column order as written (zarr lists arrays in no particular order).
         df = df[[c for c in ds.attrs.get("columns", sorted(df.columns)) if c in df.columns]]

@@ -25,7 +25,7 @@ from seismoflow import __version__
 from seismoflow.examples import list_examples
 from seismoflow.features.arrivals import travel_times
 from seismoflow.features.physics import FEATURE_SET, FEATURES, window_features
-from storage.location import open_root, store_lock
+from storage.location import node_location, open_root, store_lock
 from storage.schema import EVENTS, NOISE_GROUP, features_path, write_features
 from storage.tables import read_table
 
@@ -36,7 +36,7 @@ def _open_windows(location: str, group: str, block_traces: int) -> xr.Dataset:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         return xr.open_zarr(
-            location, group=group, consolidated=False, chunks={"trace": block_traces}
+            node_location(location, group), consolidated=False, chunks={"trace": block_traces}
         )
 
 
