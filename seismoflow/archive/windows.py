@@ -87,6 +87,11 @@ def plan_windows(
     if catalog.empty or channel_days.empty:
         return []
     days = channel_days[channel_days["n_samples"] > 0]
+    # Recorded extents per channel, indexed once (not a scan of the table per component).
+    spans = {
+        str(channel): (rows["first_ns"].to_numpy(), rows["last_ns"].to_numpy())
+        for channel, rows in days.groupby("channel", sort=False)
+    }
     pre_ns, post_ns = round(layout.pre_s * NS_PER_S), round(layout.post_s * NS_PER_S)
     specs: list[WindowSpec] = []
     for ev in catalog.itertuples(index=False):
@@ -116,7 +121,7 @@ def plan_windows(
                 travel_time,
                 pre_ns,
                 post_ns,
-                days,
+                spans,
             )
             if spec is not None:
                 specs.append(spec)
@@ -136,7 +141,7 @@ def _window(
     travel_time: Callable[[float, float], float | None],
     pre_ns: int,
     post_ns: int,
-    days: pd.DataFrame,
+    spans: dict[str, tuple[np.ndarray, np.ndarray]],
 ) -> WindowSpec | None:
     flags = 0
     info = metadata.station(net, sta, origin)
@@ -162,9 +167,8 @@ def _window(
     for i, code in enumerate(codes):
         if not code:
             continue
-        nslc = f"{net}.{sta}.{loc}.{code}"
-        rows = days[days["channel"] == nslc]
-        if not ((rows["last_ns"] >= start) & (rows["first_ns"] <= end)).any():
+        first, last = spans.get(f"{net}.{sta}.{loc}.{code}", (np.empty(0), np.empty(0)))
+        if not ((last >= start) & (first <= end)).any():
             codes[i] = ""
     if not any(codes):
         return None
