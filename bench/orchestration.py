@@ -7,7 +7,9 @@ would run them), then runs the ``archive-batch`` flow against them into a fresh 
 * ``1x`` with 1 and 2 workers: overhead (1 - task work / (wall x threads)) and throughput
   (station-days per second of the continuous phase);
 * ``4x`` (an archive ~4 times the station-days of ``1x``) with 2 workers: peak RSS per worker
-  process (sampled every 0.2 s), to compare with ``1x``.
+  process (sampled every 0.2 s, and each worker's own ``VmHWM``), to compare with ``1x``,
+  and each worker's resident memory after each task against the channel-days, then
+  event-window traces, it had processed (``worker_memory``: levels off or grows?).
 
 Each phase's idle thread time (wall x threads - work) is split into the start (before each
 thread's first task), between tasks (the per-task cost of Prefect and Dask on a thread that
@@ -195,6 +197,11 @@ def run(
         "windows": summary["orchestration"].get("windows"),
         "station_days_per_s": round(summary["station_days"] / cont["wall_s"], 2),
         "peak_rss_mb_per_worker": round(max(sampler.peak.values()) / 2**20, 1),
+        # VmHWM reported by each worker process after each task (exact, not sampled)
+        "peak_hwm_mb_per_worker": max(
+            (w["peak_mb"] for w in summary.get("worker_memory", {}).values()), default=0.0
+        ),
+        "worker_memory": summary.get("worker_memory", {}),
     }
 
 
@@ -301,8 +308,13 @@ def main() -> None:
             print(
                 f"archive 4x/1x: {rows[-1]['station_days'] / two['station_days']:.2f}x "
                 f"station-days; peak RSS per worker 4x/1x: "
-                f"{rows[-1]['peak_rss_mb_per_worker'] / two['peak_rss_mb_per_worker']:.2f}"
+                f"{rows[-1]['peak_rss_mb_per_worker'] / two['peak_rss_mb_per_worker']:.2f} "
+                f"(VmHWM: {rows[-1]['peak_hwm_mb_per_worker']} / "
+                f"{two['peak_hwm_mb_per_worker']} MB)"
             )
+            for name, w in rows[-1]["worker_memory"].items():
+                curve = ", ".join(f"{n}:{mb}" for n, mb in w["rss_mb"])
+                print(f"4x worker {name}: peak {w['peak_mb']} MB; MB after each task: {curve}")
         if args.json:
             Path(args.json).write_text(json.dumps(rows, indent=2))
     finally:

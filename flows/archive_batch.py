@@ -42,6 +42,7 @@ from seismoflow.ingest import ChannelDayUnit, UnitResult, plan_summary, summariz
 from seismoflow.scaleout import (
     Coverage,
     Overhead,
+    WorkerMemory,
     add_counts,
     batch_failed,
     count_station_days,
@@ -200,6 +201,7 @@ def archive_batch(
     coverage = Coverage()
     pending: list[UnitResult] = []
     ran_on: Counter[str] = Counter()
+    memory = WorkerMemory()
     windows: dict[str, int] = {}
 
     def flush() -> None:
@@ -209,6 +211,7 @@ def archive_batch(
     def station_days_done(batch: list[ChannelDayUnit], timed: b.Timed) -> None:
         results: list[UnitResult] = timed.value
         ran_on[timed.worker.rsplit(":", 1)[0]] += 1  # host:pid
+        memory.add(timed, len(batch))
         add_counts(counts, summarize_units(results))
         coverage.add(results)
         pending.extend(results)
@@ -224,6 +227,7 @@ def archive_batch(
 
     def windows_done(chunk: list[int], timed: b.Timed) -> None:
         add_counts(windows, timed.value)
+        memory.add(timed, len(chunk))
         progress.advance(len(chunk))
 
     def windows_failed(chunk: list[int], exc: BaseException) -> None:
@@ -274,6 +278,7 @@ def archive_batch(
     summary["orchestration"] = {name: o.as_dict() for name, o in phases.items()}
     summary["dask_workers"] = workers
     summary["task_workers"] = dict(sorted(ran_on.items()))
+    summary["worker_memory"] = memory.as_dict()
     summary["flow_run_id"] = str(flow_run.id)
     _publish(summary, coverage.rows())
     logger.info("archive batch summary %s", summary)

@@ -33,13 +33,14 @@ def station_days(units: Iterable[ChannelDayUnit]) -> dict[tuple[str, int], list[
     return {k: groups[k] for k in sorted(groups)}
 
 
-# Work of one channel-day apart from its bytes, in bytes of source: ingesting the real
-# archive one station-day at a time took ~36 ms per channel-day (open, assemble, write, the
-# row) and ~0.12 s per MB of miniSEED decoded (the 1x year alone: 18 ms and 0.14 s per MB;
-# ``bench/orchestration.py --calibrate``, BENCHMARKS.md), so a channel-day costs as much as
-# ~130-300 kB of source. Most of this archive's channel-days are event-length files, where
-# source bytes alone say little of the work.
-UNIT_COST_BYTES = 300_000
+# Work of one channel-day apart from its bytes, in bytes of source: ingesting the whole real
+# archive one station-day at a time took ~7.8 ms per channel-day (open, assemble, write, the
+# row) and ~0.052 s per MB of miniSEED decoded (the 2021 year alone: 6.5 ms and 0.089 s per
+# MB; ``bench/orchestration.py --calibrate``, 2026-11-30, BENCHMARKS.md), so a channel-day
+# costs as much as ~75-150 kB of source (300 kB before the ingest got faster). Most of this
+# archive's channel-days are event-length files, where source bytes alone say little of
+# the work.
+UNIT_COST_BYTES = 150_000
 # Batches get smaller as the phase runs out of work, down to total / (TAIL_SHARE x threads):
 # the idle tail of the last wave is at most about one such batch per thread.
 TAIL_SHARE = 16
@@ -175,6 +176,39 @@ class Overhead:
             "tasks": self.tasks,
             "overhead": round(self.overhead, 4),
             "idle": dict(self.idle),
+        }
+
+
+class WorkerMemory:
+    """Resident memory of each worker process after each of its tasks, against the items
+    (channel-days, event-window traces) it had processed by then: whether a worker's memory
+    levels off or keeps growing with the archive. Small: one point per task."""
+
+    def __init__(self) -> None:
+        self.items: Counter[str] = Counter()
+        self.curves: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        self.peaks: dict[str, int] = {}
+
+    def add(self, timed: Any, items: int) -> None:
+        """One finished task: ``timed`` has ``worker`` (``host:pid:thread``), ``rss`` and
+        ``peak_rss`` (bytes; 0 where the worker could not tell)."""
+        process = timed.worker.rsplit(":", 1)[0]
+        self.items[process] += items
+        if timed.rss:
+            self.curves[process].append((self.items[process], int(timed.rss)))
+        self.peaks[process] = max(self.peaks.get(process, 0), int(timed.peak_rss))
+
+    def as_dict(self) -> dict[str, dict[str, Any]]:
+        """Per worker process: items, peak MB (``VmHWM``, the whole process life) and the
+        curve ``[items processed, MB resident after the task]``."""
+        mb = 2**20
+        return {
+            process: {
+                "items": self.items[process],
+                "peak_mb": round(self.peaks.get(process, 0) / mb, 1),
+                "rss_mb": [[n, round(r / mb, 1)] for n, r in self.curves.get(process, [])],
+            }
+            for process in sorted(self.items)
         }
 
 

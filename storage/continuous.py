@@ -641,6 +641,9 @@ def open_channel_year(root: zarr.Group, path: str) -> ChannelYear | None:
     names = ("data", "mask", *DAY_VARIABLES)
     shape = layout_shape(layout)
     missing = [name for name in names if (shape, name) not in _ARRAY_META]
+    if missing and len(_ARRAY_META) > 4096:  # bounded, like the other per-process caches
+        _ARRAY_META.clear()
+        missing = list(names)
     if missing:  # the first channel-year of its shape here: its documents are the shape's
         stored = read_chunks(store, [f"{full}/{name}/zarr.json" for name in missing])
         docs = None if any(raw is None for raw in stored) else stored

@@ -15,12 +15,20 @@ Two things here keep the per-task cost of Prefect on Dask to tens of millisecond
   rebuilding both for every task run (the flow's :class:`flows.archive_batch.BatchTaskRunner`
   submits through it). The task run itself (states, events, logs, retries) is Prefect's
   own ``run_task_sync``.
+
+After each task's work the worker hands the C heap's free pages back to the system
+(:func:`release_memory`) and reports its resident memory now and its peak so far
+(:func:`memory`), so the flow can show whether a worker's memory levels off as it works
+through an archive (BENCHMARKS.md, issue 5).
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import os
 import socket
+import sys
 import threading
 import time
 from collections.abc import Sequence
@@ -77,17 +85,66 @@ class Timed:
     worker: str
     start: float = 0.0
     end: float = 0.0
+    rss: int = 0  # the worker process's resident bytes after the task (0: unknown)
+    peak_rss: int = 0  # its highest resident bytes so far (VmHWM; 0: unknown)
 
 
 def _where() -> str:
     return f"{socket.gethostname()}:{os.getpid()}"
 
 
+def memory(status: str = "/proc/self/status") -> tuple[int, int]:
+    """This process's resident bytes now and its peak so far (``VmRSS``, ``VmHWM`` of
+    ``/proc/self/status``); ``(0, 0)`` where there is no such file (not Linux)."""
+    found = {}
+    try:
+        with open(status) as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if key in ("VmRSS", "VmHWM"):
+                    found[key] = int(value.split()[0]) * 1024  # kB
+    except (OSError, ValueError, IndexError):
+        return 0, 0
+    return found.get("VmRSS", 0), found.get("VmHWM", 0)
+
+
+_trim: Any = None  # glibc's malloc_trim, looked up once; False where there is none
+
+
+def release_memory() -> bool:
+    """Return the C heap's free pages to the system (glibc ``malloc_trim(0)``); ``False``
+    where there is no glibc (macOS, Windows, musl).
+
+    A batch's arrays (a day of samples, decoded records) are freed when it ends, but glibc
+    keeps freed heap memory for reuse: the archive's batches in one process without the
+    Dask nanny's ``MALLOC_TRIM_THRESHOLD_=65536`` ended at 313 MB resident, 29 MB of it
+    free heap, against 287 MB with this call after each batch (BENCHMARKS.md, issue 5).
+    Workers started by a nanny trim most of it themselves; this covers the others
+    (``--no-nanny``, other launchers). Takes a few milliseconds."""
+    global _trim
+    if _trim is None:
+        _trim = False
+        if sys.platform.startswith("linux"):
+            try:
+                libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+                _trim = libc.malloc_trim
+                _trim.argtypes, _trim.restype = [ctypes.c_size_t], ctypes.c_int
+            except (OSError, AttributeError):
+                _trim = False
+    if _trim is False:
+        return False
+    _trim(0)
+    return True
+
+
 def _timed(fn: Any, *args: Any) -> Timed:
     start, clock = time.time(), time.perf_counter()
     value = fn(*args)
     work = time.perf_counter() - clock
-    return Timed(value, work, f"{_where()}:{threading.get_ident()}", start, start + work)
+    release_memory()  # after the timing: it is the worker's cost, not the task's work
+    rss, peak = memory()
+    where = f"{_where()}:{threading.get_ident()}"
+    return Timed(value, work, where, start, start + work, rss, peak)
 
 
 @task(name="ingest-station-days", cache_policy=NO_CACHE, retries=1, retry_delay_seconds=2)

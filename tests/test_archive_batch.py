@@ -25,6 +25,7 @@ from seismoflow.scaleout import (
     UNIT_COST_BYTES,
     Coverage,
     Overhead,
+    WorkerMemory,
     add_counts,
     count_station_days,
     idle_split,
@@ -35,7 +36,7 @@ from seismoflow.scaleout import (
 )
 from seismoflow.times import NS_PER_DAY
 from storage.tables import read_table
-from tasks.batch import Opaque
+from tasks.batch import Opaque, Timed, _timed, memory, release_memory
 from tests.conftest import OUTPUT, REPO, _free_port, cli_env, ingest_args, link_sds, run_cli
 from tests.test_resume import assert_same, snapshot
 
@@ -138,6 +139,14 @@ def test_archive_batch_on_dask_cluster_matches_local_ingest(
     assert len(summary["dask_workers"]) == 2
     assert len(summary["task_workers"]) == 2
     assert sum(summary["task_workers"].values()) == summary["batches"]
+    # each worker process reported its memory after each of its tasks (Linux: /proc)
+    memory_ = summary["worker_memory"]
+    assert set(memory_) == set(summary["task_workers"])
+    assert sum(w["items"] for w in memory_.values()) >= summary["units"]  # + window traces
+    if sys.platform.startswith("linux"):
+        for name, w in memory_.items():  # one point per task, continuous and windows
+            assert len(w["rss_mb"]) >= summary["task_workers"][name]
+            assert w["peak_mb"] >= max(mb for _, mb in w["rss_mb"]) > 0
     # Every chunk of continuous data, every event-window array, the channel-day table.
     assert_same(snapshot(store), snapshot(local))
     assert _channel_days(store) == _channel_days(local)
@@ -267,3 +276,29 @@ def test_idle_split_and_opaque_arguments() -> None:
     again = pickle.loads(pickle.dumps(packed))
     assert again.value == units and again.token == packed.token
     assert "3 items" in repr(packed)
+
+
+def test_worker_memory_after_each_task(tmp_path: Path) -> None:
+    # The worker side: VmRSS / VmHWM read from a status file (none: unknown, 0), the heap
+    # trimmed after the work where there is glibc, both reported with the task's result.
+    status = tmp_path / "status"
+    status.write_text("Name:\tpython\nVmHWM:\t  300000 kB\nVmRSS:\t  250000 kB\n")
+    assert memory(str(status)) == (250000 * 1024, 300000 * 1024)
+    assert memory(str(tmp_path / "missing")) == (0, 0)
+    assert release_memory() is sys.platform.startswith("linux")  # glibc on this Linux
+    timed = _timed(lambda n: list(range(n)), 3)
+    assert timed.value == [0, 1, 2] and timed.work_s >= 0
+    if sys.platform.startswith("linux"):
+        assert 0 < timed.rss <= timed.peak_rss
+
+    # The flow side: one point per task, per worker process (``host:pid`` of the worker).
+    mb = 2**20
+    memory_ = WorkerMemory()
+    memory_.add(Timed(None, 1.0, "h:1:10", rss=100 * mb, peak_rss=150 * mb), 40)
+    memory_.add(Timed(None, 1.0, "h:2:11", rss=90 * mb, peak_rss=95 * mb), 10)
+    memory_.add(Timed(None, 1.0, "h:1:10", rss=110 * mb, peak_rss=140 * mb), 20)
+    memory_.add(Timed(None, 1.0, "h:2:11"), 5)  # a worker that could not tell: no point
+    assert memory_.as_dict() == {
+        "h:1": {"items": 60, "peak_mb": 150.0, "rss_mb": [[40, 100.0], [60, 110.0]]},
+        "h:2": {"items": 15, "peak_mb": 95.0, "rss_mb": [[10, 90.0]]},
+    }
