@@ -234,13 +234,20 @@ def calibrate(sds: Path, work: Path) -> dict[str, float]:
 
 def link_quarter(archive: Path, dest: Path) -> Path:
     """1x as a systematic sample of the whole archive: every fourth station-day in order of
-    source bytes (all its channels), so the mix of day-long records and event-length files,
-    the largest station-day included, is that of the whole archive (4x)."""
+    the size of its largest channel-day, then of its source bytes (all its channels), so the
+    mix of day-long records and event-length files is that of the whole archive (4x) and
+    both hold the archive's largest channel-day, which sets a worker's peak memory (the
+    days are built one channel-day at a time)."""
     days: dict[tuple[str, str, str, str], list[Path]] = {}
     for src in (archive / "sds").rglob("*.D.*"):
         net, sta, _loc, _cha, _d, year, doy = src.name.split(".")
         days.setdefault((net, sta, year, doy), []).append(src)
-    by_size = sorted(days.values(), key=lambda fs: (-sum(f.stat().st_size for f in fs), fs[0].name))
+
+    def size(files: list[Path]) -> tuple[int, int, str]:
+        sizes = [f.stat().st_size for f in files]
+        return -max(sizes), -sum(sizes), files[0].name
+
+    by_size = sorted(days.values(), key=size)
     for files in by_size[::4]:
         for src in files:
             dst = dest / src.relative_to(archive / "sds")
