@@ -374,6 +374,20 @@ def detect_onset(
     return out
 
 
+def _placeable(tp: np.ndarray, ts: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Rows whose P (``tp``) and S (``ts``) times can place the P/S windows: both finite, S
+    after P, P at least ``P_MARGIN_S`` after the trace's start and S at least ``S_TAIL_S``
+    before its end (``t``: the trace's times)."""
+    with np.errstate(invalid="ignore"):
+        return np.asarray(
+            np.isfinite(tp)
+            & np.isfinite(ts)
+            & (ts > tp)
+            & (tp - P_MARGIN_S >= t[0])
+            & (ts + S_TAIL_S <= t[-1])
+        )
+
+
 def arrival_anchors(
     y: np.ndarray,
     env: np.ndarray,
@@ -407,14 +421,7 @@ def arrival_anchors(
     n = y.shape[0]
     p_s = np.full(n, np.nan) if p_s is None else np.asarray(p_s, dtype=np.float64)
     s_s = np.full(n, np.nan) if s_s is None else np.asarray(s_s, dtype=np.float64)
-    with np.errstate(invalid="ignore"):
-        predicted = (
-            np.isfinite(p_s)
-            & np.isfinite(s_s)
-            & (s_s > p_s)
-            & (p_s - P_MARGIN_S >= t[0])
-            & (s_s + S_TAIL_S <= t[-1])
-        )
+    predicted = _placeable(p_s, s_s, t)
     onset = detect_onset(y, rate)
     i_env, _ = envelope_onset(env)
     detected = np.isfinite(onset)
@@ -477,14 +484,7 @@ def _block(
     cols += [dominant_frequency(freq, p_sig), c_sig, c_coda, bw_sig]
 
     # P/S amplitude ratios in windows placed by the anchors (predicted or detected).
-    with np.errstate(invalid="ignore"):
-        inside = (
-            np.isfinite(tp)
-            & np.isfinite(ts)
-            & (ts > tp)
-            & (tp - P_MARGIN_S >= t[0])
-            & (ts + S_TAIL_S <= t[-1])
-        )
+    inside = _placeable(tp, ts, t)
     a_p = np.where(inside, tp, 0.0)
     a_s = np.where(inside, ts, 1.0)
     p_len = np.clip(0.8 * (a_s - a_p), 1.0, 5.0)

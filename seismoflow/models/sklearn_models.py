@@ -138,6 +138,15 @@ def event_weights(y: np.ndarray, groups: np.ndarray | None) -> np.ndarray:
     return np.asarray(w * len(y) / w.sum())
 
 
+def _fit(model: Pipeline, x: np.ndarray, y: np.ndarray, groups: np.ndarray | None) -> Pipeline:
+    """Fit ``model``; with ``groups`` (event ids) its final estimator gets
+    :func:`event_weights` as sample weights (its ``class_weight`` is then ``None``)."""
+    if groups is None:
+        return model.fit(x, y)
+    step = model.steps[-1][0]
+    return model.fit(x, y, **{f"{step}__sample_weight": event_weights(y, groups)})
+
+
 Fitter = Callable[[np.ndarray, np.ndarray, FeatureModelConfig, "np.ndarray | None"], Pipeline]
 
 
@@ -156,9 +165,7 @@ def fit_random_forest(
             n_jobs=1,
         ),
     )
-    if groups is None:
-        return model.fit(x, y)
-    return model.fit(x, y, randomforestclassifier__sample_weight=event_weights(y, groups))
+    return _fit(model, x, y, groups)
 
 
 def fit_svm(
@@ -194,9 +201,7 @@ def fit_svm(
             cv=max(2, min(3, smallest)),
         ),
     )
-    if groups is None:
-        return model.fit(x, y)
-    return model.fit(x, y, calibratedclassifiercv__sample_weight=event_weights(y, groups))
+    return _fit(model, x, y, groups)
 
 
 def fit_logistic(
@@ -215,9 +220,7 @@ def fit_logistic(
             max_iter=2000,
         ),
     )
-    if groups is None:
-        return model.fit(x, y)
-    return model.fit(x, y, logisticregression__sample_weight=event_weights(y, groups))
+    return _fit(model, x, y, groups)
 
 
 FITTERS: dict[str, Fitter] = {
