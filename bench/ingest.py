@@ -109,12 +109,16 @@ def obspy_decode(files: list[Path]) -> int:
 
 
 def ingest(
-    tree: Path, stations: Path | None, location: str, codec: str = "auto"
+    tree: Path,
+    stations: Path | None,
+    location: str,
+    codec: str = "auto",
+    events: Path | None = None,
 ) -> tuple[list[UnitResult], Steps]:
     """Plan, prepare, ``ingest_batch`` over the flow's batches, record; each step timed."""
     s = Settings.model_validate({"store": location, "codec": codec})
     steps: Steps = {}
-    plan, steps["plan"] = timed(plan_ingest, tree, stations, None)
+    plan, steps["plan"] = timed(plan_ingest, tree, stations, events)
     _, steps["prepare"] = timed(prepare_store, location, plan, s)
     results, steps["ingest"] = timed(
         lambda: [r for b in plan.batches(s.batch_bytes) for r in ingest_batch(location, b, s)]
@@ -329,13 +333,7 @@ def report(result: dict[str, Any]) -> str:
 def stages_run(archive: Path, stations: Path, location: str) -> tuple[Steps, int]:
     """One ingest with events, each step timed; and the number of windows cut."""
     s = Settings.model_validate({"store": location})
-    steps: Steps = {}
-    plan, steps["plan"] = timed(plan_ingest, archive / "sds", stations, archive / "events.xml")
-    plan, steps["prepare"] = timed(prepare_store, location, plan, s)
-    results, steps["channel-days"] = timed(
-        lambda: [r for b in plan.batches(s.batch_bytes) for r in ingest_batch(location, b, s)]
-    )
-    _, steps["record"] = timed(record_continuous, location, results)
+    _, steps = ingest(archive / "sds", stations, location, s.codec, archive / "events.xml")
     pending, steps["plan windows"] = timed(prepare_windows, location, s)
     batches = [pending[j : j + s.window_batch] for j in range(0, len(pending), s.window_batch)]
     _, steps["cut windows"] = timed(lambda: [cut_batch(location, b, s) for b in batches])

@@ -46,6 +46,22 @@ def read_chunks(store: Any, keys: list[str]) -> list[bytes | None]:
     return list(sync(_all()))
 
 
+def write_file(path: Path, raw: bytes) -> None:
+    """Write ``path`` atomically, as zarr's LocalStore does: a temporary file beside it,
+    renamed over it; its folder is made on the first write into it."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
+    try:
+        try:
+            tmp.write_bytes(raw)
+        except FileNotFoundError:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp.write_bytes(raw)
+        os.replace(tmp, path)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+
+
 def write_chunks(store: Any, items: Sequence[tuple[str, bytes | None]], fresh: bool) -> None:
     """Store chunk bytes at their keys; ``None`` deletes the chunk, unless ``fresh`` (there
     is none yet). Local directory stores are written here, each file atomically (a temporary
@@ -58,17 +74,7 @@ def write_chunks(store: Any, items: Sequence[tuple[str, bytes | None]], fresh: b
                 if not fresh:
                     path.unlink(missing_ok=True)
                 continue
-            tmp = path.with_name(f".{path.name}.{os.getpid()}.{threading.get_ident()}.partial")
-            try:
-                try:
-                    tmp.write_bytes(raw)
-                except FileNotFoundError:  # the chunk's folder is made on its first write
-                    path.parent.mkdir(parents=True, exist_ok=True)
-                    tmp.write_bytes(raw)
-                os.replace(tmp, path)
-            except BaseException:
-                tmp.unlink(missing_ok=True)
-                raise
+            write_file(path, raw)
         return
     sync(put_chunks(store, items, fresh))
 

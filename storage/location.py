@@ -14,9 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import zarr
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.sync import sync
+from zarr.storage import FsspecStore, LocalStore
 
+from storage.chunkio import read_chunks, write_chunks, write_file
 from storage.schema import SCHEMA_VERSION
 
 
@@ -137,31 +137,20 @@ def consolidate(location: str) -> None:
         else:
             dirs[:] = []  # an array's folders hold its chunks
         nodes[rel] = doc
-    root = _root_document(base)
+    root = dict(json.loads((base / "zarr.json").read_bytes()))
     root["consolidated_metadata"] = {
         **_EMPTY_CONSOLIDATED,
         "metadata": {k: nodes[k] for k in sorted(nodes, key=lambda k: (k.count("/"), k))},
     }
-    _write_root_document(base, root)
+    write_file(base / "zarr.json", _compact(root))
 
 
 _EMPTY_CONSOLIDATED: dict[str, Any] = {"kind": "inline", "must_understand": False, "metadata": {}}
 
 
-def _root_document(base: Path) -> dict[str, Any]:
-    return dict(json.loads((base / "zarr.json").read_bytes()))
-
-
-def _write_root_document(base: Path, doc: dict[str, Any]) -> None:
-    """Replace the root's ``zarr.json`` atomically (a temporary file renamed over it);
-    compact JSON, half the bytes of zarr's indented form, for the same document."""
-    tmp = base / f".zarr.json.{os.getpid()}.partial"
-    try:
-        tmp.write_text(json.dumps(doc, separators=(",", ":")))
-        os.replace(tmp, base / "zarr.json")
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+def _compact(doc: dict[str, Any]) -> bytes:
+    """A document as compact JSON: half the bytes of zarr's indented form."""
+    return json.dumps(doc, separators=(",", ":")).encode()
 
 
 def unconsolidate(location: str) -> None:
@@ -170,31 +159,17 @@ def unconsolidate(location: str) -> None:
     It would be stale once the run adds nodes, and zarr reads the whole root document
     (tens of MB for a store of many channel-years) whenever it touches a node's parents,
     which made every table and array creation cost ~1 s. ``finalize`` consolidates again.
+    Read and written straight through the store, before zarr opens (and parses) the root.
     """
     if is_local(location):
-        base = local_path(location)
-        try:
-            with open(base / "zarr.json", "rb") as fh:
-                head = fh.read(1 << 16)
-                consolidated = b'"consolidated_metadata"' in head or bool(fh.read(1))
-        except FileNotFoundError:
-            return
-        if not consolidated:
-            return
-        with store_lock(location):
-            doc = _root_document(base)
-            if doc.get("consolidated_metadata") is not None:
-                doc.pop("consolidated_metadata")
-                _write_root_document(base, doc)
+        store: Any = LocalStore(local_path(location))
+    else:
+        store = FsspecStore.from_url(location)
+    (raw,) = read_chunks(store, ["zarr.json"])
+    if raw is None or b'"consolidated_metadata"' not in raw:
         return
     with store_lock(location):
-        root = zarr.open_group(location, mode="a", zarr_format=3, use_consolidated=False)
-        store = root.store_path.store
-        proto = default_buffer_prototype()
-        key = f"{root.store_path.path}/zarr.json".lstrip("/")
-        raw = sync(store.get(key, prototype=proto))
-        if raw is None:
-            return
-        doc = json.loads(raw.to_bytes())
+        (raw,) = read_chunks(store, ["zarr.json"])
+        doc = {} if raw is None else dict(json.loads(raw))
         if doc.pop("consolidated_metadata", None) is not None:
-            sync(store.set(key, proto.buffer.from_bytes(json.dumps(doc).encode())))
+            write_chunks(store, [("zarr.json", _compact(doc))], fresh=False)

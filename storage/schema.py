@@ -255,29 +255,17 @@ def create_continuous_many(
         async with sem:
             existing = await store.get(key(f"{layout.path}/zarr.json"), prototype=proto)
             if existing is not None:
-                attrs = json.loads(existing.to_bytes())["attributes"]
-                return layout.path, float(attrs["sampling_rate"])
-            docs = dict(templates[layout_shape(layout)])
-            group_doc = json.loads(docs["zarr.json"])
-            group_doc["attributes"] = _continuous_attrs(layout)
-            docs["zarr.json"] = json.dumps(group_doc).encode()
-            base = layout.path.split("/")
-            parents = ["/".join(base[:i]) for i in range(1, len(base))]
+                return layout.path, _stored_rate(existing.to_bytes())
+            parents, arrays, group = _new_channel_year(layout, templates, key)
             writes = [
-                store.set(key(f"{p}/zarr.json"), proto.buffer.from_bytes(_GROUP_DOC))
+                store.set(p, proto.buffer.from_bytes(_GROUP_DOC))
                 for p in parents
-                if not await store.exists(key(f"{p}/zarr.json"))
+                if not await store.exists(p)
             ]
-            # Group document last: a channel-year exists only once all its arrays do.
-            writes += [
-                store.set(key(f"{layout.path}/{rel}"), proto.buffer.from_bytes(doc))
-                for rel, doc in docs.items()
-                if rel != "zarr.json"
-            ]
+            writes += [store.set(k, proto.buffer.from_bytes(doc)) for k, doc in arrays]
             await asyncio.gather(*writes)
-            await store.set(
-                key(f"{layout.path}/zarr.json"), proto.buffer.from_bytes(docs["zarr.json"])
-            )
+            # Group document last: a channel-year exists only once all its arrays do.
+            await store.set(group[0], proto.buffer.from_bytes(group[1]))
             return layout.path, float(layout.sampling_rate)
 
     if isinstance(store, LocalStore):
@@ -291,6 +279,28 @@ def create_continuous_many(
     return dict(sync(all_()))
 
 
+def _stored_rate(group_doc: bytes) -> float:
+    """Sampling rate of an existing channel-year, from its group document."""
+    return float(json.loads(group_doc)["attributes"]["sampling_rate"])
+
+
+def _new_channel_year(
+    layout: ContinuousLayout,
+    templates: dict[tuple[Any, ...], dict[str, bytes]],
+    key: Callable[[str], str],
+) -> tuple[list[str], list[tuple[str, bytes]], tuple[str, bytes]]:
+    """What creating the channel-year of ``layout`` writes: its parents' document keys
+    (written only where absent), its array documents, and its group document (written last,
+    with the channel's attributes)."""
+    docs = dict(templates[layout_shape(layout)])
+    group_doc = json.loads(docs.pop("zarr.json"))
+    group_doc["attributes"] = _continuous_attrs(layout)
+    base = layout.path.split("/")
+    parents = [key(f"{'/'.join(base[:i])}/zarr.json") for i in range(1, len(base))]
+    arrays = [(key(f"{layout.path}/{rel}"), doc) for rel, doc in docs.items()]
+    return parents, arrays, (key(f"{layout.path}/zarr.json"), json.dumps(group_doc).encode())
+
+
 def _create_local(
     store: LocalStore,
     key: Callable[[str], str],
@@ -302,20 +312,12 @@ def _create_local(
     the same documents, the group document last. Returns the stored sampling rate."""
     (existing,) = read_chunks(store, [key(f"{layout.path}/zarr.json")])
     if existing is not None:
-        return float(json.loads(existing)["attributes"]["sampling_rate"])
-    docs = dict(templates[layout_shape(layout)])
-    group_doc = json.loads(docs.pop("zarr.json"))
-    group_doc["attributes"] = _continuous_attrs(layout)
-    base = layout.path.split("/")
-    parents = [key(f"{'/'.join(base[:i])}/zarr.json") for i in range(1, len(base))]
+        return _stored_rate(existing)
+    parents, arrays, group = _new_channel_year(layout, templates, key)
     have = read_chunks(store, parents)
-    write_chunks(
-        store,
-        [(p, _GROUP_DOC) for p, doc in zip(parents, have, strict=True) if doc is None]
-        + [(key(f"{layout.path}/{rel}"), doc) for rel, doc in docs.items()],
-        fresh=True,
-    )
-    write_chunks(store, [(key(f"{layout.path}/zarr.json"), json.dumps(group_doc).encode())], True)
+    missing = [(p, _GROUP_DOC) for p, doc in zip(parents, have, strict=True) if doc is None]
+    write_chunks(store, [*missing, *arrays], fresh=True)
+    write_chunks(store, [group], fresh=True)
     return float(layout.sampling_rate)
 
 
