@@ -24,7 +24,7 @@ from obspy.io.mseed.util import get_record_information
 from zarr.core.sync import sync
 
 from seismoflow.archive.assemble import assemble_day
-from seismoflow.archive.metadata import MetadataIndex, catalog_table, inventory_table
+from seismoflow.archive.metadata import MetadataIndex, catalog_table, read_channel_table
 from seismoflow.archive.sources import Problem, Segment, SourceFile, decode, scan
 from seismoflow.archive.windows import WindowSpec, cut_window, plan_windows
 from seismoflow.ids import ChannelId
@@ -150,7 +150,7 @@ def plan_ingest(
     documents: list[tuple[str, Path]] = []
     if stations is not None:
         try:
-            channels = inventory_table(obspy.read_inventory(str(stations)))
+            channels = read_channel_table(stations)
             documents.append(("stationxml", stations))
         except Exception as exc:  # noqa: BLE001
             problems.append(

@@ -7,11 +7,18 @@ what the source said even where it is incomplete.
 
 from __future__ import annotations
 
+import gzip
+import io
+import math
+from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import obspy
 import pandas as pd
+from lxml import etree
 
 from seismoflow.ids import ChannelId, InvalidCodeError, validate_event_id
 from seismoflow.times import NAT, to_ns
@@ -119,6 +126,136 @@ def inventory_table(inv: obspy.Inventory) -> pd.DataFrame:
                 )
     df = pd.DataFrame(rows, columns=CHANNEL_COLUMNS)
     return df.astype({"start_ns": "int64", "end_ns": "int64", "has_response": bool})
+
+
+STATIONXML_NS = "http://www.fdsn.org/xml/station/1"  # every FDSN StationXML 1.x version
+
+
+def read_channel_table(source: str | Path | bytes) -> pd.DataFrame:
+    """:func:`inventory_table` of a StationXML file or document, read as a stream.
+
+    FDSN StationXML is parsed here one station at a time, keeping only what the table holds,
+    and each station's element tree (its responses included) is freed once read. ObsPy's
+    ``read_inventory`` builds every response stage as Python objects first: for the shared
+    archive's 1.4 MB ``stations.xml.gz`` that was ~8 s of CPU and a 330 MB peak. The rows
+    are the same (tested against ObsPy), with one difference: ObsPy drops a channel epoch
+    that lacks any of latitude, longitude, elevation or depth (with a warning), and its
+    data would then read as having no metadata; here it is kept, with the station's
+    coordinates where its own are missing. Any other format ObsPy reads (SC3ML, dataless
+    SEED, RESP, FDSN station text, ...) goes through ObsPy.
+    """
+    raw = Path(source).read_bytes() if isinstance(source, str | Path) else bytes(source)
+    if raw[:2] == b"\x1f\x8b":
+        raw = gzip.decompress(raw)
+    if _root_namespace(raw) != STATIONXML_NS:
+        return inventory_table(obspy.read_inventory(io.BytesIO(raw)))
+    rows = [row for station in _stations(raw) for row in _station_rows(*station)]
+    df = pd.DataFrame(rows, columns=CHANNEL_COLUMNS)
+    return df.astype({"start_ns": "int64", "end_ns": "int64", "has_response": bool})
+
+
+def _root_namespace(raw: bytes) -> str | None:
+    try:
+        for _, elem in etree.iterparse(io.BytesIO(raw), events=("start",)):
+            return str(etree.QName(elem).namespace)
+    except etree.XMLSyntaxError:
+        return None
+    return None
+
+
+def _stations(raw: bytes) -> Iterator[tuple[str, Any]]:
+    """``(network code, Station element)`` for every station, each freed after use."""
+    tag = f"{{{STATIONXML_NS}}}Station"
+    for _, elem in etree.iterparse(io.BytesIO(raw), events=("end",), tag=tag):
+        yield str(elem.getparent().get("code") or "").strip(), elem
+        elem.clear(keep_tail=True)
+        while elem.getprevious() is not None:  # drop stations already read
+            del elem.getparent()[0]
+
+
+def _find(elem: Any, name: str) -> Any:
+    return elem.find(f"{{{STATIONXML_NS}}}{name}")
+
+
+def _float(elem: Any, name: str) -> float | None:
+    """A float child as ObsPy reads it: ``None`` if absent, not a number or NaN."""
+    child = _find(elem, name)
+    if child is None:
+        return None
+    try:
+        value = float(child.text)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else value
+
+
+def _date(elem: Any, name: str) -> obspy.UTCDateTime | None:
+    value = elem.get(name)
+    if value is None:
+        return None
+    try:
+        return obspy.UTCDateTime(value)
+    except Exception:  # noqa: BLE001 - as ObsPy: an unreadable date is an unset one
+        return None
+
+
+def _has_response(channel: Any) -> bool:
+    """ObsPy's ``response is not None and bool(response.response_stages)``: a Response
+    element with at least one non-empty Stage."""
+    response = _find(channel, "Response")
+    if response is None:
+        return False
+    return any(len(stage) for stage in response.iterfind(f"{{{STATIONXML_NS}}}Stage"))
+
+
+def _station_rows(network: str, sta: Any) -> list[dict[str, Any]]:
+    """The rows :func:`inventory_table` makes of one station element."""
+    lat, lon, elev = (_float(sta, n) for n in ("Latitude", "Longitude", "Elevation"))
+    description = _find(sta, "Description")
+    text = str(description.text or "") if description is not None else ""
+    base = {
+        "network": network,
+        "station": str(sta.get("code") or "").strip(),
+        "latitude": _num(lat),
+        "longitude": _num(lon),
+        "elevation_m": _num(elev),
+    }
+    rows = [
+        {
+            **base,
+            "location": "",
+            "channel": "",
+            "start_ns": _ns_or_nat(_date(sta, "startDate")),
+            "end_ns": _ns_or_nat(_date(sta, "endDate")),
+            "depth_m": np.nan,
+            "sampling_rate": np.nan,
+            "azimuth": np.nan,
+            "dip": np.nan,
+            "has_response": False,
+            "description": text,
+        }
+    ]
+    for cha in sta.iterfind(f"{{{STATIONXML_NS}}}Channel"):
+        c_lat, c_lon, c_elev = (_float(cha, n) for n in ("Latitude", "Longitude", "Elevation"))
+        rows.append(
+            {
+                **base,
+                "location": str(cha.get("locationCode") or "").strip(),
+                "channel": str(cha.get("code") or "").strip(),
+                "latitude": _num(c_lat if c_lat is not None else lat),
+                "longitude": _num(c_lon if c_lon is not None else lon),
+                "elevation_m": _num(c_elev if c_elev is not None else elev),
+                "start_ns": _ns_or_nat(_date(cha, "startDate")),
+                "end_ns": _ns_or_nat(_date(cha, "endDate")),
+                "depth_m": _num(_float(cha, "Depth")),
+                "sampling_rate": _num(_float(cha, "SampleRate")),
+                "azimuth": _num(_float(cha, "Azimuth")),
+                "dip": _num(_float(cha, "Dip")),
+                "has_response": _has_response(cha),
+                "description": text,
+            }
+        )
+    return rows
 
 
 def catalog_table(cat: obspy.Catalog) -> tuple[pd.DataFrame, list[tuple[str, str]]]:

@@ -28,7 +28,7 @@ import pandas as pd
 from obspy.clients.fdsn.header import FDSNException, FDSNNoDataException
 from obspy.io.mseed.util import get_record_information
 
-from seismoflow.archive.metadata import catalog_table, inventory_table
+from seismoflow.archive.metadata import catalog_table, read_channel_table
 from seismoflow.fetch.client import (
     FetchStats,
     PoliteClient,
@@ -191,7 +191,7 @@ def fetch_stations(
     if body is None:
         return None, pd.DataFrame()
     path = _stage_document(staging / "stations", "stationxml", body)
-    table = inventory_table(obspy.read_inventory(io.BytesIO(body), format="STATIONXML"))
+    table = read_channel_table(body)
     client.stats.add("stations", int(table[["network", "station"]].drop_duplicates().shape[0]))
     return path, table
 
