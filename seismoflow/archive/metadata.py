@@ -66,6 +66,66 @@ def _num(x: object) -> float:
     return float(x) if x is not None else np.nan  # type: ignore[arg-type]
 
 
+def _station_row(
+    network: str,
+    station: str,
+    coords: tuple[float, float, float],
+    start: obspy.UTCDateTime | None,
+    end: obspy.UTCDateTime | None,
+    description: str,
+) -> dict[str, Any]:
+    """The table's row of a station epoch (``channel == ''``)."""
+    lat, lon, elev = coords
+    return {
+        "network": network,
+        "station": station,
+        "location": "",
+        "channel": "",
+        "start_ns": _ns_or_nat(start),
+        "end_ns": _ns_or_nat(end),
+        "latitude": lat,
+        "longitude": lon,
+        "elevation_m": elev,
+        "depth_m": np.nan,
+        "sampling_rate": np.nan,
+        "azimuth": np.nan,
+        "dip": np.nan,
+        "has_response": False,
+        "description": description,
+    }
+
+
+def _channel_row(
+    station: dict[str, Any],
+    location: str,
+    channel: str,
+    coords: tuple[float, float, float],
+    dates: tuple[obspy.UTCDateTime | None, obspy.UTCDateTime | None],
+    values: tuple[float, float, float, float],
+    has_response: bool,
+) -> dict[str, Any]:
+    """The table's row of a channel epoch of ``station`` (its station row): coordinates
+    (NaN: the station's), dates, then depth, sampling rate, azimuth and dip."""
+    own = [c if c == c else station[k] for c, k in zip(coords, _COORDS, strict=True)]
+    depth, rate, azimuth, dip = values
+    return {
+        **station,
+        "location": location,
+        "channel": channel,
+        "start_ns": _ns_or_nat(dates[0]),
+        "end_ns": _ns_or_nat(dates[1]),
+        **dict(zip(_COORDS, own, strict=True)),
+        "depth_m": depth,
+        "sampling_rate": rate,
+        "azimuth": azimuth,
+        "dip": dip,
+        "has_response": has_response,
+    }
+
+
+_COORDS = ("latitude", "longitude", "elevation_m")
+
+
 def inventory_table(inv: obspy.Inventory) -> pd.DataFrame:
     """One row per channel epoch, and one row with empty ``channel`` per station epoch.
 
@@ -76,53 +136,21 @@ def inventory_table(inv: obspy.Inventory) -> pd.DataFrame:
     rows = []
     for net in inv:
         for sta in net:
-            base = {
-                "network": net.code,
-                "station": sta.code,
-                "latitude": _num(sta.latitude),
-                "longitude": _num(sta.longitude),
-                "elevation_m": _num(sta.elevation),
-            }
-            rows.append(
-                {
-                    **base,
-                    "location": "",
-                    "channel": "",
-                    "start_ns": _ns_or_nat(sta.start_date),
-                    "end_ns": _ns_or_nat(sta.end_date),
-                    "depth_m": np.nan,
-                    "sampling_rate": np.nan,
-                    "azimuth": np.nan,
-                    "dip": np.nan,
-                    "has_response": False,
-                    "description": str(sta.description or ""),
-                }
-            )
+            coords = (_num(sta.latitude), _num(sta.longitude), _num(sta.elevation))
+            text = str(sta.description or "")
+            base = _station_row(net.code, sta.code, coords, sta.start_date, sta.end_date, text)
+            rows.append(base)
             for cha in sta.channels:
                 rows.append(
-                    {
-                        **base,
-                        "location": cha.location_code or "",
-                        "channel": cha.code,
-                        "latitude": _num(
-                            cha.latitude if cha.latitude is not None else sta.latitude
-                        ),
-                        "longitude": _num(
-                            cha.longitude if cha.longitude is not None else sta.longitude
-                        ),
-                        "elevation_m": _num(
-                            cha.elevation if cha.elevation is not None else sta.elevation
-                        ),
-                        "start_ns": _ns_or_nat(cha.start_date),
-                        "end_ns": _ns_or_nat(cha.end_date),
-                        "depth_m": _num(cha.depth),
-                        "sampling_rate": _num(cha.sample_rate),
-                        "azimuth": _num(cha.azimuth),
-                        "dip": _num(cha.dip),
-                        "has_response": cha.response is not None
-                        and bool(cha.response.response_stages),
-                        "description": str(sta.description or ""),
-                    }
+                    _channel_row(
+                        base,
+                        cha.location_code or "",
+                        cha.code,
+                        (_num(cha.latitude), _num(cha.longitude), _num(cha.elevation)),
+                        (cha.start_date, cha.end_date),
+                        (_num(cha.depth), _num(cha.sample_rate), _num(cha.azimuth), _num(cha.dip)),
+                        cha.response is not None and bool(cha.response.response_stages),
+                    )
                 )
     df = pd.DataFrame(rows, columns=CHANNEL_COLUMNS)
     return df.astype({"start_ns": "int64", "end_ns": "int64", "has_response": bool})
@@ -210,52 +238,33 @@ def _has_response(channel: Any) -> bool:
 
 def _station_rows(network: str, sta: Any) -> list[dict[str, Any]]:
     """The rows :func:`inventory_table` makes of one station element."""
-    lat, lon, elev = (_float(sta, n) for n in ("Latitude", "Longitude", "Elevation"))
     description = _find(sta, "Description")
     text = str(description.text or "") if description is not None else ""
-    base = {
-        "network": network,
-        "station": str(sta.get("code") or "").strip(),
-        "latitude": _num(lat),
-        "longitude": _num(lon),
-        "elevation_m": _num(elev),
-    }
-    rows = [
-        {
-            **base,
-            "location": "",
-            "channel": "",
-            "start_ns": _ns_or_nat(_date(sta, "startDate")),
-            "end_ns": _ns_or_nat(_date(sta, "endDate")),
-            "depth_m": np.nan,
-            "sampling_rate": np.nan,
-            "azimuth": np.nan,
-            "dip": np.nan,
-            "has_response": False,
-            "description": text,
-        }
-    ]
+    code = str(sta.get("code") or "").strip()
+    dates = (_date(sta, "startDate"), _date(sta, "endDate"))
+    base = _station_row(network, code, _floats(sta, _XML_COORDS), *dates, text)
+    rows = [base]
     for cha in sta.iterfind(f"{{{STATIONXML_NS}}}Channel"):
-        c_lat, c_lon, c_elev = (_float(cha, n) for n in ("Latitude", "Longitude", "Elevation"))
         rows.append(
-            {
-                **base,
-                "location": str(cha.get("locationCode") or "").strip(),
-                "channel": str(cha.get("code") or "").strip(),
-                "latitude": _num(c_lat if c_lat is not None else lat),
-                "longitude": _num(c_lon if c_lon is not None else lon),
-                "elevation_m": _num(c_elev if c_elev is not None else elev),
-                "start_ns": _ns_or_nat(_date(cha, "startDate")),
-                "end_ns": _ns_or_nat(_date(cha, "endDate")),
-                "depth_m": _num(_float(cha, "Depth")),
-                "sampling_rate": _num(_float(cha, "SampleRate")),
-                "azimuth": _num(_float(cha, "Azimuth")),
-                "dip": _num(_float(cha, "Dip")),
-                "has_response": _has_response(cha),
-                "description": text,
-            }
+            _channel_row(
+                base,
+                str(cha.get("locationCode") or "").strip(),
+                str(cha.get("code") or "").strip(),
+                _floats(cha, _XML_COORDS),
+                (_date(cha, "startDate"), _date(cha, "endDate")),
+                _floats(cha, ("Depth", "SampleRate", "Azimuth", "Dip")),
+                _has_response(cha),
+            )
         )
     return rows
+
+
+_XML_COORDS = ("Latitude", "Longitude", "Elevation")
+
+
+def _floats(elem: Any, names: tuple[str, ...]) -> Any:
+    """``_num`` of each float child ``names`` (NaN where absent or unreadable)."""
+    return tuple(_num(_float(elem, n)) for n in names)
 
 
 def catalog_table(cat: obspy.Catalog) -> tuple[pd.DataFrame, list[tuple[str, str]]]:
