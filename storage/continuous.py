@@ -579,7 +579,6 @@ class ChannelYear:
             if n_recorded < mask.size:
                 block[region][~mask] = 0
             valid[region] = mask
-        a = {name: _async(self.arrays[name]) for name in ("data", "mask")}
         v = self.vars
         values = {
             "starttime": t0_ns,
@@ -630,7 +629,8 @@ class ChannelYear:
                     self.samples.put(encoded[0], fresh),
                     self.mask_rows.put(encoded[1], fresh),
                 ]
-            elif hi > lo:
+            elif hi > lo:  # a pipeline written through zarr: only now build its arrays
+                a = {name: _async(self.arrays[name]) for name in ("data", "mask")}
                 writes += [
                     a["data"].setitem((d, slice(lo, hi)), block),
                     a["mask"].setitem((d, slice(lo, hi)), valid),
