@@ -50,7 +50,7 @@ def run(
 def dead_channel_ranks(store: str, config: FeatureModelConfig) -> dict[str, Any]:
     """Anomaly rank (1 = most anomalous) of every window flagged ``flat`` (a dead channel),
     with the anomaly model fitted on all windows of the store."""
-    from storage.schema import Flag
+    from seismoflow.storage.schema import Flag
 
     examples, features = load_inputs(store)
     present = present_components(examples)

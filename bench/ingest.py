@@ -41,6 +41,9 @@ from typing import Any, TypeVar
 import numpy as np
 import obspy
 import zarr
+from seismoflow.storage.continuous import ContinuousReader, SampleRows, open_channel_year
+from seismoflow.storage.location import open_root
+from seismoflow.storage.schema import CONTINUOUS
 
 from seismoflow.ids import ChannelId
 from seismoflow.ingest import (
@@ -55,9 +58,6 @@ from seismoflow.ingest import (
 )
 from seismoflow.settings import Settings
 from seismoflow.times import NS_PER_DAY, rate_fraction
-from storage.continuous import ContinuousReader, SampleRows, open_channel_year
-from storage.location import open_root
-from storage.schema import CONTINUOUS
 
 T = TypeVar("T")
 DEFAULT_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "archive"

@@ -159,7 +159,8 @@ class PeakRss(threading.Thread):
 def run(
     sds: Path, store: Path, workers: int, station_days: int, work: Path, events: bool = True
 ) -> dict[str, Any]:
-    from flows.archive_batch import run_archive_batch
+    from seismoflow.flows.archive_batch import run_archive_batch
+
     from seismoflow.settings import load_settings
 
     cluster = Cluster(workers, work)

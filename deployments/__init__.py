@@ -11,19 +11,18 @@
 - ``train-models/retrain``: weekly retraining, bound to ``gpu`` (the CNN trains on CUDA when
   the worker has it, on the CPU otherwise; the model directory format is the same).
 
-Flow code is read from this repository's folder (``flow.from_source`` with a local path):
-workers run on machines that have the repository and its environment installed at the same
-path (a shared filesystem, or the same checkout everywhere).
+Deployments point at the installed package (module entrypoints such as
+``seismoflow.flows.reprocess:catalog_reprocess``), not at a checkout: a worker runs them on
+any machine where ``pip install seismoflow[ml]`` put the same version in its environment.
 """
 
 from __future__ import annotations
 
+import importlib
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
-REPO = Path(__file__).resolve().parents[1]
 CPU_POOL, GPU_POOL = "cpu", "gpu"
 
 # The README's example region: Mount St. Helens and surroundings (UW/CC networks).
@@ -39,7 +38,6 @@ class DeployOptions:
 
     store: str
     models_dir: str
-    source: str = str(REPO)
     nightly_cron: str = "30 2 * * *"
     retrain_cron: str = "0 4 * * 0"
     timezone: str = "UTC"
@@ -48,7 +46,8 @@ class DeployOptions:
 
 @dataclass(frozen=True)
 class Spec:
-    """One deployment: flow entrypoint (relative to the repository), pool, schedule."""
+    """One deployment: flow entrypoint (``module:flow`` of the installed package), pool,
+    schedule."""
 
     name: str
     entrypoint: str
@@ -64,23 +63,23 @@ def specs(options: DeployOptions) -> list[Spec]:
     store, models = options.store, options.models_dir
     return [
         Spec(
-            "nightly", "flows/reprocess.py:catalog_reprocess", CPU_POOL,
+            "nightly", "seismoflow.flows.reprocess:catalog_reprocess", CPU_POOL,
             {"params": {"store": store, "models_dir": models, "last_days": 1,
                         **options.nightly}},
             options.nightly_cron, "the last day: fetch, features, predict, export", ("nightly",),
         ),
         Spec(
-            "refresh-predictions", "flows/reprocess.py:catalog_reprocess", CPU_POOL,
+            "refresh-predictions", "seismoflow.flows.reprocess:catalog_reprocess", CPU_POOL,
             {"params": {"store": store, "models_dir": models, "steps": ["predict", "export"]}},
             None, "predictions of the whole store with the newest model", ("predict",),
         ),
         Spec(
-            "archive", "deployments/entrypoints.py:archive_batches", CPU_POOL,
+            "archive", "seismoflow.deployments.entrypoints:archive_batches", CPU_POOL,
             {"store": store}, None,
             "an archive batch (pass sds, stations, events, dask_address)", ("archive",),
         ),
         Spec(
-            "retrain", "flows/train.py:train_models", GPU_POOL,
+            "retrain", "seismoflow.flows.train:train_models", GPU_POOL,
             {"store": store, "models_dir": models}, options.retrain_cron,
             "weekly retraining on the gpu pool", ("train", "gpu"),
         ),
@@ -118,12 +117,12 @@ def deploy_all(options: DeployOptions) -> dict[str, UUID]:
     """Create the pools and every deployment of :func:`specs`; ``{flow/name: id}``.
 
     Talks to the server at ``PREFECT_API_URL``. Re-running updates the deployments."""
-    from prefect import flow
+    from prefect.deployments.runner import EntrypointType
 
     ensure_pools()
     out: dict[str, UUID] = {}
     for spec in specs(options):
-        loaded: Any = flow.from_source(source=options.source, entrypoint=spec.entrypoint)
+        loaded = load_flow(spec.entrypoint)
         deployment_id = loaded.deploy(
             name=spec.name,
             work_pool_name=spec.pool,
@@ -136,6 +135,13 @@ def deploy_all(options: DeployOptions) -> dict[str, UUID]:
             push=False,
             print_next_steps=False,
             ignore_warnings=True,
+            entrypoint_type=EntrypointType.MODULE_PATH,
         )
         out[f"{loaded.name}/{spec.name}"] = deployment_id
     return out
+
+
+def load_flow(entrypoint: str) -> Any:
+    """The flow object named by ``module:attribute`` (imported from the installed package)."""
+    module, _, attribute = entrypoint.partition(":")
+    return getattr(importlib.import_module(module), attribute)

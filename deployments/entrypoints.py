@@ -23,7 +23,7 @@ def archive_batches(
 ) -> dict[str, Any]:
     """One parameterised archive batch: ``archive-batch`` as a subflow on the Dask cluster at
     ``dask_address`` (or a LocalCluster when None)."""
-    from flows.archive_batch import run_archive_batch
+    from seismoflow.flows.archive_batch import run_archive_batch
 
     s = Settings(**{**(settings or {}), "store": store})
     return run_archive_batch(s, sds, stations, events, start_ns, end_ns, dask_address)

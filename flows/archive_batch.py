@@ -37,6 +37,8 @@ from prefect.tasks import Task
 from prefect.utilities.engine import collect_task_run_inputs_sync
 from prefect_dask import DaskTaskRunner
 from prefect_dask.task_runners import PrefectDaskFuture
+from seismoflow.tasks import batch as b
+from seismoflow.tasks import ingest as t
 
 from seismoflow.ingest import ChannelDayUnit, UnitResult, plan_summary, summarize_units
 from seismoflow.scaleout import (
@@ -51,8 +53,6 @@ from seismoflow.scaleout import (
     window_chunks,
 )
 from seismoflow.settings import Settings
-from tasks import batch as b
-from tasks import ingest as t
 
 T = TypeVar("T")
 

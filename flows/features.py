@@ -10,10 +10,10 @@ from prefect.futures import as_completed
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import unmapped
+from seismoflow.tasks import features as t
 
 from seismoflow.features.physics import FEATURES
 from seismoflow.settings import Settings
-from tasks import features as t
 
 CHANNEL_SETS_PER_TASK = 4
 

@@ -16,12 +16,12 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import unmapped
+from seismoflow.flows.ingest import ingest_archive
+from seismoflow.tasks import fetch as t
 
-from flows.ingest import ingest_archive
 from seismoflow.fetch.run import Request, Selection, staging_folder
 from seismoflow.progress import progress
 from seismoflow.settings import Settings
-from tasks import fetch as t
 
 
 @flow(name="fetch-fdsn", log_prints=True)

@@ -10,11 +10,11 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import unmapped
+from seismoflow.tasks import ingest as t
 
 from seismoflow.ingest import plan_summary, summarize_units
 from seismoflow.progress import progress
 from seismoflow.settings import Settings
-from tasks import ingest as t
 
 
 @flow(name="ingest-archive", log_prints=True)

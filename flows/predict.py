@@ -9,12 +9,12 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
+from seismoflow.flows.train import ensure_features
+from seismoflow.tasks import models as t
 
-from flows.train import ensure_features
 from seismoflow.models.registry import code_version
 from seismoflow.predict import event_table
 from seismoflow.settings import Settings
-from tasks import models as t
 
 
 @flow(name="predict", log_prints=True)

@@ -154,7 +154,7 @@ class ReprocessParams(BaseModel):
     def export_path(self) -> str:
         if self.export:
             return self.export
-        from storage.location import is_local, local_path
+        from seismoflow.storage.location import is_local, local_path
 
         if not is_local(self.store):
             raise ValueError(f"store {self.store} is remote: give `export` (a local CSV path)")
@@ -213,8 +213,8 @@ def find_model(models_dir: str, model: str | None) -> Path | None:
 
 def latest_prediction_model(location: str) -> str | None:
     """``model_id`` of the store's latest prediction version, None without predictions."""
-    from storage.location import open_root
-    from storage.predictions import latest_version, prediction_path
+    from seismoflow.storage.location import open_root
+    from seismoflow.storage.predictions import latest_version, prediction_path
 
     try:
         version = latest_version(location)
@@ -235,14 +235,15 @@ def _runner(s: Settings) -> Any:
 @flow(name="catalog-reprocess", log_prints=True)
 def catalog_reprocess(params: ReprocessParams) -> dict[str, Any]:
     """Bring the store up to date for ``params`` and refresh predictions; returns a summary."""
-    from flows.features import extract_features
-    from flows.fetch import fetch_fdsn
-    from flows.ingest import ingest_archive
-    from flows.predict import predict
-    from flows.train import train_models
+    from seismoflow.flows.features import extract_features
+    from seismoflow.flows.fetch import fetch_fdsn
+    from seismoflow.flows.ingest import ingest_archive
+    from seismoflow.flows.predict import predict
+    from seismoflow.flows.train import train_models
+    from seismoflow.storage.location import store_exists
+
     from seismoflow.models.registry import read_metadata
     from seismoflow.models.training import features_missing
-    from storage.location import store_exists
 
     logger = get_run_logger()
     s = params.to_settings()
@@ -358,8 +359,9 @@ def catalog_reprocess(params: ReprocessParams) -> dict[str, Any]:
 
 def export_predictions(location: str, path: str) -> dict[str, Any]:
     """Write the latest prediction version as an event CSV; counts and a frame for the map."""
+    from seismoflow.storage.tables import read_table
+
     from seismoflow.predict import export_table
-    from storage.tables import read_table
 
     table = export_table(location)
     Path(path).parent.mkdir(parents=True, exist_ok=True)

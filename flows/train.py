@@ -10,11 +10,11 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
+from seismoflow.tasks import models as t
 
 from seismoflow.models import plots
 from seismoflow.models.training import TrainOptions, summary
 from seismoflow.settings import Settings
-from tasks import models as t
 
 
 @flow(name="train-models", log_prints=True)
@@ -111,7 +111,7 @@ def ensure_features(store: str, settings: dict[str, Any] | None) -> None:
     """Run ``extract-features`` (noise windows and features) if the store lacks features."""
     missing = t.features_missing(store)
     if missing:
-        from flows.features import extract_features
+        from seismoflow.flows.features import extract_features
 
         get_run_logger().info("no features for %s in %s: extracting them first", missing, store)
         extract_features(settings={**(settings or {}), "store": store})

@@ -138,7 +138,7 @@ def ingest(
         if path is not None and not path.exists():
             console.print(f"[red]{option} {path} does not exist[/red]")
             raise typer.Exit(2)
-    from flows.ingest import run_ingest
+    from seismoflow.flows.ingest import run_ingest
 
     summary = run_ingest(
         settings,
@@ -189,7 +189,7 @@ def archive_batch(
         if path is not None and not path.exists():
             console.print(f"[red]{option} {path} does not exist[/red]")
             raise typer.Exit(2)
-    from flows.archive_batch import run_archive_batch
+    from seismoflow.flows.archive_batch import run_archive_batch
 
     summary = run_archive_batch(
         settings,
@@ -261,7 +261,7 @@ def fetch(
     except ValueError as exc:
         console.print(f"[red]{exc}[/red]")
         raise typer.Exit(2) from exc
-    from flows.fetch import run_fetch
+    from seismoflow.flows.fetch import run_fetch
 
     try:
         summary = run_fetch(settings, selection)
@@ -303,7 +303,7 @@ def info(
 ) -> None:
     """Summarise a store: events, stations, channels, traces, samples, quarantine."""
     settings = _settings(config, store=store)
-    from storage.location import store_exists
+    from seismoflow.storage.location import store_exists
 
     if not store_exists(settings.store):
         console.print(
@@ -388,7 +388,7 @@ def features(
         if not Path(path).is_file():
             console.print(f"[red]noise label list {path} does not exist[/red]")
             raise typer.Exit(2)
-    from storage.location import store_exists
+    from seismoflow.storage.location import store_exists
 
     if not store_exists(settings.store):
         console.print(
@@ -396,7 +396,7 @@ def features(
             "first or check --store"
         )
         raise typer.Exit(1)
-    from flows.features import run_features
+    from seismoflow.flows.features import run_features
 
     summary = run_features(settings, dask_address)
     if as_json:
@@ -432,12 +432,12 @@ def train(
     """Train the CNN and the feature models on a store (runs the ``train-models`` flow);
     writes a new model directory under --models-dir."""
     settings = _settings(config, store=store, max_workers=workers)
-    from storage.location import store_exists
+    from seismoflow.storage.location import store_exists
 
     if not store_exists(settings.store):
         console.print(f"[red]no seismoflow store at {settings.store}[/red]; check --store")
         raise typer.Exit(1)
-    from flows.train import run_train
+    from seismoflow.flows.train import run_train
     from seismoflow.models.training import TrainOptions
 
     options = TrainOptions(
@@ -469,7 +469,7 @@ def predict(
     write the results back as a new prediction version (runs the ``predict`` flow)."""
     settings = _settings(config, store=store)
     from seismoflow.models.registry import METADATA
-    from storage.location import store_exists
+    from seismoflow.storage.location import store_exists
 
     if not store_exists(settings.store):
         console.print(f"[red]no seismoflow store at {settings.store}[/red]; check --store")
@@ -480,7 +480,7 @@ def predict(
             "that `seismoflow train --models-dir DIR` wrote under DIR"
         )
         raise typer.Exit(2)
-    from flows.predict import run_predict
+    from seismoflow.flows.predict import run_predict
 
     summary = run_predict(settings, str(model), tsne=tsne, device=device)
     if as_json:
@@ -582,7 +582,7 @@ def run_job(
             raise typer.Exit(2)
     from pydantic import ValidationError
 
-    from flows.reprocess import ReprocessParams, run_reprocess
+    from seismoflow.flows.reprocess import ReprocessParams, run_reprocess
 
     train_options: dict[str, Any] = {"cnn": cnn, "tsne": tsne}
     if epochs is not None:
@@ -646,7 +646,7 @@ def deploy(
     settings = _settings(config, store=store)
     if api_url:
         os.environ["PREFECT_API_URL"] = api_url
-    from deployments import DeployOptions, deploy_all
+    from seismoflow.deployments import DeployOptions, deploy_all
 
     made = deploy_all(
         DeployOptions(store=settings.store, models_dir=str(models_dir.resolve()))

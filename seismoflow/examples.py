@@ -17,9 +17,9 @@ import pandas as pd
 import zarr
 
 from seismoflow.labels import CLASSES, event_class
+from seismoflow.storage.schema import EVENTS, NOISE_GROUP, Flag
+from seismoflow.storage.tables import read_table
 from seismoflow.times import NAT, NS_PER_DAY
-from storage.schema import EVENTS, NOISE_GROUP, Flag
-from storage.tables import read_table
 
 log = logging.getLogger(__name__)
 

@@ -29,8 +29,7 @@ from seismoflow.archive.sources import Problem, Segment, SourceFile, decode, sca
 from seismoflow.archive.windows import WindowSpec, cut_window, plan_windows
 from seismoflow.ids import ChannelId
 from seismoflow.settings import Settings
-from seismoflow.times import NAT, NS_PER_DAY, NS_PER_S, rate_fraction, samples_per_day
-from storage.continuous import (
+from seismoflow.storage.continuous import (
     WRITING,
     ChannelYear,
     ContinuousReader,
@@ -38,9 +37,9 @@ from storage.continuous import (
     built_from,
     open_channel_year,
 )
-from storage.events import TraceWriter, events_group, pending_traces, trace_keys
-from storage.location import consolidate, open_root, store_lock
-from storage.schema import (
+from seismoflow.storage.events import TraceWriter, events_group, pending_traces, trace_keys
+from seismoflow.storage.location import consolidate, open_root, store_lock
+from seismoflow.storage.schema import (
     PCODEC_PAGE,
     ContinuousEncoding,
     ContinuousLayout,
@@ -53,7 +52,8 @@ from storage.schema import (
     create_events,
     describe_flags,
 )
-from storage.tables import read_table, write_source_document, write_table
+from seismoflow.storage.tables import read_table, write_source_document, write_table
+from seismoflow.times import NAT, NS_PER_DAY, NS_PER_S, rate_fraction, samples_per_day
 
 
 @dataclass(frozen=True)

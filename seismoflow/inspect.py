@@ -11,11 +11,11 @@ import obspy
 import xarray as xr
 
 from seismoflow.ids import ChannelId
+from seismoflow.storage.continuous import read_pieces
+from seismoflow.storage.location import node_location, open_root
+from seismoflow.storage.schema import EVENTS, describe_flags
+from seismoflow.storage.tables import read_table
 from seismoflow.times import NS_PER_S, from_ns
-from storage.continuous import read_pieces
-from storage.location import node_location, open_root
-from storage.schema import EVENTS, describe_flags
-from storage.tables import read_table
 
 
 def store_info(location: str) -> dict[str, Any]:

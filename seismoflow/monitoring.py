@@ -151,7 +151,7 @@ class ProgressArtifact:
 
 def quarantine_rows(location: str) -> list[dict[str, Any]]:
     """Quarantine reasons of a store with their counts, most frequent first."""
-    from storage.tables import read_table
+    from seismoflow.storage.tables import read_table
 
     table = read_table(location, "quarantine")
     if table.empty:
@@ -162,7 +162,7 @@ def quarantine_rows(location: str) -> list[dict[str, Any]]:
 
 def coverage_rows(location: str) -> list[dict[str, Any]]:
     """Per-station coverage of continuous data: channel-days, days, samples, flags."""
-    from storage.tables import read_table
+    from seismoflow.storage.tables import read_table
 
     days = read_table(location, "channel_days")
     if days.empty:
@@ -187,7 +187,7 @@ def coverage_rows(location: str) -> list[dict[str, Any]]:
 
 def availability_png(location: str, path: Path) -> Path | None:
     """Data availability: one row per channel, a mark per stored channel-day (UTC)."""
-    from storage.tables import read_table
+    from seismoflow.storage.tables import read_table
 
     days = read_table(location, "channel_days")
     if days.empty:

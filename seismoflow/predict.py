@@ -21,7 +21,7 @@ import pandas as pd
 from seismoflow.models.metrics import event_probabilities
 from seismoflow.models.registry import ModelBundle
 from seismoflow.models.sklearn_models import FeatureModelConfig, tsne_embedding
-from storage.predictions import PredictionWriter, open_predictions
+from seismoflow.storage.predictions import PredictionWriter, open_predictions
 
 CNN = "cnn"
 ENSEMBLE = "ensemble"

@@ -17,7 +17,7 @@ import numpy as np
 
 from seismoflow.archive.sources import Problem
 from seismoflow.ingest import ChannelDayUnit, UnitResult
-from storage.schema import describe_flags
+from seismoflow.storage.schema import describe_flags
 
 
 def station_of(channel: str) -> str:

@@ -12,6 +12,15 @@ from typing import Any, TypeVar, cast
 import numpy as np
 import zarr
 from numcodecs import Blosc, PCodec, VLenUTF8, Zstd
+from seismoflow.storage.chunkio import put_chunks, read_chunks, write_chunks
+from seismoflow.storage.schema import (
+    CONTINUOUS,
+    ContinuousLayout,
+    SchemaError,
+    layout_from_attrs,
+    layout_shape,
+    template_documents,
+)
 from zarr.core.array import AsyncArray
 from zarr.core.buffer import default_buffer_prototype
 from zarr.core.metadata import ArrayV3Metadata
@@ -20,15 +29,6 @@ from zarr.storage import StorePath
 
 from seismoflow.ids import ChannelId
 from seismoflow.times import NAT, NS_PER_DAY, NS_PER_S, rate_fraction
-from storage.chunkio import put_chunks, read_chunks, write_chunks
-from storage.schema import (
-    CONTINUOUS,
-    ContinuousLayout,
-    SchemaError,
-    layout_from_attrs,
-    layout_shape,
-    template_documents,
-)
 
 # The per-day variables of a channel-year (one chunk of one element per day).
 DAY_VARIABLES = (

@@ -7,12 +7,12 @@ import time
 
 import numpy as np
 import zarr
+from seismoflow.storage.chunkio import write_chunks
+from seismoflow.storage.continuous import WholeChunks
+from seismoflow.storage.schema import EVENTS, check_trace_region
 from zarr.core.sync import sync
 
 from seismoflow.times import NAT
-from storage.chunkio import write_chunks
-from storage.continuous import WholeChunks
-from storage.schema import EVENTS, check_trace_region
 
 
 def _array(group: zarr.Group, name: str) -> zarr.Array:

@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import zarr
+from seismoflow.storage.chunkio import read_chunks, write_chunks, write_file
+from seismoflow.storage.schema import SCHEMA_VERSION
 from zarr.storage import FsspecStore, LocalStore
-
-from storage.chunkio import read_chunks, write_chunks, write_file
-from storage.schema import SCHEMA_VERSION
 
 
 def is_local(location: str) -> bool:

@@ -23,9 +23,8 @@ from typing import Any
 import numpy as np
 import xarray as xr
 import zarr
-
-from storage.location import consolidate, node_location, open_root, store_lock
-from storage.schema import (
+from seismoflow.storage.location import consolidate, node_location, open_root, store_lock
+from seismoflow.storage.schema import (
     PREDICTIONS,
     SchemaError,
     check_prediction_values,

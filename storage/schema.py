@@ -34,6 +34,7 @@ from typing import Any
 
 import numpy as np
 import zarr
+from seismoflow.storage.chunkio import read_chunks, write_chunks
 from zarr.codecs import BloscCodec, PCodec, ZstdCodec
 from zarr.codecs.numcodecs import Delta
 from zarr.core.buffer import default_buffer_prototype
@@ -43,7 +44,6 @@ from zarr.storage import LocalStore
 
 from seismoflow.ids import ChannelId
 from seismoflow.times import NAT, NS_PER_DAY, samples_per_day
-from storage.chunkio import read_chunks, write_chunks
 
 SCHEMA_VERSION = 2  # 2: chunk length and pcodec pages per channel-year (STORE.md)
 CONTINUOUS = "continuous"

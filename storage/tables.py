@@ -14,9 +14,8 @@ import numpy as np
 import pandas as pd
 import xarray as xr
 import zarr
-
-from storage.location import node_location
-from storage.schema import SOURCES, TABLES
+from seismoflow.storage.location import node_location
+from seismoflow.storage.schema import SOURCES, TABLES
 
 TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "catalog": ("event_id",),

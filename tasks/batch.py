@@ -172,10 +172,10 @@ def warm() -> float:
     """Import what the tasks need (run once per Dask worker before timing starts); seconds."""
     clock = time.perf_counter()
     import prefect.task_engine  # noqa: F401
+    import seismoflow.storage.continuous  # noqa: F401
+    import seismoflow.storage.events  # noqa: F401
+    import seismoflow.tasks.ingest  # noqa: F401
 
-    import storage.continuous  # noqa: F401
-    import storage.events  # noqa: F401
-    import tasks.ingest  # noqa: F401
     from seismoflow.archive import assemble, windows  # noqa: F401
 
     return time.perf_counter() - clock

@@ -7,11 +7,11 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from seismoflow.storage.location import consolidate, store_lock
 
 from seismoflow.features import extract, noise
 from seismoflow.ingest import window_layout
 from seismoflow.settings import Settings
-from storage.location import consolidate, store_lock
 
 
 @task(name="plan-noise-windows", cache_policy=NO_CACHE)

@@ -19,6 +19,8 @@ from pathlib import Path
 
 import pytest
 from distributed import Client
+from seismoflow.storage.tables import read_table
+from seismoflow.tasks.batch import Opaque, Timed, _timed, memory, release_memory
 
 from seismoflow.ingest import ChannelDayUnit, UnitResult
 from seismoflow.scaleout import (
@@ -35,8 +37,6 @@ from seismoflow.scaleout import (
     work_estimate,
 )
 from seismoflow.times import NS_PER_DAY
-from storage.tables import read_table
-from tasks.batch import Opaque, Timed, _timed, memory, release_memory
 from tests.conftest import OUTPUT, REPO, _free_port, cli_env, ingest_args, link_sds, run_cli
 from tests.test_resume import assert_same, snapshot
 

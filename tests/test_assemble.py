@@ -1,12 +1,12 @@
 """Channel-day assembly: grid placement and every defect flagged (seeded synthetic numerics)."""
 
 import numpy as np
+from seismoflow.storage.schema import Flag
 
 from seismoflow.archive.assemble import assemble_day, is_clipped, is_flat
 from seismoflow.archive.sources import Segment
 from seismoflow.ids import ChannelId
 from seismoflow.times import NS_PER_S, to_ns
-from storage.schema import Flag
 
 CH = ChannelId("XX", "TEST", "", "HHZ")
 DAY = to_ns("2020-01-01")

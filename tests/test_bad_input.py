@@ -14,6 +14,10 @@ import numpy as np
 import obspy
 import pandas as pd
 import pytest
+from seismoflow.storage.continuous import read_pieces
+from seismoflow.storage.location import open_root
+from seismoflow.storage.schema import Flag
+from seismoflow.storage.tables import read_table
 
 from seismoflow.ids import ChannelId
 from seismoflow.ingest import (
@@ -26,10 +30,6 @@ from seismoflow.ingest import (
 )
 from seismoflow.settings import Settings
 from seismoflow.times import to_ns
-from storage.continuous import read_pieces
-from storage.location import open_root
-from storage.schema import Flag
-from storage.tables import read_table
 
 pytestmark = pytest.mark.data
 

@@ -12,9 +12,9 @@ import time
 from pathlib import Path
 
 import pytest
+from seismoflow.deployments import CPU_POOL, GPU_POOL, DeployOptions, deploy_all, specs
+from seismoflow.storage.tables import read_table
 
-from deployments import CPU_POOL, GPU_POOL, REPO, DeployOptions, deploy_all, specs
-from storage.tables import read_table
 from tests.conftest import OUTPUT, cli_env, run_cli
 
 
@@ -31,16 +31,16 @@ def test_specs_bind_training_to_gpu_and_schedule_nightly(tmp_path: Path) -> None
 
 def test_entrypoints_load_and_parameters_validate(tmp_path: Path) -> None:
     from prefect.flows import load_flow_from_entrypoint
-
-    from flows.reprocess import ReprocessParams
+    from seismoflow.flows.reprocess import ReprocessParams
 
     options = DeployOptions(store=str(tmp_path / "s.zarr"), models_dir=str(tmp_path / "m"))
     names = {"nightly": "catalog-reprocess", "refresh-predictions": "catalog-reprocess",
              "archive": "archive-batches", "retrain": "train-models"}  # fmt: skip
     for spec in specs(options):
-        path, _, _ = spec.entrypoint.partition(":")
-        assert (REPO / path).is_file(), spec.entrypoint
-        loaded = load_flow_from_entrypoint(str(REPO / spec.entrypoint))
+        # Installed module entrypoints: no checkout path travels to the worker.
+        assert spec.entrypoint.startswith("seismoflow."), spec.entrypoint
+        assert ".py" not in spec.entrypoint and "/" not in spec.entrypoint
+        loaded = load_flow_from_entrypoint(spec.entrypoint.replace(":", "."))
         assert loaded.name == names[spec.name]
         if loaded.name == "catalog-reprocess":
             ReprocessParams(**spec.parameters["params"])
@@ -85,6 +85,8 @@ def test_deploy_and_run_reprocessing_on_a_process_worker(
         nightly = client.read_deployment_by_name("catalog-reprocess/nightly")
         assert nightly.work_pool_name == CPU_POOL
         assert [getattr(s.schedule, "cron", None) for s in nightly.schedules] == ["30 2 * * *"]
+        assert nightly.entrypoint.startswith("seismoflow.flows.reprocess")
+        assert nightly.path in (None, "", ".") and not nightly.pull_steps, nightly
         retrain = client.read_deployment_by_name("train-models/retrain")
         assert retrain.work_pool_name == GPU_POOL and retrain.schedules
 

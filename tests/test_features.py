@@ -281,9 +281,10 @@ def featured(
 def test_noise_windows_are_far_from_events_and_screened(
     featured: tuple[Path, dict[str, Any], list[str]],
 ) -> None:
+    from seismoflow.storage.tables import read_table
+
     from seismoflow.features.noise import read_label_windows, screen_statistic
     from seismoflow.settings import Settings
-    from storage.tables import read_table
 
     store, summary, lists = featured
     s = Settings()

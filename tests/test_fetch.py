@@ -20,15 +20,15 @@ from typing import Any
 import numpy as np
 import pytest
 import xarray as xr
+from seismoflow.flows.fetch import run_fetch
+from seismoflow.storage.continuous import ContinuousReader
+from seismoflow.storage.location import open_root
+from seismoflow.storage.tables import read_table
 
-from flows.fetch import run_fetch
 from seismoflow.fetch.run import Selection
 from seismoflow.ids import ChannelId
 from seismoflow.settings import Settings
 from seismoflow.times import to_ns
-from storage.continuous import ContinuousReader
-from storage.location import open_root
-from storage.tables import read_table
 from tests.conftest import cli_env, run_cli, seismoflow_cmd
 from tests.fdsnws import Faults, FDSNService
 

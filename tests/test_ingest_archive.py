@@ -14,13 +14,13 @@ import obspy.clients.filesystem.sds
 import pandas as pd
 import pytest
 import xarray as xr
+from seismoflow.storage.continuous import ContinuousReader
+from seismoflow.storage.location import open_root
+from seismoflow.storage.schema import Flag
+from seismoflow.storage.tables import read_table
 
 from seismoflow.ids import ChannelId
 from seismoflow.times import NS_PER_S, to_ns
-from storage.continuous import ContinuousReader
-from storage.location import open_root
-from storage.schema import Flag
-from storage.tables import read_table
 from tests.conftest import ingest, run_cli
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]

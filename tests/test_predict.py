@@ -11,10 +11,10 @@ import pandas as pd
 import pytest
 import xarray as xr
 import zarr
+from seismoflow.storage.predictions import latest_version, list_versions, open_predictions
+from seismoflow.storage.schema import SchemaError
 
 from seismoflow.predict import TracePredictions, event_table, export_table, write_predictions
-from storage.predictions import latest_version, list_versions, open_predictions
-from storage.schema import SchemaError
 from tests.conftest import run_cli
 from tests.test_models import trained_run
 

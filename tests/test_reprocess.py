@@ -12,17 +12,17 @@ from typing import Any
 import pandas as pd
 import pytest
 from pydantic import ValidationError
-
-from flows.reprocess import (
+from seismoflow.flows.reprocess import (
     DEFAULT_STEPS,
     ReprocessParams,
     acquisition_counts,
     new_data_written,
     per_class_rows,
 )
+from seismoflow.storage.predictions import list_versions, open_predictions
+from seismoflow.storage.tables import read_table
+
 from seismoflow import monitoring as mon
-from storage.predictions import list_versions, open_predictions
-from storage.tables import read_table
 from tests.conftest import run_cli
 from tests.fdsnws import FDSNService
 
@@ -248,8 +248,7 @@ def test_rerun_touches_nothing(
 def _feature_stamps(store: str) -> dict[str, str]:
     """``computed_at`` of each feature table (a rewrite changes it)."""
     import zarr
-
-    from storage.location import open_root
+    from seismoflow.storage.location import open_root
 
     root = open_root(store, mode="r")
     features = root["features"]

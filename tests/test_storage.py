@@ -9,14 +9,10 @@ import pandas as pd
 import pytest
 import xarray as xr
 import zarr
-from zarr.core.sync import sync
-
-from seismoflow.ids import ChannelId
-from seismoflow.times import NAT, NS_PER_S, to_ns
-from storage.continuous import ChannelYear, open_channel_year, read_pieces
-from storage.events import TraceWriter
-from storage.location import consolidate, open_root, store_lock
-from storage.schema import (
+from seismoflow.storage.continuous import ChannelYear, open_channel_year, read_pieces
+from seismoflow.storage.events import TraceWriter
+from seismoflow.storage.location import consolidate, open_root, store_lock
+from seismoflow.storage.schema import (
     ContinuousEncoding,
     ContinuousLayout,
     EventWindowLayout,
@@ -27,7 +23,16 @@ from storage.schema import (
     create_continuous,
     create_events,
 )
-from storage.tables import read_source_document, read_table, write_source_document, write_table
+from seismoflow.storage.tables import (
+    read_source_document,
+    read_table,
+    write_source_document,
+    write_table,
+)
+from zarr.core.sync import sync
+
+from seismoflow.ids import ChannelId
+from seismoflow.times import NAT, NS_PER_S, to_ns
 
 CH = ChannelId("XX", "TEST", "00", "HHZ")
 DAY = to_ns("2021-03-04")

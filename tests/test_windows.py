@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import xarray as xr
 from scipy.signal import butter, sosfiltfilt
+from seismoflow.storage.schema import EventWindowLayout, Flag
 
 from seismoflow.archive.metadata import MetadataIndex
 from seismoflow.archive.windows import p_travel_time_s, plan_windows
@@ -22,7 +23,6 @@ from seismoflow.ingest import (
 )
 from seismoflow.settings import Settings
 from seismoflow.times import NAT, NS_PER_S, to_ns
-from storage.schema import EventWindowLayout, Flag
 from tests.conftest import link_sds
 
 ORIGIN = to_ns("2021-06-01T12:00:00")

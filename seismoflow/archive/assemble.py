@@ -15,8 +15,8 @@ import numpy as np
 
 from seismoflow.archive.sources import Problem, Segment
 from seismoflow.ids import ChannelId
+from seismoflow.storage.schema import Flag
 from seismoflow.times import NS_PER_DAY, NS_PER_S, rate_fraction, sample_index, samples_per_day
-from storage.schema import Flag
 
 # A start more than this far off the grid is flagged (residual kept either way).
 TIMING_TOLERANCE_NS = 1_000

@@ -17,8 +17,8 @@ from obspy.geodetics import locations2degrees
 from seismoflow.archive.metadata import MetadataIndex
 from seismoflow.ids import ChannelId
 from seismoflow.signal import resample_pieces
+from seismoflow.storage.schema import COMPONENTS, EventWindowLayout, Flag
 from seismoflow.times import NAT, NS_PER_S
-from storage.schema import COMPONENTS, EventWindowLayout, Flag
 
 COMPONENT_OF = {"Z": "Z", "N": "N", "1": "N", "E": "E", "2": "E"}
 # Data read beyond the window on each side so filters and interpolation have no edge.

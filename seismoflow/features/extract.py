@@ -25,9 +25,9 @@ from seismoflow import __version__
 from seismoflow.examples import list_examples
 from seismoflow.features.arrivals import travel_times
 from seismoflow.features.physics import FEATURE_SET, FEATURES, window_features
-from storage.location import node_location, open_root, store_lock
-from storage.schema import EVENTS, NOISE_GROUP, features_path, write_features
-from storage.tables import read_table
+from seismoflow.storage.location import node_location, open_root, store_lock
+from seismoflow.storage.schema import EVENTS, NOISE_GROUP, features_path, write_features
+from seismoflow.storage.tables import read_table
 
 WINDOW_GROUPS: tuple[str, ...] = (EVENTS, NOISE_GROUP)
 

@@ -29,11 +29,10 @@ from seismoflow.archive.windows import COMPONENT_OF, READ_MARGIN_S, WindowSpec, 
 from seismoflow.features.physics import band_limit
 from seismoflow.ids import ChannelId
 from seismoflow.labels import NOISE
-from seismoflow.times import NAT, NS_PER_DAY, NS_PER_S
-from storage.continuous import ContinuousReader
-from storage.events import TraceWriter, trace_keys
-from storage.location import open_root, store_lock
-from storage.schema import (
+from seismoflow.storage.continuous import ContinuousReader
+from seismoflow.storage.events import TraceWriter, trace_keys
+from seismoflow.storage.location import open_root, store_lock
+from seismoflow.storage.schema import (
     COMPONENTS,
     NOISE_GROUP,
     EventWindowLayout,
@@ -42,7 +41,8 @@ from storage.schema import (
     continuous_path,
     create_events,
 )
-from storage.tables import read_table
+from seismoflow.storage.tables import read_table
+from seismoflow.times import NAT, NS_PER_DAY, NS_PER_S
 
 SCREEN_STA_S = 2.0  # seconds of the short-term average of the screen
 

@@ -50,9 +50,9 @@ from seismoflow.fetch.select import (
     next_lines,
 )
 from seismoflow.settings import Settings
+from seismoflow.storage.location import store_lock
+from seismoflow.storage.tables import read_table, write_table
 from seismoflow.times import from_ns, to_ns
-from storage.location import store_lock
-from storage.tables import read_table, write_table
 
 LEDGER = "fetch_requests"
 STATUS_DATA, STATUS_NODATA, STATUS_FAILED = "data", "nodata", "failed"

@@ -290,7 +290,7 @@ def data_fingerprint(location: str, examples: Any, features: Any) -> str:
     from zarr.core.buffer import default_buffer_prototype
     from zarr.core.sync import sync
 
-    from storage.location import open_root
+    from seismoflow.storage.location import open_root
 
     digest = hashlib.sha256()
     keys = examples[["group", "trace", "trace_key"]].astype(str)

@@ -92,8 +92,8 @@ def features_missing(location: str) -> list[str]:
     than the group (windows added since features were computed)."""
     import zarr
 
-    from storage.location import open_root
-    from storage.schema import EVENTS, NOISE_GROUP, features_path
+    from seismoflow.storage.location import open_root
+    from seismoflow.storage.schema import EVENTS, NOISE_GROUP, features_path
 
     root = open_root(location, mode="r")
     missing = []
@@ -232,7 +232,7 @@ def evaluate_models(
 
 def window_attrs(location: str) -> dict[str, Any]:
     """The store's event-window setting (rate, length, reference) the model learned from."""
-    from storage.location import open_root
+    from seismoflow.storage.location import open_root
 
     root = open_root(location, mode="r")
     attrs = dict(root["events"].attrs)
