@@ -40,6 +40,7 @@ from prefect_dask.task_runners import PrefectDaskFuture
 from seismoflow.tasks import batch as b
 from seismoflow.tasks import ingest as t
 
+from seismoflow.errors import BadInputError
 from seismoflow.ingest import ChannelDayUnit, UnitResult, plan_summary, summarize_units
 from seismoflow.scaleout import (
     Coverage,
@@ -72,7 +73,7 @@ def cluster_threads(timeout_s: float = 120.0) -> tuple[int, list[str]]:
             client.wait_for_workers(1, timeout=timeout_s)
         except TimeoutError as exc:
             where = runner.address or "the LocalCluster"
-            raise RuntimeError(
+            raise BadInputError(
                 f"no Dask worker joined scheduler {where} within {timeout_s:.0f} s; "
                 f"start some with `dask worker {where}`"
             ) from exc
@@ -281,7 +282,13 @@ def archive_batch(
     summary["worker_memory"] = memory.as_dict()
     summary["flow_run_id"] = str(flow_run.id)
     _publish(summary, coverage.rows())
-    logger.info("archive batch summary %s", summary)
+    logger.info(
+        "archive batch: %d channel-days written, %d skipped, %d failed; %d samples; %d "
+        "quarantined; seconds %s",
+        summary.get("units_written", 0), summary.get("units_skipped", 0),
+        summary.get("units_failed", 0), summary.get("samples_written", 0),
+        summary.get("quarantined", 0), summary["seconds"],
+    )  # fmt: skip
     return summary
 
 

@@ -38,13 +38,20 @@ def extract_features(
     ):
         for k, v in fut.result().items():
             noise[k] = noise.get(k, 0) + v
-    logger.info("noise windows %s", noise)
+    logger.info(
+        "noise windows: %s", ", ".join(f"{v} {k}" for k, v in sorted(noise.items())) or "none"
+    )
     run_id = str(flow_run.get_id() or "")
     features = t.extract_features(s.store, s.feature_block_traces, dask_address, run_id)
     t.finalize(s.store)
     summary = {"noise": noise, "features": features, "n_features": len(FEATURES)}
     _publish(summary)
-    logger.info("feature summary %s", summary)
+    for group, counts in features.items():
+        logger.info(
+            "features of %s: %d traces (%d with data), %s traces/s", group,
+            counts.get("traces", 0), counts.get("traces_with_features", 0),
+            counts.get("traces_per_s", "-"),
+        )  # fmt: skip
     return summary
 
 

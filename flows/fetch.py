@@ -2,7 +2,8 @@
 
 Events (fdsnws-event) -> stations around them (fdsnws-station, response level) -> event
 windows or station-days (fdsnws-dataselect bulk requests, politely, with retries) staged as
-miniSEED -> the same ingest path as a local archive (``ingest-archive`` as a subflow).
+miniSEED -> the same ingest steps as a local archive (``ingest-archive``'s tasks, run in
+this flow).
 """
 
 from __future__ import annotations
@@ -16,8 +17,8 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import unmapped
-from seismoflow.flows.ingest import ingest_archive
 from seismoflow.tasks import fetch as t
+from seismoflow.tasks import ingest as ingest_tasks
 
 from seismoflow.fetch.run import Request, Selection, staging_folder
 from seismoflow.progress import progress
@@ -76,12 +77,15 @@ def fetch_fdsn(selection: dict[str, Any], settings: dict[str, Any]) -> dict[str,
     waveforms = staging / "waveforms"
     if waveforms.is_dir():
         clock = time.perf_counter()
-        ingest = ingest_archive(
-            sds=str(waveforms),
-            stations=str(meta.stations_path) if meta.stations_path else None,
-            events=str(meta.events_path) if meta.events_path else None,
-            settings=s.model_dump(),
+        ingest = ingest_tasks.ingest_steps(
+            s,
+            str(waveforms),
+            str(meta.stations_path) if meta.stations_path else None,
+            str(meta.events_path) if meta.events_path else None,
+            None,
+            None,
         )
+        ingest_tasks.publish_ingest(ingest)
         timings["ingest"] = time.perf_counter() - clock
     summary = {
         "events": len(meta.catalog),
@@ -109,7 +113,13 @@ def fetch_fdsn(selection: dict[str, Any], settings: dict[str, Any]) -> dict[str,
         "seconds": {k: round(v, 2) for k, v in timings.items()},
     }
     _publish(summary)
-    logger.info("fetch summary %s", {k: v for k, v in summary.items() if k != "ingest"})
+    logger.info(
+        "fetch: %d requests (%d retried, %d failed), %d lines with data, %d traces, %d bytes "
+        "(%.1f s)",
+        summary["requests"], summary["retried"], summary["failed_requests"],
+        summary["lines_with_data"], summary["traces"], summary["bytes"],
+        sum(timings.values()),
+    )  # fmt: skip
     return summary
 
 

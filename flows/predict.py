@@ -9,11 +9,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
-from seismoflow.flows.train import ensure_features
-from seismoflow.tasks import models as t
 
-from seismoflow.models.registry import code_version
-from seismoflow.predict import event_table
+from seismoflow.errors import require_ml
+from seismoflow.features.extract import require_features
 from seismoflow.settings import Settings
 
 
@@ -26,11 +24,18 @@ def predict(
     settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Predict every window of ``store`` with the model directory ``model``; write a new
-    prediction version; returns the summary. A store without features (one the model never
-    saw) gets them first (``extract-features`` as a subflow)."""
+    prediction version; returns the summary. The store must hold features (``seismoflow
+    features``); ``settings`` are the run's settings (its task runner comes from
+    :func:`run_predict`)."""
+    require_ml("prediction")
+    from seismoflow.tasks import models as t
+
+    from seismoflow.models.registry import code_version
+    from seismoflow.predict import event_table
+
     logger = get_run_logger()
     bundle = t.load_model(model)
-    ensure_features(store, settings)
+    require_features(store)
     examples, features = t.load_inputs(store)
     preds = t.predict(store, examples, features, bundle, tsne, device)
     run_id = str(flow_run.id) if flow_run.id else ""
@@ -86,7 +91,10 @@ def predict(
         key="predict-anomalies",
         description="the 20 most anomalous windows",
     )
-    logger.info("prediction version %s written to %s", version, store)
+    logger.info(
+        "predict: version %s, %d windows, %d events (%s)", version, out["n_traces"],
+        out["n_events"], ", ".join(f"{k} {v}" for k, v in out["event_classes"].items()),
+    )  # fmt: skip
     return out
 
 

@@ -26,6 +26,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from seismoflow import monitoring as mon
+from seismoflow.errors import ModelError, StoreError, require_ml
 from seismoflow.settings import Settings, load_settings
 
 Step = Literal["fetch", "features", "train", "predict", "export"]
@@ -201,7 +202,7 @@ def find_model(models_dir: str, model: str | None) -> Path | None:
     if model:
         path = Path(model)
         if not (path / METADATA).is_file():
-            raise ValueError(f"{model} is not a model directory (no {METADATA}); check `model`")
+            raise ModelError(f"{model} is not a model directory (no {METADATA}); check `model`")
         return path
     if not Path(models_dir).is_dir():
         return None
@@ -218,7 +219,7 @@ def latest_prediction_model(location: str) -> str | None:
 
     try:
         version = latest_version(location)
-    except KeyError:
+    except StoreError:  # no predictions yet
         return None
     model_id = open_root(location, mode="r")[prediction_path(version)].attrs.get("model_id")
     return str(model_id) if model_id else None
@@ -235,6 +236,7 @@ def _runner(s: Settings) -> Any:
 @flow(name="catalog-reprocess", log_prints=True)
 def catalog_reprocess(params: ReprocessParams) -> dict[str, Any]:
     """Bring the store up to date for ``params`` and refresh predictions; returns a summary."""
+    # The one flow that chains flows (as subflows, each with the run's task runner).
     from seismoflow.flows.features import extract_features
     from seismoflow.flows.fetch import fetch_fdsn
     from seismoflow.flows.ingest import ingest_archive
@@ -242,8 +244,7 @@ def catalog_reprocess(params: ReprocessParams) -> dict[str, Any]:
     from seismoflow.flows.train import train_models
     from seismoflow.storage.location import store_exists
 
-    from seismoflow.models.registry import read_metadata
-    from seismoflow.models.training import features_missing
+    from seismoflow.features.extract import features_missing
 
     logger = get_run_logger()
     s = params.to_settings()
@@ -278,24 +279,35 @@ def catalog_reprocess(params: ReprocessParams) -> dict[str, Any]:
             notes.append("acquisition wrote nothing new: the store already held this range")
 
     if not store_exists(s.store):
-        raise ValueError(
+        raise StoreError(
             f"no seismoflow store at {s.store}: run with the fetch step (a time range or an "
             "archive) first, or check `store`"
         )
     missing = features_missing(s.store)
-    if "features" in params.steps and (new_data or missing):
+    # Reading, fetching and ingesting run without the ml extra; models need it.
+    wants_model = "train" in params.steps or "predict" in params.steps
+    if wants_model:
+        require_ml("the train and predict steps")
+    model = find_model(params.models_dir, params.model) if wants_model else None
+    will_train = "train" in params.steps or (model is None and "predict" in params.steps)
+    # Training and prediction read features: a store without them gets them first, whether
+    # or not the features step was asked for (train and predict refuse a store without).
+    needed = bool(missing) and (will_train or "predict" in params.steps)
+    if ("features" in params.steps and (new_data or missing)) or needed:
         with clock.stage("features"):
             out["features"] = extract_features.with_options(task_runner=_runner(s))(
                 settings=settings
             )
-        out["steps"]["features"] = "recomputed over all windows"
+        out["steps"]["features"] = (
+            "recomputed over all windows" if "features" in params.steps
+            else f"computed: the store had no {', '.join(missing)} features"
+        )  # fmt: skip
         notes.append("features were recomputed over all windows (old windows: same values)")
     elif "features" in params.steps:
         out["steps"]["features"] = "skipped: no new windows and features present"
 
-    model = find_model(params.models_dir, params.model)
     trained = False
-    if "train" in params.steps or (model is None and "predict" in params.steps):
+    if will_train:
         reason = "asked" if "train" in params.steps else f"no model under {params.models_dir}"
         with clock.stage("train"):
             out["train"] = train_models.with_options(task_runner=_runner(s))(
@@ -306,6 +318,8 @@ def catalog_reprocess(params: ReprocessParams) -> dict[str, Any]:
         trained = True
         out["steps"]["train"] = f"trained ({reason})"
     out["model_dir"] = str(model) if model else None
+    if model is not None:
+        from seismoflow.models.registry import read_metadata
     out["model_metrics"] = read_metadata(model).get("metrics", {}) if model else {}
 
     images: dict[str, Path] = {}
@@ -353,7 +367,14 @@ def catalog_reprocess(params: ReprocessParams) -> dict[str, Any]:
     out["flow_run_id"] = str(flow_run.id) if flow_run.id else None
     publish_report(out, notes, images)
     progress.finish()
-    logger.info("reprocess summary %s", {k: v for k, v in out.items() if k != "train"})
+    # One line per stage; the model metrics and tables are in the run's artifacts.
+    stage_of = {"fetch": "ingest" if params.archive else "fetch"}
+    for step, what in out["steps"].items():
+        logger.info("%s: %s (%.1f s)", step, what, out["seconds"].get(stage_of.get(step, step), 0))
+    logger.info(
+        "counts: %s; %.1f s in all",
+        ", ".join(f"{k} {v}" for k, v in out["counts"].items()), sum(out["seconds"].values()),
+    )
     return out
 
 

@@ -4,17 +4,19 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
-from seismoflow.tasks import models as t
 
-from seismoflow.models import plots
-from seismoflow.models.training import TrainOptions, summary
+from seismoflow.errors import require_ml
+from seismoflow.features.extract import require_features
 from seismoflow.settings import Settings
+
+if TYPE_CHECKING:
+    from seismoflow.models.training import TrainOptions
 
 
 @flow(name="train-models", log_prints=True)
@@ -27,13 +29,19 @@ def train_models(
     """Train the CNN and the feature models, evaluate on held-out events, write the model
     directory and its plots, publish the metrics; returns the summary.
 
-    Features missing from the store are computed first (the ``extract-features`` flow,
-    run as a subflow with ``settings``)."""
+    The store must hold features (``seismoflow features`` or the ``extract-features``
+    flow); ``settings`` are the run's settings (its task runner comes from
+    :func:`run_train`)."""
+    require_ml("training")
+    from seismoflow.tasks import models as t
+
+    from seismoflow.models.training import TrainOptions, summary
+
     opts = TrainOptions.from_dict(options)
     logger = get_run_logger()
     seconds: dict[str, float] = {}
     clock = time.perf_counter()
-    ensure_features(store, settings)
+    require_features(store)
     examples, features = t.load_inputs(store)
     split = t.split(examples, opts)
     seconds["load"] = time.perf_counter() - clock
@@ -62,13 +70,18 @@ def train_models(
     out["flow_run_id"] = run_id
     out["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
     _publish(out, evaluation.metrics, made)
-    logger.info("model %s written to %s", directory.name, directory)
+    logger.info(
+        "train: %d windows, primary %s, model %s (%s)", len(examples), out["primary"],
+        directory.name, ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()),
+    )  # fmt: skip
     return out
 
 
 def _publish(
     out: dict[str, Any], metrics: dict[str, dict[str, dict[str, Any]]], made: dict[str, Path]
 ) -> None:
+    from seismoflow.models import plots
+
     lines = [
         f"# Model {out['model_id']}",
         "",
@@ -105,16 +118,6 @@ def _publish(
         create_markdown_artifact(
             "# Plots\n\n" + "\n\n".join(images), key="train-plots", description="training plots"
         )
-
-
-def ensure_features(store: str, settings: dict[str, Any] | None) -> None:
-    """Run ``extract-features`` (noise windows and features) if the store lacks features."""
-    missing = t.features_missing(store)
-    if missing:
-        from seismoflow.flows.features import extract_features
-
-        get_run_logger().info("no features for %s in %s: extracting them first", missing, store)
-        extract_features(settings={**(settings or {}), "store": store})
 
 
 def _num(value: Any) -> str:

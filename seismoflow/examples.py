@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import zarr
 
+from seismoflow.errors import StoreError
 from seismoflow.labels import CLASSES, event_class
 from seismoflow.storage.schema import EVENTS, NOISE_GROUP, Flag
 from seismoflow.storage.tables import read_table
@@ -145,7 +146,7 @@ def list_examples(location: str) -> pd.DataFrame:
     """
     root = _open(location)
     if root is None:
-        raise FileNotFoundError(f"no store at {location}; run `seismoflow ingest` first")
+        raise StoreError(f"no seismoflow store at {location}; run `seismoflow ingest` first")
     catalog = read_table(location, "catalog")
     where = {}
     if len(catalog):

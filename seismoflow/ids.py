@@ -12,6 +12,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from seismoflow.errors import BadInputError
+
 _NETWORK = re.compile(r"[A-Z0-9]{1,8}")
 _STATION = re.compile(r"[A-Z0-9](?:[A-Z0-9-]{0,7})")
 _LOCATION = re.compile(r"(?:[A-Z0-9-]{0,8})")
@@ -20,7 +22,7 @@ _CHANNEL = re.compile(r"[A-Z0-9]{3}|[A-Z0-9]{1,3}_[A-Z0-9]{1,3}_[A-Z0-9]{1,3}")
 _RESOURCE_ID = re.compile(r"(smi|quakeml):[\w\-.*()~']{2,}/[\w\-.*()+?~'=,;#/&]+")
 
 
-class InvalidCodeError(ValueError):
+class InvalidCodeError(BadInputError):
     """A network/station/location/channel code or event id that breaks the FDSN rules."""
 
 

@@ -10,6 +10,7 @@ import numpy as np
 import obspy
 import xarray as xr
 
+from seismoflow.errors import BadInputError
 from seismoflow.ids import ChannelId
 from seismoflow.storage.continuous import read_pieces
 from seismoflow.storage.location import node_location, open_root
@@ -91,7 +92,7 @@ def export_event(location: str, event_id: str) -> obspy.Stream:
         ds = xr.open_zarr(node_location(location, EVENTS), consolidated=False, decode_times=False)
     sel = np.flatnonzero(ds["event_id"].values.astype(object) == event_id)
     if sel.size == 0:
-        raise KeyError(
+        raise BadInputError(
             f"event {event_id!r} has no windows in {location}; check "
             "`seismoflow info` and the catalogue's event ids"
         )
@@ -111,7 +112,7 @@ def export_event(location: str, event_id: str) -> obspy.Stream:
 def write_mseed(stream: obspy.Stream, out: Path) -> None:
     """Write miniSEED (Steim-2, 4096-byte records; plain int32 where Steim-2 cannot hold it)."""
     if not len(stream):
-        raise ValueError("nothing to export for this selection; check the codes and times")
+        raise BadInputError("nothing to export for this selection; check the codes and times")
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         stream.write(str(out), format="MSEED", encoding="STEIM2", reclen=4096)

@@ -19,6 +19,8 @@ from pydantic_settings import (
     TomlConfigSettingsSource,
 )
 
+from seismoflow.errors import BadInputError
+
 CodecName = Literal["auto", "pcodec", "delta-zstd"]
 WindowReference = Literal["origin", "p"]
 
@@ -143,7 +145,7 @@ class Settings(BaseSettings):
     @classmethod
     def _store_not_empty(cls, v: str) -> str:
         if not v.strip():
-            raise ValueError("store location is empty; pass --store PATH or an fsspec URL")
+            raise BadInputError("store location is empty; pass --store PATH or an fsspec URL")
         return v
 
     @classmethod
@@ -170,7 +172,7 @@ def load_settings(config: Path | None = None, **overrides: Any) -> Settings:
     default ``seismoflow.toml`` in the working directory is used only when it exists.
     """
     if config is not None and not config.is_file():
-        raise FileNotFoundError(f"config file {config} does not exist; check --config")
+        raise BadInputError(f"config file {config} does not exist; check --config")
     toml_file = (
         config
         if config is not None

@@ -32,6 +32,8 @@ from seismoflow.storage.schema import (
     prediction_path,
 )
 
+from seismoflow.errors import StoreError
+
 
 def new_version_id(now: dt.datetime | None = None) -> str:
     """``YYYYmmddTHHMMSSZ-{8 hex}``: sorts by time, unique across concurrent runs."""
@@ -117,7 +119,7 @@ def latest_version(location: str) -> str:
     root = open_root(location, mode="r")
     latest = root[PREDICTIONS].attrs.get("latest") if PREDICTIONS in root else None
     if not latest:
-        raise KeyError(
+        raise StoreError(
             f"{location} holds no predictions; run `seismoflow predict --store {location} "
             "--model DIR` first"
         )
@@ -128,7 +130,7 @@ def open_predictions(location: str, version: str | None = None) -> xr.Dataset:
     """One prediction version (the latest by default) as an xarray Dataset."""
     version = version or latest_version(location)
     if version not in list_versions(location):
-        raise KeyError(
+        raise StoreError(
             f"prediction version {version!r} is not a complete version of {location}; "
             f"versions: {list_versions(location)}"
         )

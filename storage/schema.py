@@ -42,6 +42,7 @@ from zarr.core.group import AsyncGroup
 from zarr.core.sync import sync
 from zarr.storage import LocalStore
 
+from seismoflow.errors import StoreError
 from seismoflow.ids import ChannelId
 from seismoflow.times import NAT, NS_PER_DAY, samples_per_day
 
@@ -111,7 +112,7 @@ def choose_encoding(
     return ContinuousEncoding(codec, min(chunk, chunk_setting), PCODEC_PAGE)
 
 
-class SchemaError(ValueError):
+class SchemaError(StoreError, ValueError):
     """A write that does not fit the store's schema (shape, dtype, alignment, settings)."""
 
 

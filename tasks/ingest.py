@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from prefect import task
+from prefect import get_run_logger, task
+from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
+from prefect.utilities.annotations import unmapped
 
 from seismoflow import ingest
 from seismoflow.archive.sources import Problem
+from seismoflow.progress import progress
 from seismoflow.settings import Settings
 
 
@@ -82,3 +87,104 @@ def open_archive(
     found = plan(sds, stations, events, start_ns, end_ns)
     record_problems(settings.store, found.problems, "scan")
     return prepare(settings.store, found, settings)
+
+
+def ingest_steps(
+    s: Settings,
+    sds: str,
+    stations: str | None,
+    events: str | None,
+    start_ns: int | None,
+    end_ns: int | None,
+) -> dict[str, Any]:
+    """The ingest both ``ingest-archive`` and ``fetch-fdsn`` run (a flow does not start
+    another flow): plan, continuous channel-days in batches, event windows, finalize.
+    Logs one line per stage with its counts and seconds; returns the summary. Call it
+    inside a flow."""
+    logger = get_run_logger()
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+    plan = open_archive(s, sds, stations, events, start_ns, end_ns)
+    timings["plan"] = time.perf_counter() - clock
+    planned = ingest.plan_summary(plan)
+    logger.info(
+        "plan: %d files, %d channel-days to write, %d events, %d scan problems (%.1f s)",
+        planned["files"], planned["units"], planned["events"], planned["scan_problems"],
+        timings["plan"],
+    )  # fmt: skip
+
+    clock = time.perf_counter()
+    results: list[ingest.UnitResult] = []
+    futures = ingest_batch.map(unmapped(s.store), plan.batches(s.batch_bytes), unmapped(s))
+    with progress("channel-days", len(plan.units)) as advance:
+        for future in as_completed(list(futures)):
+            batch = future.result()
+            results.extend(batch)
+            advance(len(batch))
+    record_continuous(s.store, results)
+    timings["continuous"] = time.perf_counter() - clock
+    summary: dict[str, Any] = {**planned, **ingest.summarize_units(results)}
+    summary["quarantined"] += len(plan.problems)
+    logger.info(
+        "continuous: %d channel-days written, %d skipped, %d failed; %d samples; "
+        "%d quarantined (%.1f s)",
+        summary.get("units_written", 0), summary.get("units_skipped", 0),
+        summary.get("units_failed", 0), summary["samples_written"], summary["quarantined"],
+        timings["continuous"],
+    )  # fmt: skip
+
+    windows: dict[str, int] = {}
+    if events:
+        clock = time.perf_counter()
+        pending = prepare_windows(s.store, s)
+        chunks = [pending[i : i + s.window_batch] for i in range(0, len(pending), s.window_batch)]
+        cuts = cut_windows.map(unmapped(s.store), chunks, unmapped(s))
+        with progress("event windows", len(pending)) as advance:
+            for cut in as_completed(list(cuts)):
+                counts = cut.result()
+                for k, v in counts.items():
+                    windows[k] = windows.get(k, 0) + v
+                advance(counts.get("written", 0))
+        timings["windows"] = time.perf_counter() - clock
+        logger.info(
+            "event windows: %s (%.1f s)",
+            ", ".join(f"{v} {k}" for k, v in sorted(windows.items())) or "none",
+            timings["windows"],
+        )
+    summary["windows"] = windows
+    finalize(s.store)
+    summary["seconds"] = {k: round(v, 2) for k, v in timings.items()}
+    return summary
+
+
+def publish_ingest(summary: dict[str, Any]) -> None:
+    """The ingest summary and quarantine reasons as artifacts of the current run."""
+    lines = ["# Archive ingest", "", "| what | count |", "|---|---|"]
+    for key in (
+        "files",
+        "units",
+        "units_written",
+        "units_skipped",
+        "units_empty",
+        "units_failed",
+        "samples_written",
+        "quarantined",
+        "events",
+    ):
+        lines.append(f"| {key} | {summary.get(key, 0)} |")
+    lines += ["", "## Quality flags (channel-days)", "", "| flag | channel-days |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in sorted(summary.get("flags", {}).items())]
+    lines += ["", "## Event windows", "", "| what | traces |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in sorted(summary.get("windows", {}).items())]
+    lines += ["", "## Seconds per stage", "", "| stage | s |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in summary.get("seconds", {}).items()]
+    create_markdown_artifact(
+        "\n".join(lines), key="ingest-summary", description="counts of an archive ingest"
+    )
+    reasons = summary.get("quarantine_reasons", {})
+    if reasons:
+        create_table_artifact(
+            [{"reason": k, "count": v} for k, v in sorted(reasons.items())],
+            key="ingest-quarantine",
+            description="quarantine reasons",
+        )

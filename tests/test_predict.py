@@ -14,6 +14,7 @@ import zarr
 from seismoflow.storage.predictions import latest_version, list_versions, open_predictions
 from seismoflow.storage.schema import SchemaError
 
+from seismoflow.errors import StoreError
 from seismoflow.predict import TracePredictions, event_table, export_table, write_predictions
 from tests.conftest import run_cli
 from tests.test_models import trained_run
@@ -79,7 +80,7 @@ def test_write_and_read_versions(tmp_path: Path) -> None:
     assert table.set_index("event_id").loc["A", "probability"] == pytest.approx(0.55)
     with pytest.raises(SchemaError, match="provenance"):
         write_predictions(store, tiny_predictions(), {"model_id": "m3"})
-    with pytest.raises(KeyError, match="not a complete version"):
+    with pytest.raises(StoreError, match="not a complete version"):
         open_predictions(store, "nope")
 
 

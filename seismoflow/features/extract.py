@@ -22,6 +22,7 @@ import xarray as xr
 import zarr
 
 from seismoflow import __version__
+from seismoflow.errors import StoreError
 from seismoflow.examples import list_examples
 from seismoflow.features.arrivals import travel_times
 from seismoflow.features.physics import FEATURE_SET, FEATURES, window_features
@@ -152,7 +153,7 @@ def extract_features(
     return summary
 
 
-class StaleFeaturesError(ValueError):
+class StaleFeaturesError(StoreError, ValueError):
     """The store's features were computed by another feature set than this code's."""
 
 
@@ -194,3 +195,36 @@ def read_features(location: str, examples: pd.DataFrame | None = None) -> pd.Dat
     df.insert(0, "group", examples["group"].to_numpy())
     df.attrs["units"] = {f.name: f.unit for f in FEATURES}
     return df
+
+
+def features_missing(location: str) -> list[str]:
+    """Window groups of the store whose feature table is absent, incomplete or shorter
+    than the group (windows added since features were computed)."""
+    root = open_root(location, mode="r")
+    missing = []
+    for group in (EVENTS, NOISE_GROUP):
+        keys = root.get(f"{group}/trace_key")
+        if not isinstance(keys, zarr.Array) or keys.shape[0] == 0:
+            continue
+        table = root.get(features_path(group))
+        values = root.get(f"{features_path(group)}/values")
+        if (
+            not isinstance(table, zarr.Group)
+            or table.attrs.get("status") != "complete"
+            or not isinstance(values, zarr.Array)
+            or values.shape[0] != keys.shape[0]
+        ):
+            missing.append(group)
+    return missing
+
+
+def require_features(location: str) -> None:
+    """Refuse a store whose windows lack features, naming the command that computes them
+    (training and prediction read them; ``seismoflow run`` computes them when missing)."""
+    missing = features_missing(location)
+    if missing:
+        raise StoreError(
+            f"{location} has no features for {', '.join(missing)}: run "
+            f"`seismoflow features --store {location}` first (or `seismoflow run`, which "
+            "computes them when they are missing)"
+        )

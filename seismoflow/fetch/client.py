@@ -43,6 +43,8 @@ from obspy.clients.fdsn.header import (
     FDSNTimeoutException,
 )
 
+from seismoflow.errors import BadInputError
+
 T = TypeVar("T")
 
 #: HTTP statuses that are worth asking again.
@@ -71,7 +73,7 @@ def resolve_provider(name: str) -> str:
     if parsed.scheme in ("http", "https") and parsed.netloc:
         return key.rstrip("/")
     known = ", ".join(sorted(URL_MAPPINGS))
-    raise ValueError(
+    raise BadInputError(
         f"FDSN provider {name!r} is neither an http(s) base URL nor one of ObsPy's short names "
         f"({known}); pass e.g. --fdsn-url https://service.earthscope.org"
     )

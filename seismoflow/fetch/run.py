@@ -29,6 +29,7 @@ from obspy.clients.fdsn.header import FDSNException, FDSNNoDataException
 from obspy.io.mseed.util import get_record_information
 
 from seismoflow.archive.metadata import catalog_table, read_channel_table
+from seismoflow.errors import BadInputError, FetchError
 from seismoflow.fetch.client import (
     FetchStats,
     PoliteClient,
@@ -57,10 +58,6 @@ from seismoflow.times import from_ns, to_ns
 LEDGER = "fetch_requests"
 STATUS_DATA, STATUS_NODATA, STATUS_FAILED = "data", "nodata", "failed"
 _SAFE = re.compile(r"[^A-Za-z0-9_.-]+")
-
-
-class FetchError(RuntimeError):
-    """A fetch step that cannot go on (the message says what to change)."""
 
 
 @dataclass(frozen=True)
@@ -474,7 +471,7 @@ class Selection:
 
     def __post_init__(self) -> None:
         if self.end_ns <= self.start_ns:
-            raise ValueError(
+            raise BadInputError(
                 f"--end ({from_ns(self.end_ns)}) must be after --start ({from_ns(self.start_ns)})"
             )
         Region(**self.region)  # validates box vs circle

@@ -37,6 +37,7 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader
 
+from seismoflow.errors import ModelDirectoryError, UnsafeModelError
 from seismoflow.labels import CLASSES
 from seismoflow.models.windows import Preprocess, StoreWindows, collate_windows, describe
 
@@ -509,14 +510,16 @@ def load_cnn(directory: Path) -> tuple[nn.Module, CNNConfig, tuple[str, ...]]:
     meta_path, weights_path = directory / META_FILE, directory / WEIGHTS_FILE
     for path in (meta_path, weights_path):
         if not path.is_file():
-            raise FileNotFoundError(f"{path} is missing; is {directory} a CNN model directory?")
+            raise ModelDirectoryError(f"{path} is missing; is {directory} a CNN model directory?")
     meta = json.loads(meta_path.read_text())
     if meta.get("format") != FORMAT:
-        raise ValueError(f"{meta_path} is not a {FORMAT} model (format {meta.get('format')!r})")
+        raise ModelDirectoryError(
+            f"{meta_path} is not a {FORMAT} model (format {meta.get('format')!r})"
+        )
     try:
         state = torch.load(weights_path, map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - any unpickling failure means: refuse the file
-        raise ValueError(
+        raise UnsafeModelError(
             f"refusing {weights_path}: it holds more than plain tensors "
             f"({exc.__class__.__name__}); "
             "only state dicts written by save_cnn are loaded"
@@ -524,10 +527,10 @@ def load_cnn(directory: Path) -> tuple[nn.Module, CNNConfig, tuple[str, ...]]:
     if not isinstance(state, dict) or not all(
         isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()
     ):
-        raise ValueError(f"refusing {weights_path}: not a state dict of named tensors")
+        raise UnsafeModelError(f"refusing {weights_path}: not a state dict of named tensors")
     arch = dict(meta["architecture"])
     if arch.pop("name", None) != "EventCNN":
-        raise ValueError(f"{meta_path}: unknown architecture {meta['architecture']!r}")
+        raise ModelDirectoryError(f"{meta_path}: unknown architecture {meta['architecture']!r}")
     model = EventCNN(**arch)
     model.load_state_dict(state, strict=True)
     model.eval()

@@ -33,6 +33,7 @@ import numpy as np
 import skops.io as sio
 
 import seismoflow
+from seismoflow.errors import ModelDirectoryError, UnsafeModelError
 from seismoflow.models.sklearn_models import FeatureModelConfig, FeatureModels
 
 METADATA = "model.json"
@@ -45,14 +46,6 @@ TRUSTED_TYPES: tuple[str, ...] = (
     "sklearn.calibration._CalibratedClassifier",
     "sklearn.calibration._SigmoidCalibration",
 )
-
-
-class UnsafeModelError(ValueError):
-    """A model file that could run code when loaded (pickled objects, unknown types)."""
-
-
-class ModelDirectoryError(ValueError):
-    """A model directory that is missing, incomplete or altered."""
 
 
 def sha256_file(path: Path) -> str:

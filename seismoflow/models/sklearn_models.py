@@ -33,6 +33,7 @@ from sklearn.pipeline import Pipeline, make_pipeline
 from sklearn.preprocessing import StandardScaler
 from sklearn.svm import SVC
 
+from seismoflow.errors import StoreError
 from seismoflow.models.metrics import confusion_scores, evaluate, headline
 
 CLASSIFIERS: tuple[str, ...] = ("random_forest", "svm", "logistic")
@@ -544,7 +545,9 @@ def fit_feature_models(
     without them classes are balanced per row."""
     names = vertical_features(list(features.columns))
     if not names:
-        raise KeyError("the feature table has no vertical (z_) features; run `seismoflow features`")
+        raise StoreError(
+            "the feature table has no vertical (z_) features; run `seismoflow features`"
+        )
     x = feature_matrix(features, names)
     y = np.asarray(labels, dtype=object).astype(str)
     tr = np.asarray(train, dtype=bool)

@@ -24,6 +24,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from seismoflow.features.extract import features_missing
 from seismoflow.labels import CLASSES, EVENT_CLASSES, NOISE
 from seismoflow.models import plots
 from seismoflow.models.metrics import choose_primary, headline, split_metrics
@@ -85,32 +86,6 @@ class TrainOptions:
         if self.epochs is not None:
             base = CNNConfig.from_dict({**base.to_dict(), "epochs": self.epochs})
         return base
-
-
-def features_missing(location: str) -> list[str]:
-    """Window groups of the store whose feature table is absent, incomplete or shorter
-    than the group (windows added since features were computed)."""
-    import zarr
-
-    from seismoflow.storage.location import open_root
-    from seismoflow.storage.schema import EVENTS, NOISE_GROUP, features_path
-
-    root = open_root(location, mode="r")
-    missing = []
-    for group in (EVENTS, NOISE_GROUP):
-        keys = root.get(f"{group}/trace_key")
-        if not isinstance(keys, zarr.Array) or keys.shape[0] == 0:
-            continue
-        table = root.get(features_path(group))
-        values = root.get(f"{features_path(group)}/values")
-        if (
-            not isinstance(table, zarr.Group)
-            or table.attrs.get("status") != "complete"
-            or not isinstance(values, zarr.Array)
-            or values.shape[0] != keys.shape[0]
-        ):
-            missing.append(group)
-    return missing
 
 
 def load_inputs(location: str) -> tuple[pd.DataFrame, pd.DataFrame]:
