@@ -8,9 +8,9 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 from prefect.futures import as_completed
 from prefect.runtime import flow_run
-from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import unmapped
 from seismoflow.tasks import features as t
+from seismoflow.tasks.pool import TaskPool
 
 from seismoflow.features.physics import FEATURES
 from seismoflow.settings import Settings
@@ -33,11 +33,11 @@ def extract_features(
     noise: dict[str, int] = {f"dropped_{k}": v for k, v in plan.dropped.items()} | {
         "candidates": sum(len(v) for v in plan.candidates.values())
     }
-    for fut in as_completed(
-        list(t.cut_noise.map(unmapped(s.store), batches, unmapped(plan), unmapped(s)))
-    ):
-        for k, v in fut.result().items():
-            noise[k] = noise.get(k, 0) + v
+    with TaskPool.of(s) as pool:
+        cuts = pool.map(t.cut_noise, unmapped(s.store), batches, unmapped(plan), unmapped(s))
+        for fut in as_completed(list(cuts)):
+            for k, v in fut.result().items():
+                noise[k] = noise.get(k, 0) + v
     logger.info(
         "noise windows: %s", ", ".join(f"{v} {k}" for k, v in sorted(noise.items())) or "none"
     )
@@ -73,7 +73,6 @@ def _publish(summary: dict[str, Any]) -> None:
 
 def run_features(settings: Settings, dask_address: str | None = None) -> dict[str, Any]:
     """Run the flow with a thread pool sized by the settings."""
-    runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=settings.max_workers)
-    return extract_features.with_options(task_runner=runner)(  # type: ignore[arg-type]
+    return extract_features(
         settings=settings.model_dump(), dask_address=dask_address
     )

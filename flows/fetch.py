@@ -15,10 +15,10 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import as_completed
-from prefect.task_runners import ThreadPoolTaskRunner
 from prefect.utilities.annotations import unmapped
 from seismoflow.tasks import fetch as t
 from seismoflow.tasks import ingest as ingest_tasks
+from seismoflow.tasks.pool import TaskPool
 
 from seismoflow.fetch.run import Request, Selection, staging_folder
 from seismoflow.progress import progress
@@ -63,8 +63,11 @@ def fetch_fdsn(selection: dict[str, Any], settings: dict[str, Any]) -> dict[str,
             "round %d: %d requests (%d lines); %d lines answered before this run",
             round_no, len(requests), lines_now, skipped,
         )  # fmt: skip
-        with progress(f"dataselect lines (round {round_no})", lines_now) as advance:
-            futures = t.fetch_waveforms.map(chunks, unmapped(s), unmapped(str(staging)))
+        with (
+            TaskPool(fetch_workers(s)) as pool,
+            progress(f"dataselect lines (round {round_no})", lines_now) as advance,
+        ):
+            futures = pool.map(t.fetch_waveforms, chunks, unmapped(s), unmapped(str(staging)))
             for fut in as_completed(list(futures)):
                 out = fut.result()
                 stats.update(out["stats"])
@@ -160,10 +163,14 @@ def _publish(summary: dict[str, Any]) -> None:
         )
 
 
+def fetch_workers(settings: Settings) -> int:
+    """Threads for dataselect tasks: the worker setting, or enough for every provider's
+    concurrency limit if that is more."""
+    return max(settings.max_workers, settings.fetch_concurrency * len(settings.fdsn_url))
+
+
 def run_fetch(settings: Settings, selection: Selection) -> dict[str, Any]:
-    """Run the flow with threads enough for every provider's concurrency limit."""
-    workers = max(settings.max_workers, settings.fetch_concurrency * len(settings.fdsn_url))
-    runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=workers)
+    """Run the flow (its tasks run on :func:`fetch_workers` threads)."""
     params = {
         "start_ns": selection.start_ns,
         "end_ns": selection.end_ns,
@@ -174,6 +181,4 @@ def run_fetch(settings: Settings, selection: Selection) -> dict[str, Any]:
         "station": selection.station,
         "continuous": selection.continuous,
     }
-    return fetch_fdsn.with_options(task_runner=runner)(  # type: ignore[arg-type]
-        selection=params, settings=settings.model_dump()
-    )
+    return fetch_fdsn(selection=params, settings=settings.model_dump())

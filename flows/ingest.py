@@ -5,7 +5,6 @@ from __future__ import annotations
 from typing import Any
 
 from prefect import flow
-from prefect.task_runners import ThreadPoolTaskRunner
 from seismoflow.tasks import ingest as t
 
 from seismoflow.settings import Settings
@@ -37,8 +36,7 @@ def run_ingest(
     end_ns: int | None,
 ) -> dict[str, Any]:
     """Run the flow with a thread pool sized by the settings."""
-    runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=settings.max_workers)
-    return ingest_archive.with_options(task_runner=runner)(  # type: ignore[arg-type]
+    return ingest_archive(
         sds=sds,
         stations=stations,
         events=events,

@@ -8,7 +8,6 @@ from typing import Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
-from prefect.task_runners import ThreadPoolTaskRunner
 
 from seismoflow.errors import require_ml
 from seismoflow.features.extract import require_features
@@ -108,8 +107,7 @@ def _counts(values: Any) -> dict[str, int]:
 def run_predict(
     settings: Settings, model: str, tsne: bool = True, device: str | None = None
 ) -> dict[str, Any]:
-    runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=settings.max_workers)
-    return predict.with_options(task_runner=runner)(  # type: ignore[arg-type]
+    return predict(
         store=settings.store, model=model, tsne=tsne, device=device,
         settings=settings.model_dump(),
     )  # fmt: skip

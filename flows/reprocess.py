@@ -22,7 +22,6 @@ from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.runtime import flow_run
-from prefect.task_runners import ThreadPoolTaskRunner
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from seismoflow import monitoring as mon
@@ -228,11 +227,6 @@ def latest_prediction_model(location: str) -> str | None:
 # --- the flow -----------------------------------------------------------------------------
 
 
-def _runner(s: Settings) -> Any:
-    """A thread pool per subflow (Prefect's stubs type ``with_options`` narrowly)."""
-    return ThreadPoolTaskRunner(max_workers=s.max_workers)
-
-
 @flow(name="catalog-reprocess", log_prints=True)
 def catalog_reprocess(params: ReprocessParams) -> dict[str, Any]:
     """Bring the store up to date for ``params`` and refresh predictions; returns a summary."""
@@ -262,7 +256,7 @@ def catalog_reprocess(params: ReprocessParams) -> dict[str, Any]:
     if "fetch" in params.steps:
         if params.archive is not None:
             with clock.stage("ingest"):
-                acquired = ingest_archive.with_options(task_runner=_runner(s))(
+                acquired = ingest_archive(
                     sds=params.archive.sds, stations=params.archive.stations,
                     events=params.archive.events, start_ns=start_ns, end_ns=end_ns,
                     settings=settings,
@@ -270,7 +264,7 @@ def catalog_reprocess(params: ReprocessParams) -> dict[str, Any]:
         else:
             assert start_ns is not None and end_ns is not None
             with clock.stage("fetch"):
-                acquired = fetch_fdsn.with_options(task_runner=_runner(s))(
+                acquired = fetch_fdsn(
                     selection=params.selection_dict(start_ns, end_ns), settings=settings
                 )
         new_data = new_data_written(acquired)
@@ -295,7 +289,7 @@ def catalog_reprocess(params: ReprocessParams) -> dict[str, Any]:
     needed = bool(missing) and (will_train or "predict" in params.steps)
     if ("features" in params.steps and (new_data or missing)) or needed:
         with clock.stage("features"):
-            out["features"] = extract_features.with_options(task_runner=_runner(s))(
+            out["features"] = extract_features(
                 settings=settings
             )
         out["steps"]["features"] = (
@@ -310,7 +304,7 @@ def catalog_reprocess(params: ReprocessParams) -> dict[str, Any]:
     if will_train:
         reason = "asked" if "train" in params.steps else f"no model under {params.models_dir}"
         with clock.stage("train"):
-            out["train"] = train_models.with_options(task_runner=_runner(s))(
+            out["train"] = train_models(
                 store=s.store, models_dir=params.models_dir,
                 options=params.train_options, settings=settings,
             )  # fmt: skip
@@ -333,7 +327,7 @@ def catalog_reprocess(params: ReprocessParams) -> dict[str, Any]:
         previous = latest_prediction_model(s.store)
         if new_data or trained or previous != model_id:
             with clock.stage("predict"):
-                out["predict"] = predict.with_options(task_runner=_runner(s))(
+                out["predict"] = predict(
                     store=s.store, model=str(model), tsne=params.tsne,
                     device=params.device, settings=settings,
                 )  # fmt: skip

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING, Any
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
-from prefect.task_runners import ThreadPoolTaskRunner
+from seismoflow.tasks.pool import TaskPool
 
 from seismoflow.errors import require_ml
 from seismoflow.features.extract import require_features
@@ -52,9 +52,11 @@ def train_models(
         {s: int((split == s).sum()) for s in ("train", "val", "test")},
     )
     clock = time.perf_counter()
-    fm_future = t.train_feature_models.submit(features, examples, split, opts)
-    cnn_run = t.train_cnn(store, examples, split, opts) if opts.cnn else None
-    feature_models = fm_future.result()
+    # The feature models train on the pool while the CNN trains in the flow's thread.
+    with TaskPool(Settings(**(settings or {})).max_workers) as pool:
+        fm_future = pool.submit(t.train_feature_models, features, examples, split, opts)
+        cnn_run = t.train_cnn(store, examples, split, opts) if opts.cnn else None
+        feature_models = fm_future.result()
     seconds["train"] = time.perf_counter() - clock
     clock = time.perf_counter()
     evaluation = t.evaluate(store, examples, features, split, feature_models, cnn_run, opts)
@@ -126,8 +128,7 @@ def _num(value: Any) -> str:
 
 def run_train(settings: Settings, models_dir: str, options: TrainOptions) -> dict[str, Any]:
     """Run the flow with a thread pool (feature models train beside the CNN)."""
-    runner: ThreadPoolTaskRunner[Any] = ThreadPoolTaskRunner(max_workers=settings.max_workers)
-    return train_models.with_options(task_runner=runner)(  # type: ignore[arg-type]
+    return train_models(
         store=settings.store,
         models_dir=models_dir,
         options=options.to_dict(),

@@ -1,24 +1,48 @@
-"""The ``seismoflow`` command line. Pipeline work runs as Prefect flows; ``info`` and
-``export`` read the store directly."""
+"""The ``seismoflow`` command line. Pipeline work runs as Prefect flows through the Python
+API (:mod:`seismoflow.api`); ``info`` and ``export`` read the store directly.
+
+Errors a user can fix (:mod:`seismoflow.errors`) print one line naming the input and what
+to do, and exit with the code of their class; ``--debug`` shows the traceback."""
 
 from __future__ import annotations
 
 import json
+import logging
+import os
+import sys
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+from obspy import UTCDateTime
 from rich.console import Console
 from rich.table import Table
 
+from seismoflow import api
+from seismoflow.errors import (
+    EXIT_BUG,
+    EXIT_CODES,
+    EXIT_INTERRUPTED,
+    BadInputError,
+    SeismoflowError,
+    StoreError,
+)
 from seismoflow.settings import Settings, load_settings
-from seismoflow.times import to_ns
+from seismoflow.times import from_ns, to_ns
+
+EXIT_HELP = (
+    "Exit codes: 0 done; 1 a bug in seismoflow (please report it, with --debug's traceback); "
+    + "; ".join(f"{code} {name}" for name, code in EXIT_CODES.items())
+    + f"; {EXIT_INTERRUPTED} interrupted. Usage errors also exit with 2."
+)
+DEBUG_ENV = "SEISMOFLOW_DEBUG"
 
 app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
     help="Seismic data from FDSN services and archives into a Zarr store.",
+    epilog=EXIT_HELP,
 )
 export_app = typer.Typer(no_args_is_help=True, help="Export data from a store.")
 app.add_typer(export_app, name="export")
@@ -58,12 +82,75 @@ ContinuousOpt = Annotated[
 CacheOpt = Annotated[str | None, typer.Option("--cache", help="local folder for fetched miniSEED")]
 
 
+# Commands that run Prefect flows (their console logs go through Prefect's handlers).
+FLOW_COMMANDS = frozenset(
+    {"ingest", "archive-batch", "fetch", "features", "train", "predict", "run"}
+)
+
+
+@app.callback()
+def _options(
+    ctx: typer.Context,
+    debug: Annotated[
+        bool, typer.Option("--debug", help=f"show tracebacks (or set {DEBUG_ENV}=1)")
+    ] = False,
+) -> None:
+    if debug:
+        os.environ[DEBUG_ENV] = "1"
+    elif ctx.invoked_subcommand in FLOW_COMMANDS:
+        _quiet_user_errors()
+
+
+class _NoUserErrorTraceback(logging.Filter):
+    """A failed run's console log shows a user's error as its line, without the traceback;
+    the run's log on the Prefect server keeps it (its handler runs before this one)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if record.exc_info and isinstance(record.exc_info[1], SeismoflowError):
+            record.exc_info = None
+            record.exc_text = None
+        return True
+
+
+def _quiet_user_errors() -> None:
+    from prefect import flow  # noqa: F401 - Prefect sets up its console handler on import
+
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(_NoUserErrorTraceback())
+
+
+def main() -> None:
+    """The ``seismoflow`` command: one line and the class's exit code for what the user can
+    fix, a traceback only with ``--debug``."""
+    try:
+        app()
+    except SeismoflowError as exc:
+        if os.environ.get(DEBUG_ENV) == "1":
+            raise
+        console.print(f"[red]error:[/red] {exc}", soft_wrap=True, highlight=False)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        console.print("interrupted; a re-run resumes where this one stopped")
+        sys.exit(EXIT_INTERRUPTED)
+    except Exception as exc:  # noqa: BLE001 - anything else is a bug: say so in one line
+        if os.environ.get(DEBUG_ENV) == "1":
+            raise
+        console.print(
+            f"[red]internal error:[/red] {type(exc).__name__}: {exc} (a bug in seismoflow: "
+            "run again with --debug for the traceback and report it)",
+            soft_wrap=True,
+            highlight=False,
+        )
+        sys.exit(EXIT_BUG)
+
+
 def _settings(config: Path | None, **overrides: Any) -> Settings:
     try:
         return load_settings(config, **overrides)
-    except Exception as exc:  # noqa: BLE001 - show the user what to fix, not a traceback
-        console.print(f"[red]settings error:[/red] {exc}")
-        raise typer.Exit(2) from exc
+    except SeismoflowError:
+        raise
+    except ValueError as exc:  # pydantic's ValidationError: a setting out of range
+        raise BadInputError(f"settings: {exc}") from exc
 
 
 def _fetch_settings(
@@ -101,9 +188,29 @@ def _time(value: str | None, option: str) -> int | None:
         return None
     try:
         return to_ns(value)
-    except Exception as exc:  # noqa: BLE001
-        console.print(f"[red]{option} {value!r} is not an ISO time[/red] (e.g. 2022-01-02T00:00)")
-        raise typer.Exit(2) from exc
+    except Exception as exc:  # noqa: BLE001 - ObsPy raises several types for a bad time
+        raise BadInputError(
+            f"{option} {value!r} is not an ISO time; give e.g. 2022-01-02T00:00"
+        ) from exc
+
+
+def _when(value: str | None, option: str) -> UTCDateTime | None:
+    """``value`` checked as a time (the error names the option), for the Python API."""
+    ns = _time(value, option)
+    return None if ns is None else from_ns(ns)
+
+
+def _check_paths(*given: tuple[Path | None, str]) -> None:
+    for path, option in given:
+        if path is not None and not path.exists():
+            raise BadInputError(f"{option} {path} does not exist; check the path")
+
+
+def _require_store(location: str, then: str) -> None:
+    from seismoflow.storage.location import store_exists
+
+    if not store_exists(location):
+        raise StoreError(f"no seismoflow store at {location}; {then}")
 
 
 @app.command()
@@ -134,19 +241,14 @@ def ingest(
         window_reference=reference,
         max_workers=workers,
     )
-    for path, option in ((sds, "--sds"), (stations, "--stations"), (events, "--events")):
-        if path is not None and not path.exists():
-            console.print(f"[red]{option} {path} does not exist[/red]")
-            raise typer.Exit(2)
-    from seismoflow.flows.ingest import run_ingest
-
-    summary = run_ingest(
-        settings,
-        str(sds),
-        str(stations) if stations else None,
-        str(events) if events else None,
-        _time(start, "--start"),
-        _time(end, "--end"),
+    _check_paths((sds, "--sds"), (stations, "--stations"), (events, "--events"))
+    summary = api.ingest(
+        sds,
+        stations=stations,
+        events=events,
+        start=_when(start, "--start"),
+        end=_when(end, "--end"),
+        settings=settings,
     )
     if as_json:
         typer.echo(json.dumps(summary, indent=2, sort_keys=True))
@@ -185,10 +287,7 @@ def archive_batch(
         dask_workers=workers,
         archive_station_days=station_days,
     )
-    for path, option in ((sds, "--sds"), (stations, "--stations"), (events, "--events")):
-        if path is not None and not path.exists():
-            console.print(f"[red]{option} {path} does not exist[/red]")
-            raise typer.Exit(2)
+    _check_paths((sds, "--sds"), (stations, "--stations"), (events, "--events"))
     from seismoflow.flows.archive_batch import run_archive_batch
 
     summary = run_archive_batch(
@@ -238,36 +337,22 @@ def fetch(
     settings = _fetch_settings(
         config, store, fdsn_url, channel_priority, max_distance, cache, workers
     )
-    from seismoflow.fetch.run import FetchError, Selection
-
     region = _region(
         minlatitude=minlatitude, maxlatitude=maxlatitude,
         minlongitude=minlongitude, maxlongitude=maxlongitude,
         latitude=latitude, longitude=longitude, maxradius=maxradius,
     )  # fmt: skip
-    t0, t1 = _time(start, "--start"), _time(end, "--end")
-    assert t0 is not None and t1 is not None
-    try:
-        selection = Selection(
-            t0,
-            t1,
-            region,
-            minmagnitude,
-            tuple(event_type or ()),
-            network,
-            station,
-            continuous,
-        )
-    except ValueError as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(2) from exc
-    from seismoflow.flows.fetch import run_fetch
-
-    try:
-        summary = run_fetch(settings, selection)
-    except (FetchError, ValueError) as exc:
-        console.print(f"[red]fetch failed:[/red] {exc}")
-        raise typer.Exit(1) from exc
+    summary = api.fetch(
+        _when(start, "--start"),
+        _when(end, "--end"),
+        region=region,
+        minmagnitude=minmagnitude,
+        event_types=tuple(event_type or ()),
+        network=network,
+        station=station,
+        continuous=continuous,
+        settings=settings,
+    )
     if as_json:
         typer.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
     else:
@@ -303,14 +388,7 @@ def info(
 ) -> None:
     """Summarise a store: events, stations, channels, traces, samples, quarantine."""
     settings = _settings(config, store=store)
-    from seismoflow.storage.location import store_exists
-
-    if not store_exists(settings.store):
-        console.print(
-            f"[red]no seismoflow store at {settings.store}[/red]; run "
-            "`seismoflow ingest` first or check --store"
-        )
-        raise typer.Exit(1)
+    _require_store(settings.store, "run `seismoflow ingest` first or check --store")
     summary = _info(settings.store)
     if as_json:
         typer.echo(json.dumps(summary, indent=2, sort_keys=True))
@@ -333,21 +411,17 @@ def export_waveforms(
 
     settings = _settings(config, store=store)
     if (event is None) == (station is None):
-        console.print("[red]give exactly one of --event ID or --station NET.STA[/red]")
-        raise typer.Exit(2)
-    try:
-        if event is not None:
-            stream = export_event(settings.store, event)
-        else:
-            t0, t1 = _time(start, "--start"), _time(end, "--end")
-            if t0 is None or t1 is None or station is None or "." not in station:
-                console.print("[red]--station NET.STA needs --start and --end[/red]")
-                raise typer.Exit(2)
-            stream = export_station(settings.store, station, t0, t1)
-        write_mseed(stream, out)
-    except (KeyError, ValueError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+        raise BadInputError("give exactly one of --event ID or --station NET.STA")
+    t0, t1 = _time(start, "--start"), _time(end, "--end")
+    if station is not None and (t0 is None or t1 is None or "." not in station):
+        raise BadInputError(f"--station {station} needs the form NET.STA, --start and --end")
+    _require_store(settings.store, "check --store")
+    if event is not None:
+        stream = export_event(settings.store, event)
+    else:
+        assert station is not None and t0 is not None and t1 is not None
+        stream = export_station(settings.store, station, t0, t1)
+    write_mseed(stream, out)
     console.print(f"wrote {len(stream)} traces to {out}")
 
 
@@ -384,21 +458,7 @@ def features(
         noise_per_channel_set=per_channel_set,
         noise_label_lists=[str(p) for p in label_list] if label_list else None,
     )
-    for path in settings.noise_label_lists:
-        if not Path(path).is_file():
-            console.print(f"[red]noise label list {path} does not exist[/red]")
-            raise typer.Exit(2)
-    from seismoflow.storage.location import store_exists
-
-    if not store_exists(settings.store):
-        console.print(
-            f"[red]no seismoflow store at {settings.store}[/red]; run `seismoflow ingest` "
-            "first or check --store"
-        )
-        raise typer.Exit(1)
-    from seismoflow.flows.features import run_features
-
-    summary = run_features(settings, dask_address)
+    summary = api.features(dask_address=dask_address, settings=settings)
     if as_json:
         typer.echo(json.dumps(summary, indent=2, sort_keys=True))
     else:
@@ -432,19 +492,10 @@ def train(
     """Train the CNN and the feature models on a store (runs the ``train-models`` flow);
     writes a new model directory under --models-dir."""
     settings = _settings(config, store=store, max_workers=workers)
-    from seismoflow.storage.location import store_exists
-
-    if not store_exists(settings.store):
-        console.print(f"[red]no seismoflow store at {settings.store}[/red]; check --store")
-        raise typer.Exit(1)
-    from seismoflow.flows.train import run_train
-    from seismoflow.models.training import TrainOptions
-
-    options = TrainOptions(
-        seed=seed, cnn=cnn, epochs=epochs, device=device, n_estimators=trees,
-        kmeans_k=clusters, tsne=tsne,
+    summary = api.train(
+        models_dir=models_dir, epochs=epochs, cnn=cnn, tsne=tsne, trees=trees,
+        clusters=clusters, seed=seed, device=device, settings=settings,
     )  # fmt: skip
-    summary = run_train(settings, str(models_dir), options)
     if as_json:
         typer.echo(json.dumps(summary, indent=2, sort_keys=True))
     else:
@@ -468,21 +519,7 @@ def predict(
     """Classify, cluster and score every window of a store with a model directory and
     write the results back as a new prediction version (runs the ``predict`` flow)."""
     settings = _settings(config, store=store)
-    from seismoflow.models.registry import METADATA
-    from seismoflow.storage.location import store_exists
-
-    if not store_exists(settings.store):
-        console.print(f"[red]no seismoflow store at {settings.store}[/red]; check --store")
-        raise typer.Exit(1)
-    if not (model / METADATA).is_file():
-        console.print(
-            f"[red]{model} is not a model directory[/red] (no {METADATA}); pass a directory "
-            "that `seismoflow train --models-dir DIR` wrote under DIR"
-        )
-        raise typer.Exit(2)
-    from seismoflow.flows.predict import run_predict
-
-    summary = run_predict(settings, str(model), tsne=tsne, device=device)
+    summary = api.predict(model=model, tsne=tsne, device=device, settings=settings)
     if as_json:
         typer.echo(json.dumps(summary, indent=2, sort_keys=True))
     else:
@@ -504,11 +541,8 @@ def export_predictions(
     from seismoflow.predict import export_table
 
     settings = _settings(config, store=store)
-    try:
-        table = export_table(settings.store, per_trace=per_trace, version=version)
-    except (KeyError, FileNotFoundError) as exc:
-        console.print(f"[red]{exc}[/red]")
-        raise typer.Exit(1) from exc
+    _require_store(settings.store, "check --store")
+    table = export_table(settings.store, per_trace=per_trace, version=version)
     table.to_csv(out, index=False)
     console.print(f"wrote {len(table)} rows to {out}")
 
@@ -576,10 +610,7 @@ def run_job(
     settings = _fetch_settings(
         config, store, fdsn_url, channel_priority, max_distance, cache, workers
     )
-    for path, option in ((sds, "--sds"), (stations, "--stations"), (events, "--events")):
-        if path is not None and not path.exists():
-            console.print(f"[red]{option} {path} does not exist[/red]")
-            raise typer.Exit(2)
+    _check_paths((sds, "--sds"), (stations, "--stations"), (events, "--events"))
     from pydantic import ValidationError
 
     from seismoflow.flows.reprocess import ReprocessParams, run_reprocess
@@ -616,8 +647,7 @@ def run_job(
     try:
         params = ReprocessParams(**values)
     except (ValidationError, ValueError) as exc:
-        console.print(f"[red]bad run options:[/red] {exc}")
-        raise typer.Exit(2) from exc
+        raise BadInputError(f"run options: {exc}") from exc
     summary = run_reprocess(params)
     if as_json:
         typer.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
@@ -656,4 +686,4 @@ def deploy(
 
 
 if __name__ == "__main__":
-    app()
+    main()

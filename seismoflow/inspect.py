@@ -70,6 +70,13 @@ def _to_stream(pieces: list[Any]) -> obspy.Stream:
     return st
 
 
+def read_channel_pieces(
+    location: str, channel: ChannelId, start_ns: int, end_ns: int
+) -> obspy.Stream:
+    """The stored samples of one channel in ``[start_ns, end_ns]``, a trace per stretch."""
+    return _to_stream(read_pieces(open_root(location, mode="r"), channel, start_ns, end_ns))
+
+
 def export_station(location: str, station: str, start_ns: int, end_ns: int) -> obspy.Stream:
     """All stored channels of ``NET.STA`` with samples in ``[start_ns, end_ns]``."""
     root = open_root(location, mode="r")

@@ -12,6 +12,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.utilities.annotations import unmapped
+from seismoflow.tasks.pool import TaskPool
 
 from seismoflow import ingest
 from seismoflow.archive.sources import Problem
@@ -115,8 +116,9 @@ def ingest_steps(
 
     clock = time.perf_counter()
     results: list[ingest.UnitResult] = []
-    futures = ingest_batch.map(unmapped(s.store), plan.batches(s.batch_bytes), unmapped(s))
-    with progress("channel-days", len(plan.units)) as advance:
+    with TaskPool.of(s) as pool, progress("channel-days", len(plan.units)) as advance:
+        batches = plan.batches(s.batch_bytes)
+        futures = pool.map(ingest_batch, unmapped(s.store), batches, unmapped(s))
         for future in as_completed(list(futures)):
             batch = future.result()
             results.extend(batch)
@@ -138,8 +140,8 @@ def ingest_steps(
         clock = time.perf_counter()
         pending = prepare_windows(s.store, s)
         chunks = [pending[i : i + s.window_batch] for i in range(0, len(pending), s.window_batch)]
-        cuts = cut_windows.map(unmapped(s.store), chunks, unmapped(s))
-        with progress("event windows", len(pending)) as advance:
+        with TaskPool.of(s) as pool, progress("event windows", len(pending)) as advance:
+            cuts = pool.map(cut_windows, unmapped(s.store), chunks, unmapped(s))
             for cut in as_completed(list(cuts)):
                 counts = cut.result()
                 for k, v in counts.items():
