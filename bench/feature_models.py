@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
+from seismoflow.models.predict import present_components
 from seismoflow.models.sklearn_models import FeatureModelConfig, fit_feature_models, site_cv
 from seismoflow.models.training import load_inputs
-from seismoflow.predict import present_components
 
 
 def run(

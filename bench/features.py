@@ -5,7 +5,7 @@ In one run, over the ``events/`` windows of a store (traces per second, best of
 
 1. **per-trace loop**: the plain script a researcher writes: for each trace, read its
    window from zarr and call ``window_features`` on that one trace, serially;
-2. **dask, one thread** (``scheduler="synchronous"``): ``seismoflow.features.extract``'s
+2. **dask, one thread** (``scheduler="synchronous"``): ``seismoflow.featurize.extract``'s
    graph, blocks of ``--block`` traces, isolating the gain from batching;
 3. **dask, threads** (the default local scheduler, all cores): what ``seismoflow features``
    runs without ``--dask-address``.
@@ -32,8 +32,8 @@ from typing import Any
 import numpy as np
 import zarr
 
-from seismoflow.features.extract import _open_windows, arrival_offsets, feature_graph
-from seismoflow.features.physics import window_features
+from seismoflow.featurize.extract import _open_windows, arrival_offsets, feature_graph
+from seismoflow.featurize.physics import window_features
 
 
 def _per_trace(location: str, tp: np.ndarray, ts: np.ndarray, n: int) -> np.ndarray:

@@ -6,7 +6,7 @@ the same process, one after the other, best of ``--repeat``:
 
 - **baseline**: what a user script does: one ObsPy ``Client``, ``get_waveforms_bulk`` per
   request in a loop, the answer written to a file;
-- **seismoflow**: :func:`seismoflow.fetch.run.fetch_requests` (retrying client, records
+- **seismoflow**: :func:`seismoflow.fdsn.run.fetch_requests` (retrying client, records
   split and staged per line, ledger in the store) over the same requests, with the
   provider's concurrency limit (3, as ObsPy's mass downloader) across threads.
 
@@ -35,7 +35,7 @@ sys.path.insert(0, str(REPO))
 from obspy.clients.fdsn import Client  # noqa: E402
 from obspy.clients.fdsn.header import FDSNNoDataException  # noqa: E402
 
-from seismoflow.fetch.run import (  # noqa: E402
+from seismoflow.fdsn.run import (  # noqa: E402
     Request,
     Selection,
     fetch_metadata,

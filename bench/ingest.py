@@ -45,8 +45,7 @@ from seismoflow.storage.continuous import ContinuousReader, SampleRows, open_cha
 from seismoflow.storage.location import open_root
 from seismoflow.storage.schema import CONTINUOUS
 
-from seismoflow.ids import ChannelId
-from seismoflow.ingest import (
+from seismoflow.archive.ingest import (
     UnitResult,
     cut_batch,
     finalize,
@@ -56,6 +55,7 @@ from seismoflow.ingest import (
     prepare_windows,
     record_continuous,
 )
+from seismoflow.ids import ChannelId
 from seismoflow.settings import Settings
 from seismoflow.times import NS_PER_DAY, rate_fraction
 

@@ -210,7 +210,7 @@ def calibrate(sds: Path, work: Path) -> dict[str, float]:
     """Ingest ``sds`` one station-day at a time; fit seconds = a x MB + b x channel-days."""
     import numpy as np
 
-    from seismoflow.ingest import ingest_batch, plan_ingest, prepare_store
+    from seismoflow.archive.ingest import ingest_batch, plan_ingest, prepare_store
     from seismoflow.scaleout import station_days
     from seismoflow.settings import Settings
 

@@ -40,8 +40,8 @@ from prefect_dask.task_runners import PrefectDaskFuture
 from seismoflow.tasks import batch as b
 from seismoflow.tasks import ingest as t
 
+from seismoflow.archive.ingest import ChannelDayUnit, UnitResult, plan_summary, summarize_units
 from seismoflow.errors import BadInputError
-from seismoflow.ingest import ChannelDayUnit, UnitResult, plan_summary, summarize_units
 from seismoflow.scaleout import (
     Coverage,
     Overhead,

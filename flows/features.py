@@ -12,7 +12,7 @@ from prefect.utilities.annotations import unmapped
 from seismoflow.tasks import features as t
 from seismoflow.tasks.pool import TaskPool
 
-from seismoflow.features.physics import FEATURES
+from seismoflow.featurize.physics import FEATURES
 from seismoflow.settings import Settings
 
 CHANNEL_SETS_PER_TASK = 4
@@ -65,7 +65,7 @@ def _publish(summary: dict[str, Any]) -> None:
             f"| {group} | {c['traces']} | {c['traces_with_features']} | {c['seconds']} "
             f"| {c['traces_per_s']} |"
         )
-    lines += ["", f"{summary['n_features']} features per trace (`seismoflow.features.FEATURES`)."]
+    lines += ["", f"{summary['n_features']} features per trace (`seismoflow.featurize.FEATURES`)."]
     create_markdown_artifact(
         "\n".join(lines), key="feature-summary", description="noise windows and features"
     )

@@ -20,7 +20,7 @@ from seismoflow.tasks import fetch as t
 from seismoflow.tasks import ingest as ingest_tasks
 from seismoflow.tasks.pool import TaskPool
 
-from seismoflow.fetch.run import Request, Selection, staging_folder
+from seismoflow.fdsn.run import Request, Selection, staging_folder
 from seismoflow.progress import progress
 from seismoflow.settings import Settings
 

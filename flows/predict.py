@@ -10,7 +10,7 @@ from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.runtime import flow_run
 
 from seismoflow.errors import require_ml
-from seismoflow.features.extract import require_features
+from seismoflow.featurize.extract import require_features
 from seismoflow.settings import Settings
 
 
@@ -29,8 +29,8 @@ def predict(
     require_ml("prediction")
     from seismoflow.tasks import models as t
 
+    from seismoflow.models.predict import event_table
     from seismoflow.models.registry import code_version
-    from seismoflow.predict import event_table
 
     logger = get_run_logger()
     bundle = t.load_model(model)

@@ -139,7 +139,7 @@ class ReprocessParams(BaseModel):
 
     def selection_dict(self, start_ns: int, end_ns: int) -> dict[str, Any]:
         """The ``fetch-fdsn`` flow's ``selection`` parameter (validated by ``Selection``)."""
-        from seismoflow.fetch.run import Selection
+        from seismoflow.fdsn.run import Selection
 
         sel = Selection(
             start_ns, end_ns, dict(self.region), self.minmagnitude, tuple(self.event_types),
@@ -238,7 +238,7 @@ def catalog_reprocess(params: ReprocessParams) -> dict[str, Any]:
     from seismoflow.flows.train import train_models
     from seismoflow.storage.location import store_exists
 
-    from seismoflow.features.extract import features_missing
+    from seismoflow.featurize.extract import features_missing
 
     logger = get_run_logger()
     s = params.to_settings()
@@ -376,7 +376,7 @@ def export_predictions(location: str, path: str) -> dict[str, Any]:
     """Write the latest prediction version as an event CSV; counts and a frame for the map."""
     from seismoflow.storage.tables import read_table
 
-    from seismoflow.predict import export_table
+    from seismoflow.models.predict import export_table
 
     table = export_table(location)
     Path(path).parent.mkdir(parents=True, exist_ok=True)

@@ -12,7 +12,7 @@ from prefect.runtime import flow_run
 from seismoflow.tasks.pool import TaskPool
 
 from seismoflow.errors import require_ml
-from seismoflow.features.extract import require_features
+from seismoflow.featurize.extract import require_features
 from seismoflow.settings import Settings
 
 if TYPE_CHECKING:

@@ -121,7 +121,7 @@ def fetch(
     """Fetch events, stations and waveforms from FDSN web services into ``store`` (the
     ``fetch-fdsn`` flow). ``providers``: base URLs or ObsPy short names; ``region``: a box
     (``minlatitude``...) or a circle (``latitude``, ``longitude``, ``maxradius``)."""
-    from seismoflow.fetch.run import Selection
+    from seismoflow.fdsn.run import Selection
     from seismoflow.flows.fetch import run_fetch
 
     s = _settings(settings, store=store, fdsn_url=providers or None)

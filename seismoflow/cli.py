@@ -538,7 +538,7 @@ def export_predictions(
     config: ConfigOpt = None,
 ) -> None:
     """Write predictions as CSV: one row per event (or per trace, with its codes)."""
-    from seismoflow.predict import export_table
+    from seismoflow.models.predict import export_table
 
     settings = _settings(config, store=store)
     _require_store(settings.store, "check --store")

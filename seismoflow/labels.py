@@ -5,7 +5,7 @@ where a recording came from. :data:`EVENT_TYPE_CLASS` holds every value of the Q
 enumeration (44 values) plus a few non-standard spellings met in real catalogues; each maps
 to one of :data:`CLASSES` or to ``None`` (the event is kept in the store but not used for
 training). ``noise`` never comes from a catalogue: noise examples are windows with no
-catalogued event nearby (``seismoflow.features.noise``).
+catalogued event nearby (``seismoflow.featurize.noise``).
 
 Why some choices (``STORE.md``, section "Classes", shows the table):
 

@@ -15,8 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from seismoflow.archive.ingest import ChannelDayUnit, UnitResult
 from seismoflow.archive.sources import Problem
-from seismoflow.ingest import ChannelDayUnit, UnitResult
 from seismoflow.storage.schema import describe_flags
 
 

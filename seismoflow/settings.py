@@ -62,7 +62,7 @@ class Settings(BaseSettings):
     max_workers: int = Field(2, ge=1, description="threads of the local task runner")
 
     # FDSN fetch (issue 3). Credentials are never part of these fields' dumps: see
-    # ``seismoflow.fetch.credentials``.
+    # ``seismoflow.fdsn.credentials``.
     fdsn_url: list[str] = Field(
         default_factory=lambda: ["EARTHSCOPE"],
         description="FDSN providers: base URLs or ObsPy short names (EARTHSCOPE, GFZ, ...); "

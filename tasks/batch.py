@@ -39,7 +39,7 @@ from uuid import UUID, uuid4
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from seismoflow import ingest
+from seismoflow.archive import ingest
 from seismoflow.settings import Settings
 
 T = TypeVar("T")

@@ -1,4 +1,4 @@
-"""Tasks of feature extraction (thin wrappers over :mod:`seismoflow.features`)."""
+"""Tasks of feature extraction (thin wrappers over :mod:`seismoflow.featurize`)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 from seismoflow.storage.location import consolidate, store_lock
 
-from seismoflow.features import extract, noise
-from seismoflow.ingest import window_layout
+from seismoflow.archive.ingest import window_layout
+from seismoflow.featurize import extract, noise
 from seismoflow.settings import Settings
 
 

@@ -1,4 +1,4 @@
-"""Tasks of an FDSN fetch (thin wrappers over :mod:`seismoflow.fetch.run`).
+"""Tasks of an FDSN fetch (thin wrappers over :mod:`seismoflow.fdsn.run`).
 
 Credentials are resolved inside each task from the settings' named sources (environment,
 Prefect Secret block, token file path) and never travel as task or flow parameters.
@@ -13,8 +13,8 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from seismoflow.fetch import run
-from seismoflow.fetch.credentials import resolve_credentials
+from seismoflow.fdsn import run
+from seismoflow.fdsn.credentials import resolve_credentials
 from seismoflow.settings import Settings
 
 

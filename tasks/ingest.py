@@ -1,4 +1,4 @@
-"""Tasks of archive ingest (thin wrappers over :mod:`seismoflow.ingest`)."""
+"""Tasks of archive ingest (thin wrappers over :mod:`seismoflow.archive.ingest`)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from prefect.futures import as_completed
 from prefect.utilities.annotations import unmapped
 from seismoflow.tasks.pool import TaskPool
 
-from seismoflow import ingest
+from seismoflow.archive import ingest
 from seismoflow.archive.sources import Problem
 from seismoflow.progress import progress
 from seismoflow.settings import Settings

@@ -10,7 +10,7 @@ import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from seismoflow import predict as p
+from seismoflow.models import predict as p
 from seismoflow.models import registry, training
 
 

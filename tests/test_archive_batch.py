@@ -22,7 +22,7 @@ from distributed import Client
 from seismoflow.storage.tables import read_table
 from seismoflow.tasks.batch import Opaque, Timed, _timed, memory, release_memory
 
-from seismoflow.ingest import ChannelDayUnit, UnitResult
+from seismoflow.archive.ingest import ChannelDayUnit, UnitResult
 from seismoflow.scaleout import (
     UNIT_COST_BYTES,
     Coverage,

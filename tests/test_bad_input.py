@@ -19,8 +19,7 @@ from seismoflow.storage.location import open_root
 from seismoflow.storage.schema import Flag
 from seismoflow.storage.tables import read_table
 
-from seismoflow.ids import ChannelId
-from seismoflow.ingest import (
+from seismoflow.archive.ingest import (
     ingest_batch,
     plan_ingest,
     prepare_store,
@@ -28,6 +27,7 @@ from seismoflow.ingest import (
     record_problems,
     summarize_units,
 )
+from seismoflow.ids import ChannelId
 from seismoflow.settings import Settings
 from seismoflow.times import to_ns
 

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import zarr
 
-from seismoflow.features.physics import (
+from seismoflow.featurize.physics import (
     COMPONENT_FEATURES,
     FEATURE_NAMES,
     FEATURES,
@@ -283,7 +283,7 @@ def test_noise_windows_are_far_from_events_and_screened(
 ) -> None:
     from seismoflow.storage.tables import read_table
 
-    from seismoflow.features.noise import read_label_windows, screen_statistic
+    from seismoflow.featurize.noise import read_label_windows, screen_statistic
     from seismoflow.settings import Settings
 
     store, summary, lists = featured
@@ -321,7 +321,7 @@ def test_features_finite_where_data_exist_and_dead_channels_stand_out(
     featured: tuple[Path, dict[str, Any], list[str]],
 ) -> None:
     from seismoflow.examples import list_examples
-    from seismoflow.features.extract import read_features
+    from seismoflow.featurize.extract import read_features
 
     store, summary, _ = featured
     examples = list_examples(str(store))
@@ -365,8 +365,8 @@ def test_features_finite_where_data_exist_and_dead_channels_stand_out(
 @pytest.mark.data
 @pytest.mark.slow
 def test_rerun_is_idempotent(featured: tuple[Path, dict[str, Any], list[str]]) -> None:
-    from seismoflow.features import extract, noise
-    from seismoflow.ingest import window_layout
+    from seismoflow.archive.ingest import window_layout
+    from seismoflow.featurize import extract, noise
     from seismoflow.settings import Settings
 
     store, summary, lists = featured

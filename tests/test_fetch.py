@@ -25,7 +25,7 @@ from seismoflow.storage.continuous import ContinuousReader
 from seismoflow.storage.location import open_root
 from seismoflow.storage.tables import read_table
 
-from seismoflow.fetch.run import Selection
+from seismoflow.fdsn.run import Selection
 from seismoflow.ids import ChannelId
 from seismoflow.settings import Settings
 from seismoflow.times import to_ns
@@ -382,7 +382,7 @@ def test_continuous_station_days(
 def test_credentials_from_a_prefect_secret_block(prefect_server: str) -> None:
     from prefect.blocks.system import Secret
 
-    from seismoflow.fetch.credentials import resolve_credentials
+    from seismoflow.fdsn.credentials import resolve_credentials
 
     name = "seismoflow-test-" + secrets.token_hex(4)
     Secret(value="alice:" + "s3cret-value").save(name)

@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 from obspy.clients.fdsn.header import FDSNBadRequestException, FDSNNoDataException
 
-from seismoflow.fetch.client import (
+from seismoflow.fdsn.client import (
     FetchStats,
     RequestTooLarge,
     RetryPolicy,
@@ -20,8 +20,8 @@ from seismoflow.fetch.client import (
     resolve_provider,
     with_retries,
 )
-from seismoflow.fetch.run import Selection, TruncatedData, split_records, staged_name
-from seismoflow.fetch.select import (
+from seismoflow.fdsn.run import Selection, TruncatedData, split_records, staged_name
+from seismoflow.fdsn.select import (
     Region,
     batches,
     choose_channel_set,

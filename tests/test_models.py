@@ -376,8 +376,8 @@ def test_dead_channels_rank_among_most_anomalous(
 ) -> None:
     """The archive README's flat channels (UW.VFP..EHZ in two PNSN events, UW.YACT..HHE in
     ESEC events 167 and 168) are among the top 2% of anomaly scores."""
+    from seismoflow.models.predict import present_components
     from seismoflow.models.training import load_inputs
-    from seismoflow.predict import present_components
 
     store, directory, _ = trained
     bundle = registry.load_bundle(directory)

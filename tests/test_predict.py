@@ -15,7 +15,7 @@ from seismoflow.storage.predictions import latest_version, list_versions, open_p
 from seismoflow.storage.schema import SchemaError
 
 from seismoflow.errors import StoreError
-from seismoflow.predict import TracePredictions, event_table, export_table, write_predictions
+from seismoflow.models.predict import TracePredictions, event_table, export_table, write_predictions
 from tests.conftest import run_cli
 from tests.test_models import trained_run
 

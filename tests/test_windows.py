@@ -11,9 +11,7 @@ import xarray as xr
 from scipy.signal import butter, sosfiltfilt
 from seismoflow.storage.schema import EventWindowLayout, Flag
 
-from seismoflow.archive.metadata import MetadataIndex
-from seismoflow.archive.windows import p_travel_time_s, plan_windows
-from seismoflow.ingest import (
+from seismoflow.archive.ingest import (
     cut_batch,
     ingest_batch,
     plan_ingest,
@@ -21,6 +19,8 @@ from seismoflow.ingest import (
     prepare_windows,
     record_continuous,
 )
+from seismoflow.archive.metadata import MetadataIndex
+from seismoflow.archive.windows import p_travel_time_s, plan_windows
 from seismoflow.settings import Settings
 from seismoflow.times import NAT, NS_PER_S, to_ns
 from tests.conftest import link_sds

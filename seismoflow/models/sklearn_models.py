@@ -1,4 +1,4 @@
-"""scikit-learn models on the physics features (``seismoflow.features``).
+"""scikit-learn models on the physics features (``seismoflow.featurize``).
 
 Classifiers (random forest; SVM on scaled features), K-Means clusters, Isolation Forest
 anomaly scores and PCA / t-SNE maps. Every model is a ``Pipeline`` that starts with a
@@ -37,7 +37,8 @@ from seismoflow.errors import StoreError
 from seismoflow.models.metrics import confusion_scores, evaluate, headline
 
 CLASSIFIERS: tuple[str, ...] = ("random_forest", "svm", "logistic")
-ENSEMBLE = "ensemble"  # the mean of the classifiers' probabilities (as ``seismoflow.predict``)
+# The mean of the classifiers' probabilities (as ``seismoflow.models.predict``).
+ENSEMBLE = "ensemble"
 READINGS: tuple[str, ...] = ("3-class", "4-class")
 VERTICAL_PREFIX = "z_"
 

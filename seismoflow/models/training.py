@@ -1,7 +1,7 @@
 """One training run, as plain functions the ``train-models`` flow wires together.
 
 Examples and features come from the store (``seismoflow.examples``,
-``seismoflow.features``); rows are split by event (and by source site where there are
+``seismoflow.featurize``); rows are split by event (and by source site where there are
 enough sites), never one event on two sides. The CNN (``seismoflow.models.cnn``) and the
 feature models (``seismoflow.models.sklearn_models``) train on the ``train`` rows; the
 model's chosen classifier (``primary``: one of them or the mean of all, the ``ensemble``)
@@ -24,10 +24,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from seismoflow.features.extract import features_missing
+from seismoflow.errors import StoreError
+from seismoflow.featurize.extract import features_missing
 from seismoflow.labels import CLASSES, EVENT_CLASSES, NOISE
 from seismoflow.models import plots
 from seismoflow.models.metrics import choose_primary, headline, split_metrics
+from seismoflow.models.predict import CNN, ENSEMBLE, present_components
 from seismoflow.models.registry import (
     CNN_DIR,
     code_version,
@@ -43,7 +45,6 @@ from seismoflow.models.sklearn_models import (
     fit_feature_models,
     tsne_embedding,
 )
-from seismoflow.predict import CNN, ENSEMBLE, present_components
 
 log = logging.getLogger(__name__)
 
@@ -92,11 +93,11 @@ def load_inputs(location: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The store's examples and their features (row-aligned; features without the
     ``group``/``trace`` keys)."""
     from seismoflow.examples import list_examples
-    from seismoflow.features.extract import read_features
+    from seismoflow.featurize.extract import read_features
 
     examples = list_examples(location)
     if examples.empty:
-        raise ValueError(
+        raise StoreError(
             f"{location} holds no labelled windows; ingest with --events (and run "
             "`seismoflow features` for noise windows) first"
         )
@@ -269,7 +270,7 @@ def write_model_dir(
         "normalisation": {
             "cnn": cnn_meta["preprocessing"] if cnn_meta else None,
             "features": "features of per-trace normalised, 0.5-8 Hz windows "
-            "(seismoflow.features); median imputation, then StandardScaler for SVM, "
+            "(seismoflow.featurize); median imputation, then StandardScaler for SVM, "
             "K-Means, PCA and the anomaly model",
         },
         "feature_names": feature_models.feature_names,

@@ -2,7 +2,7 @@
 
 Fetched miniSEED is kept as the data centre sent it (whole records, split per station and
 event or station and day) in a staging folder, then ingested by the very same path as a local
-archive (:mod:`seismoflow.ingest`), so a fetched store and an archive-ingested store are
+archive (:mod:`seismoflow.archive.ingest`), so a fetched store and an archive-ingested store are
 built by one code path. What each dataselect line returned (data, no data, failed) is
 recorded in the store's ``fetch_requests`` table after its files are safely on disk, so a
 re-run asks only for what is missing and a killed run loses nothing it had written.
@@ -30,7 +30,7 @@ from obspy.io.mseed.util import get_record_information
 
 from seismoflow.archive.metadata import catalog_table, read_channel_table
 from seismoflow.errors import BadInputError, FetchError
-from seismoflow.fetch.client import (
+from seismoflow.fdsn.client import (
     FetchStats,
     PoliteClient,
     RequestTooLarge,
@@ -38,8 +38,8 @@ from seismoflow.fetch.client import (
     resolve_provider,
     with_retries,
 )
-from seismoflow.fetch.credentials import Credentials
-from seismoflow.fetch.select import (
+from seismoflow.fdsn.credentials import Credentials
+from seismoflow.fdsn.select import (
     WILDCARD_LOCATION,
     BulkLine,
     LineKey,
@@ -571,7 +571,7 @@ def plan_requests(
     """Requests for what is still missing, and how many lines were already answered.
 
     Called in rounds: a station whose best channel set had no data at all gets its next set
-    in the following round (see :func:`seismoflow.fetch.select.next_lines`).
+    in the following round (see :func:`seismoflow.fdsn.select.next_lines`).
     """
     if meta.channels.empty:
         return [], 0
@@ -638,8 +638,8 @@ def fetch_requests(
 
 def record_fetch_problems(location: str, failed: Sequence[dict[str, Any]]) -> None:
     """Failed lines go to the quarantine table too (with the request and the reason)."""
+    from seismoflow.archive.ingest import record_problems
     from seismoflow.archive.sources import Problem
-    from seismoflow.ingest import record_problems
 
     problems = [
         Problem(

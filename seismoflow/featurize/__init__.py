@@ -7,7 +7,7 @@
 - :mod:`.extract`: dask extraction over the store, ``read_features``.
 """
 
-from seismoflow.features.physics import (
+from seismoflow.featurize.physics import (
     FEATURE_NAMES,
     FEATURE_SET,
     FEATURES,
@@ -28,7 +28,7 @@ __all__ = [
 def __getattr__(name: str) -> object:
     # read_features pulls in xarray and the store; import it only when asked for.
     if name == "read_features":
-        from seismoflow.features.extract import read_features
+        from seismoflow.featurize.extract import read_features
 
         return read_features
     raise AttributeError(name)

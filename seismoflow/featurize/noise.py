@@ -26,7 +26,7 @@ import zarr
 
 from seismoflow.archive.metadata import MetadataIndex, StationInfo
 from seismoflow.archive.windows import COMPONENT_OF, READ_MARGIN_S, WindowSpec, cut_window
-from seismoflow.features.physics import band_limit
+from seismoflow.featurize.physics import band_limit
 from seismoflow.ids import ChannelId
 from seismoflow.labels import NOISE
 from seismoflow.storage.continuous import ContinuousReader

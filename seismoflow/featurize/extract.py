@@ -1,7 +1,7 @@
 """Feature extraction over a store's windows with dask, and reading the features back.
 
 The waveform of ``events/`` or ``noise/`` is opened lazily with xarray (dask), grouped into
-blocks of traces, and :func:`seismoflow.features.physics.window_features` runs on each
+blocks of traces, and :func:`seismoflow.featurize.physics.window_features` runs on each
 block (``dask.array.blockwise``), on a local thread pool or on a dask cluster: never one
 Python loop over traces in one process. The (trace x feature) result is small and is
 written whole through ``storage.schema.write_features``, tagged with the feature set
@@ -24,8 +24,8 @@ import zarr
 from seismoflow import __version__
 from seismoflow.errors import StoreError
 from seismoflow.examples import list_examples
-from seismoflow.features.arrivals import travel_times
-from seismoflow.features.physics import FEATURE_SET, FEATURES, window_features
+from seismoflow.featurize.arrivals import travel_times
+from seismoflow.featurize.physics import FEATURE_SET, FEATURES, window_features
 from seismoflow.storage.location import node_location, open_root, store_lock
 from seismoflow.storage.schema import EVENTS, NOISE_GROUP, features_path, write_features
 from seismoflow.storage.tables import read_table
@@ -163,7 +163,7 @@ def read_features(location: str, examples: pd.DataFrame | None = None) -> pd.Dat
     no features yet). Units are in ``df.attrs['units']``.
 
     Raises :class:`StaleFeaturesError` when a group's table was written with another
-    ``feature_set`` than :data:`~seismoflow.features.physics.FEATURE_SET` (run
+    ``feature_set`` than :data:`~seismoflow.featurize.physics.FEATURE_SET` (run
     ``seismoflow features`` again)."""
     if examples is None:
         examples = list_examples(location)
