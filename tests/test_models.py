@@ -304,12 +304,13 @@ def trained_run(
 ) -> tuple[Path, Path, dict[str, object]]:
     """One fast ``seismoflow train`` on a private copy of the archive store, shared by this
     module and ``test_predict`` (store path, model directory, summary). The copy has no
-    features, so the run extracts them first."""
+    features: ``seismoflow features`` computes them first (train refuses a store without)."""
     from tests.conftest import copy_store, run_cli
 
     if "run" not in _RUN:
         base = tmp_path_factory.mktemp("trained")
         store = copy_store(archive_store[0], base / "store.zarr")
+        run_cli(["features", "--store", str(store), "--json"], prefect_server)
         args = ["train", "--store", str(store), "--models-dir", str(base / "models"), "--json"]
         out = json.loads(run_cli([*args, *FAST], prefect_server).stdout)
         _RUN["run"] = (store, Path(str(out["model_dir"])), out)
