@@ -8,7 +8,12 @@ only its single download method is replaced, so that it
 - sees the HTTP headers, so a 429 or 503 ``Retry-After`` is honoured,
 - recognises truncated bodies (fewer bytes than ``Content-Length``, or a gzip stream cut
   short) and connection resets as transient,
-- retries transient failures with capped exponential backoff and full jitter.
+- retries transient failures with capped exponential backoff and full jitter,
+- treats an answer as input: follows no redirect to another origin (host, port) or from
+  https to http (:class:`RedirectRefused`), ends a request at its total deadline
+  (``deadline_s``, retried like a timeout), streams the body to an unnamed temporary file
+  with a size cap and inflates gzip with the same cap (:class:`AnswerTooLarge`), so memory
+  stays bounded by the cap whatever the service sends.
 
 Final answers are not retried: 204/404 (no data) and 400 (bad request) are raised at once
 as ObsPy's exceptions; 413 is raised as :class:`RequestTooLarge` for the caller to split.
@@ -16,20 +21,22 @@ as ObsPy's exceptions; 413 is raised as :class:`RequestTooLarge` for the caller 
 
 from __future__ import annotations
 
-import gzip
+import contextlib
 import http.client
 import io
 import random
 import socket
+import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
 import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 from urllib.parse import urlparse
 
 from obspy.clients.fdsn import Client
@@ -60,6 +67,55 @@ class TransientError(FDSNException):
 
 class RequestTooLarge(FDSNRequestTooLargeException):
     """HTTP 413: the caller splits the request and goes on."""
+
+
+class RedirectRefused(FDSNException):
+    """A redirect to another origin or scheme: refused (final), the target named."""
+
+
+class AnswerTooLarge(FDSNException):
+    """An answer (or its inflated gzip body) beyond the request's size cap: final."""
+
+
+#: Bytes read from the socket (or inflated) per step.
+CHUNK = 1 << 16
+
+
+def _origin(url: str) -> tuple[str, str, int | None]:
+    parts = urlparse(url)
+    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
+    return parts.scheme.lower(), (parts.hostname or "").lower(), port
+
+
+def redirect_allowed(source: str, target: str) -> bool:
+    """A redirect stays on the same scheme, host and port (no other host, no downgrade)."""
+    return _origin(source) == _origin(target)
+
+
+class SameOriginRedirects(urllib.request.BaseHandler):
+    """Refuses, before ObsPy's redirect handler runs, a redirect that leaves the origin."""
+
+    handler_order = 100  # before urllib's and ObsPy's redirect handlers (500)
+
+    def _check(
+        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any
+    ) -> None:
+        location = headers.get("Location") or headers.get("URI")
+        if location is None:
+            return None
+        target = urllib.parse.urljoin(req.full_url, location)
+        if not redirect_allowed(req.full_url, target):
+            with contextlib.suppress(Exception):
+                fp.close()
+            raise RedirectRefused(
+                f"HTTP {code} redirect from {_where(req.full_url)} to another host or scheme "
+                f"({_where(target)}) refused; if that host is the provider, pass it as "
+                "--fdsn-url"
+            )
+        return None  # same origin: urllib/ObsPy follow it
+
+    http_error_301 = http_error_302 = http_error_303 = _check
+    http_error_307 = http_error_308 = _check
 
 
 def resolve_provider(name: str) -> str:
@@ -144,11 +200,37 @@ class PoliteClient(Client):  # type: ignore[misc]  # ObsPy is untyped
         *,
         concurrency: int = 3,
         stats: FetchStats | None = None,
+        deadline_s: float | None = None,
+        max_answer_bytes: int | None = None,
         **kwargs: Any,
     ) -> None:
         self.stats = stats or FetchStats()
+        self.problems: list[str] = []  # what was refused in the answers (named, with reasons)
         self._slots = provider_slots(base_url, concurrency)
+        self.deadline_s = deadline_s
+        self.max_answer_bytes = max_answer_bytes
+        self._limits = threading.local()
         super().__init__(base_url, **kwargs)
+
+    def _set_opener(self, user: str | None, password: str | None) -> None:
+        # ObsPy builds its opener here (again when credentials change); ours refuses
+        # redirects that leave the origin before ObsPy's handler would follow them.
+        super()._set_opener(user, password)
+        self._url_opener.add_handler(SameOriginRedirects())
+
+    @contextlib.contextmanager
+    def answer_limit(self, max_bytes: int) -> Iterator[None]:
+        """Requests made inside (in this thread) accept at most ``max_bytes`` of answer."""
+        previous = getattr(self._limits, "max_bytes", None)
+        self._limits.max_bytes = max_bytes
+        try:
+            yield
+        finally:
+            self._limits.max_bytes = previous
+
+    def _cap(self) -> int | None:
+        cap = getattr(self._limits, "max_bytes", None)
+        return cap if cap is not None else self.max_answer_bytes
 
     def __repr__(self) -> str:  # never show credentials
         return f"PoliteClient({self.base_url!r})"
@@ -173,24 +255,21 @@ class PoliteClient(Client):  # type: ignore[misc]  # ObsPy is untyped
         with self._slots:
             self.stats.add("requests")
             self.stats.add(f"requests_{service}")
-            body, encoding = self._open(request, data)
-        if encoding == "gzip":
-            try:
-                body = gzip.decompress(body)
-            except (OSError, EOFError, zlib.error) as exc:
-                raise TransientError(f"truncated gzip body from {_where(url)} ({exc})") from exc
+            body = self._open(request, data)
         self.stats.add("bytes", len(body))
         self.stats.add(f"bytes_{service}", len(body))
         return body if return_string else io.BytesIO(body)
 
-    def _open(self, request: urllib.request.Request, data: bytes | None) -> tuple[bytes, str]:
+    def _open(self, request: urllib.request.Request, data: bytes | None) -> bytes:
         where = _where(request.full_url)
+        started = time.monotonic()
+        timeout = self.timeout if self.deadline_s is None else min(self.timeout, self.deadline_s)
         try:
-            response = self._url_opener.open(request, timeout=self.timeout, data=data)
+            response = self._url_opener.open(request, timeout=timeout, data=data)
         except urllib.error.HTTPError as exc:
             status = int(exc.code)
             try:
-                detail = exc.read()
+                detail = exc.read(CHUNK)  # an error page is read no further
             except Exception:  # noqa: BLE001 - a broken error body is still an error
                 detail = b""
             if status in TRANSIENT_STATUS:
@@ -210,25 +289,90 @@ class PoliteClient(Client):  # type: ignore[misc]  # ObsPy is untyped
             if isinstance(reason, (TimeoutError, socket.timeout)):
                 raise FDSNTimeoutException(f"timed out after {self.timeout} s at {where}") from exc
             raise TransientError(f"connection failed at {where} ({reason!r})") from exc
-        with response:
+        with response, tempfile.TemporaryFile() as spool:
             status = int(response.status)
             expected = response.headers.get("Content-Length")
             encoding = (response.headers.get("Content-Encoding") or "").lower()
+            cap = self._cap()
+            announced = int(expected) if expected is not None and expected.isdigit() else None
+            if cap is not None and announced is not None and announced > cap:
+                raise AnswerTooLarge(_too_large(where, cap, f"announces {expected} bytes"))
+            size = self._spool(response, spool, where, started, cap)
+            if expected is not None and expected.isdigit() and size < int(expected):
+                raise TransientError(f"truncated body from {where}: {size} of {expected} bytes")
+            if status == 204:
+                raise FDSNNoDataException(f"no data (HTTP 204) at {where}")
+            spool.seek(0)
+            if encoding == "gzip":
+                return _gunzip(spool, where, cap)
+            return spool.read()
+
+    def _spool(
+        self, response: Any, spool: IO[bytes], where: str, started: float, cap: int | None
+    ) -> int:
+        """Copy the body to ``spool`` in chunks; the deadline and the cap end it early."""
+        size = 0
+        while True:
+            if self.deadline_s is not None and time.monotonic() - started > self.deadline_s:
+                raise FDSNTimeoutException(
+                    f"deadline of {self.deadline_s:g} s passed at {where} after {size} bytes "
+                    "(setting fetch_deadline_s)"
+                )
             try:
-                body = response.read()
+                chunk = response.read1(CHUNK)
             except http.client.IncompleteRead as exc:
                 raise TransientError(
-                    f"truncated body from {where}: {len(exc.partial)} of {expected or '?'} bytes"
+                    f"truncated body from {where}: {size + len(exc.partial)} bytes"
                 ) from exc
             except TimeoutError as exc:
                 raise FDSNTimeoutException(f"read timed out at {where}") from exc
             except (ConnectionError, http.client.HTTPException) as exc:
                 raise TransientError(f"connection lost while reading {where} ({exc!r})") from exc
-        if expected is not None and expected.isdigit() and len(body) < int(expected):
-            raise TransientError(f"truncated body from {where}: {len(body)} of {expected} bytes")
-        if status == 204:
-            raise FDSNNoDataException(f"no data (HTTP 204) at {where}")
-        return body, encoding
+            if not chunk:
+                return size
+            size += len(chunk)
+            if cap is not None and size > cap:
+                raise AnswerTooLarge(_too_large(where, cap, f"sent more than {cap} bytes"))
+            spool.write(chunk)
+
+
+def _too_large(where: str, cap: int, what: str) -> str:
+    return (
+        f"answer from {where} too large: it {what}, the cap of this request is {cap} bytes "
+        "(settings fetch_answer_factor, fetch_answer_floor_bytes, fetch_document_max_bytes); "
+        "ask for less per request or raise the cap"
+    )
+
+
+def _gunzip(spool: IO[bytes], where: str, cap: int | None) -> bytes:
+    """Inflate a gzip body (one or more members) from ``spool``, never past ``cap`` bytes.
+
+    A gzip bomb (a small body that inflates to gigabytes) fails at the cap; memory holds
+    at most ``cap`` inflated bytes plus one chunk.
+    """
+    out = bytearray()
+    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    pending = spool.read(CHUNK)
+    if not pending:
+        return b""
+    try:
+        while pending:
+            if inflater.eof:  # the next gzip member
+                inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+            room = CHUNK if cap is None else max(1, min(CHUNK, cap - len(out) + 1))
+            out += inflater.decompress(pending, room)
+            if cap is not None and len(out) > cap:
+                raise AnswerTooLarge(
+                    _too_large(where, cap, f"inflates (gzip) to more than {cap} bytes")
+                )
+            pending = inflater.unused_data if inflater.eof else inflater.unconsumed_tail
+            if not pending:
+                pending = spool.read(CHUNK)
+    except zlib.error as exc:
+        raise TransientError(f"truncated gzip body from {where} ({exc})") from exc
+    if not inflater.eof:
+        raise TransientError(f"truncated gzip body from {where}")
+    return bytes(out)
 
 
 def _service_of(url: str) -> str:
