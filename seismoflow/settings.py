@@ -90,7 +90,7 @@ class Settings(BaseSettings):
         20.0,
         gt=0,
         description="a dataselect answer may hold this many times the bytes its lines are "
-        "expected to need (band-code sampling rate x span x 4 bytes per sample)",
+        "expected to need (usual band-code sampling rate x span x 2 bytes per sample)",
     )
     fetch_answer_floor_bytes: int = Field(
         32 << 20, gt=0, description="smallest size cap of a dataselect answer (bytes)"

@@ -283,11 +283,11 @@ class PoliteClient(Client):  # type: ignore[misc]  # ObsPy is untyped
             raise_on_error(status, detail)
             raise FDSNException(f"HTTP {status} from {where}") from None
         except TimeoutError as exc:
-            raise FDSNTimeoutException(f"timed out after {self.timeout} s at {where}") from exc
+            raise FDSNTimeoutException(self._timed_out(timeout, where)) from exc
         except (ConnectionError, http.client.HTTPException, urllib.error.URLError) as exc:
             reason = getattr(exc, "reason", exc)
             if isinstance(reason, (TimeoutError, socket.timeout)):
-                raise FDSNTimeoutException(f"timed out after {self.timeout} s at {where}") from exc
+                raise FDSNTimeoutException(self._timed_out(timeout, where)) from exc
             raise TransientError(f"connection failed at {where} ({reason!r})") from exc
         with response, tempfile.TemporaryFile() as spool:
             status = int(response.status)
@@ -306,6 +306,11 @@ class PoliteClient(Client):  # type: ignore[misc]  # ObsPy is untyped
             if encoding == "gzip":
                 return _gunzip(spool, where, cap)
             return spool.read()
+
+    def _timed_out(self, timeout: float, where: str) -> str:
+        if timeout < self.timeout:
+            return f"no answer within the deadline of {timeout:g} s at {where} (fetch_deadline_s)"
+        return f"timed out after {timeout:g} s at {where}"
 
     def _spool(
         self, response: Any, spool: IO[bytes], where: str, started: float, cap: int | None

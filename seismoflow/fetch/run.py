@@ -216,7 +216,9 @@ def valid_channels(table: pd.DataFrame, provider: str) -> tuple[pd.DataFrame, li
         index=False, name=None
     ):
         try:
-            ChannelId(str(net), str(sta), normalize_location(str(loc)), str(cha))
+            # A station listed without channels has empty location and channel codes (it is
+            # asked for with wildcards); network and station always name staged folders.
+            ChannelId(str(net), str(sta), normalize_location(str(loc)), str(cha) or "XXX")
             keep.append(True)
         except InvalidCodeError as exc:
             keep.append(False)
@@ -336,23 +338,22 @@ def inside(root: Path, name: str) -> Path:
     return path
 
 
-#: Upper sampling rate (Hz) of each SEED band code; an unknown band counts as 1000 Hz.
+#: Usual sampling rate (Hz) of each SEED band code; an unknown band counts as 100 Hz.
 BAND_RATE_HZ = {
-    "F": 5000.0, "G": 5000.0, "D": 1000.0, "C": 1000.0, "E": 250.0, "H": 250.0,
-    "S": 80.0, "B": 80.0, "M": 10.0, "L": 1.0, "V": 0.1, "U": 0.01, "R": 0.001,
+    "F": 1000.0, "G": 1000.0, "D": 250.0, "C": 250.0, "E": 100.0, "H": 100.0,
+    "S": 50.0, "B": 40.0, "M": 10.0, "L": 1.0, "V": 0.1, "U": 0.01, "R": 0.001,
 }  # fmt: skip
-BYTES_PER_SAMPLE = 4  # uncompressed int32/float32: an upper bound for Steim-compressed data
+BYTES_PER_SAMPLE = 2  # Steim-compressed counts take 1-2 bytes; the cap's factor covers more
 
 
 def expected_bytes(lines: Sequence[BulkLine]) -> int:
-    """Bytes ``lines`` should need at most: band-code rate x span x 4 bytes, per channel.
+    """Bytes ``lines`` should take: usual band-code rate x span x 2 bytes, per channel.
 
     A wildcard component counts three channels, a wildcard channel code nine.
     """
     total = 0.0
     for ln in lines:
-        band = ln.channel[:1]
-        rate = BAND_RATE_HZ.get(band, 1000.0) if band not in ("*", "?") else 1000.0
+        rate = BAND_RATE_HZ.get(ln.channel[:1], 100.0)
         channels = 9 if "*" in ln.channel else 3 ** ln.channel.count("?")
         total += (ln.end_ns - ln.start_ns) / 1e9 * rate * BYTES_PER_SAMPLE * channels
     return int(total)

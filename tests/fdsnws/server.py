@@ -233,7 +233,11 @@ class _Handler(BaseHTTPRequestHandler):
         svc = self.server.fdsn
         try:
             self.send_response(response.status)
-            for key, value in {**headers, "Content-Length": str(size)}.items():
+            if fault == "huge":  # no length: the body ends when the connection closes
+                headers["Connection"] = "close"
+            else:
+                headers["Content-Length"] = str(size)
+            for key, value in headers.items():
                 self.send_header(key, value)
             self.end_headers()
             for chunk in chunks:
