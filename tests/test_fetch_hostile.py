@@ -45,6 +45,7 @@ def service(archive: Path) -> Iterator[FDSNService]:
 @pytest.fixture(autouse=True)
 def clean_faults(service: FDSNService) -> Iterator[None]:
     service.faults = Faults()
+    service.reset_log()
     yield
     service.faults = Faults()
 
@@ -213,10 +214,15 @@ def test_redirect_to_another_host_is_refused(
     assert_nothing_outside(tmp_path, fetched)
 
 
-def test_trickled_answer_ends_at_the_deadline(service: FDSNService, tmp_path: Path) -> None:
-    """GOBB's requests (the two CN events) trickle; they fail after their retries, each try
-    ended by ``fetch_deadline_s``, and the other events' data is staged and recorded."""
-    service.faults = Faults(trickle_seconds=0.05, targets=("GOBB",))
+@pytest.mark.parametrize("headers", [False, True], ids=["body", "endless_headers"])
+def test_trickled_answer_ends_at_the_deadline(
+    service: FDSNService, tmp_path: Path, headers: bool
+) -> None:
+    """GOBB's requests (the two CN events) trickle, their body or an endless header line a
+    byte at a time (each byte well within ``fetch_timeout_s``); they fail after their
+    retries, each try ended by ``fetch_deadline_s``, and the other events' data is staged
+    and recorded."""
+    service.faults = Faults(trickle_seconds=0.05, trickle_headers=headers, targets=("GOBB",))
     fetched = fetch(service, tmp_path, fetch_deadline_s=2.0)
     status = status_by_event(fetched.ledger)
     for event in CN_EVENTS:

@@ -32,7 +32,6 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import zlib
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -50,72 +49,43 @@ from obspy.clients.fdsn.header import (
     FDSNTimeoutException,
 )
 
+from seismoflow.fetch.guard import (
+    CHUNK,
+    AnswerTooLarge,
+    Deadline,
+    RedirectRefused,
+    SameOriginRedirects,
+    TrackedHTTPHandler,
+    TrackedHTTPSHandler,
+    TransientError,
+    gunzip,
+    redirect_allowed,
+    too_large,
+    where,
+)
+
+__all__ = [
+    "AnswerTooLarge",
+    "FetchStats",
+    "PoliteClient",
+    "RedirectRefused",
+    "RequestTooLarge",
+    "RetryPolicy",
+    "TransientError",
+    "is_transient",
+    "redirect_allowed",
+    "resolve_provider",
+    "with_retries",
+]
+
 T = TypeVar("T")
 
 #: HTTP statuses that are worth asking again.
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
 
 
-class TransientError(FDSNException):
-    """A failure that may go away when asked again (with the server's ``Retry-After``)."""
-
-    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None):
-        super().__init__(message)
-        self.status = status
-        self.retry_after = retry_after
-
-
 class RequestTooLarge(FDSNRequestTooLargeException):
     """HTTP 413: the caller splits the request and goes on."""
-
-
-class RedirectRefused(FDSNException):
-    """A redirect to another origin or scheme: refused (final), the target named."""
-
-
-class AnswerTooLarge(FDSNException):
-    """An answer (or its inflated gzip body) beyond the request's size cap: final."""
-
-
-#: Bytes read from the socket (or inflated) per step.
-CHUNK = 1 << 16
-
-
-def _origin(url: str) -> tuple[str, str, int | None]:
-    parts = urlparse(url)
-    port = parts.port or {"http": 80, "https": 443}.get(parts.scheme)
-    return parts.scheme.lower(), (parts.hostname or "").lower(), port
-
-
-def redirect_allowed(source: str, target: str) -> bool:
-    """A redirect stays on the same scheme, host and port (no other host, no downgrade)."""
-    return _origin(source) == _origin(target)
-
-
-class SameOriginRedirects(urllib.request.BaseHandler):
-    """Refuses, before ObsPy's redirect handler runs, a redirect that leaves the origin."""
-
-    handler_order = 100  # before urllib's and ObsPy's redirect handlers (500)
-
-    def _check(
-        self, req: urllib.request.Request, fp: Any, code: int, msg: str, headers: Any
-    ) -> None:
-        location = headers.get("Location") or headers.get("URI")
-        if location is None:
-            return None
-        target = urllib.parse.urljoin(req.full_url, location)
-        if not redirect_allowed(req.full_url, target):
-            with contextlib.suppress(Exception):
-                fp.close()
-            raise RedirectRefused(
-                f"HTTP {code} redirect from {_where(req.full_url)} to another host or scheme "
-                f"({_where(target)}) refused; if that host is the provider, pass it as "
-                "--fdsn-url"
-            )
-        return None  # same origin: urllib/ObsPy follow it
-
-    http_error_301 = http_error_302 = http_error_303 = _check
-    http_error_307 = http_error_308 = _check
 
 
 def resolve_provider(name: str) -> str:
@@ -216,7 +186,8 @@ class PoliteClient(Client):  # type: ignore[misc]  # ObsPy is untyped
         # ObsPy builds its opener here (again when credentials change); ours refuses
         # redirects that leave the origin before ObsPy's handler would follow them.
         super()._set_opener(user, password)
-        self._url_opener.add_handler(SameOriginRedirects())
+        for handler in (SameOriginRedirects(), TrackedHTTPHandler(), TrackedHTTPSHandler()):
+            self._url_opener.add_handler(handler)
 
     @contextlib.contextmanager
     def answer_limit(self, max_bytes: int) -> Iterator[None]:
@@ -261,7 +232,26 @@ class PoliteClient(Client):  # type: ignore[misc]  # ObsPy is untyped
         return body if return_string else io.BytesIO(body)
 
     def _open(self, request: urllib.request.Request, data: bytes | None) -> bytes:
-        where = _where(request.full_url)
+        """The body of one request, within its deadline (then retried like a timeout)."""
+        with Deadline(self.deadline_s) as deadline:
+            try:
+                body = self._answer(request, data)
+            except Exception as exc:
+                if deadline.expired:
+                    raise FDSNTimeoutException(self._past_deadline(request)) from exc
+                raise
+            if deadline.expired:  # the sockets were shut: the body may be cut short
+                raise FDSNTimeoutException(self._past_deadline(request))
+            return body
+
+    def _past_deadline(self, request: urllib.request.Request) -> str:
+        return (
+            f"deadline of {self.deadline_s:g} s passed at {where(request.full_url)} "
+            "(setting fetch_deadline_s)"
+        )
+
+    def _answer(self, request: urllib.request.Request, data: bytes | None) -> bytes:
+        url = request.full_url
         started = time.monotonic()
         timeout = self.timeout if self.deadline_s is None else min(self.timeout, self.deadline_s)
         try:
@@ -274,21 +264,21 @@ class PoliteClient(Client):  # type: ignore[misc]  # ObsPy is untyped
                 detail = b""
             if status in TRANSIENT_STATUS:
                 raise TransientError(
-                    f"HTTP {status} from {where}", status, _retry_after(exc.headers)
+                    f"HTTP {status} from {where(url)}", status, _retry_after(exc.headers)
                 ) from None
             if status == 413:
-                raise RequestTooLarge(f"HTTP 413 (request too large) from {where}") from None
+                raise RequestTooLarge(f"HTTP 413 (request too large) from {where(url)}") from None
             if status == 404:
-                raise FDSNNoDataException(f"no data (HTTP 404) at {where}") from None
+                raise FDSNNoDataException(f"no data (HTTP 404) at {where(url)}") from None
             raise_on_error(status, detail)
-            raise FDSNException(f"HTTP {status} from {where}") from None
+            raise FDSNException(f"HTTP {status} from {where(url)}") from None
         except TimeoutError as exc:
-            raise FDSNTimeoutException(self._timed_out(timeout, where)) from exc
+            raise FDSNTimeoutException(self._timed_out(timeout, url)) from exc
         except (ConnectionError, http.client.HTTPException, urllib.error.URLError) as exc:
             reason = getattr(exc, "reason", exc)
             if isinstance(reason, (TimeoutError, socket.timeout)):
-                raise FDSNTimeoutException(self._timed_out(timeout, where)) from exc
-            raise TransientError(f"connection failed at {where} ({reason!r})") from exc
+                raise FDSNTimeoutException(self._timed_out(timeout, url)) from exc
+            raise TransientError(f"connection failed at {where(url)} ({reason!r})") from exc
         with response, tempfile.TemporaryFile() as spool:
             status = int(response.status)
             expected = response.headers.get("Content-Length")
@@ -296,88 +286,54 @@ class PoliteClient(Client):  # type: ignore[misc]  # ObsPy is untyped
             cap = self._cap()
             announced = int(expected) if expected is not None and expected.isdigit() else None
             if cap is not None and announced is not None and announced > cap:
-                raise AnswerTooLarge(_too_large(where, cap, f"announces {expected} bytes"))
-            size = self._spool(response, spool, where, started, cap)
+                raise AnswerTooLarge(too_large(url, cap, f"announces {expected} bytes"))
+            size = self._spool(response, spool, url, started, cap)
             if expected is not None and expected.isdigit() and size < int(expected):
-                raise TransientError(f"truncated body from {where}: {size} of {expected} bytes")
+                raise TransientError(
+                    f"truncated body from {where(url)}: {size} of {expected} bytes"
+                )
             if status == 204:
-                raise FDSNNoDataException(f"no data (HTTP 204) at {where}")
+                raise FDSNNoDataException(f"no data (HTTP 204) at {where(url)}")
             spool.seek(0)
             if encoding == "gzip":
-                return _gunzip(spool, where, cap)
+                return gunzip(spool, url, cap)
             return spool.read()
 
-    def _timed_out(self, timeout: float, where: str) -> str:
+    def _timed_out(self, timeout: float, url: str) -> str:
         if timeout < self.timeout:
-            return f"no answer within the deadline of {timeout:g} s at {where} (fetch_deadline_s)"
-        return f"timed out after {timeout:g} s at {where}"
+            at = where(url)
+            return f"no answer within the deadline of {timeout:g} s at {at} (fetch_deadline_s)"
+        return f"timed out after {timeout:g} s at {where(url)}"
 
     def _spool(
-        self, response: Any, spool: IO[bytes], where: str, started: float, cap: int | None
+        self, response: Any, spool: IO[bytes], url: str, started: float, cap: int | None
     ) -> int:
         """Copy the body to ``spool`` in chunks; the deadline and the cap end it early."""
         size = 0
         while True:
             if self.deadline_s is not None and time.monotonic() - started > self.deadline_s:
                 raise FDSNTimeoutException(
-                    f"deadline of {self.deadline_s:g} s passed at {where} after {size} bytes "
+                    f"deadline of {self.deadline_s:g} s passed at {where(url)} after {size} bytes "
                     "(setting fetch_deadline_s)"
                 )
             try:
                 chunk = response.read1(CHUNK)
             except http.client.IncompleteRead as exc:
                 raise TransientError(
-                    f"truncated body from {where}: {size + len(exc.partial)} bytes"
+                    f"truncated body from {where(url)}: {size + len(exc.partial)} bytes"
                 ) from exc
             except TimeoutError as exc:
-                raise FDSNTimeoutException(f"read timed out at {where}") from exc
+                raise FDSNTimeoutException(f"read timed out at {where(url)}") from exc
             except (ConnectionError, http.client.HTTPException) as exc:
-                raise TransientError(f"connection lost while reading {where} ({exc!r})") from exc
+                raise TransientError(
+                    f"connection lost while reading {where(url)} ({exc!r})"
+                ) from exc
             if not chunk:
                 return size
             size += len(chunk)
             if cap is not None and size > cap:
-                raise AnswerTooLarge(_too_large(where, cap, f"sent more than {cap} bytes"))
+                raise AnswerTooLarge(too_large(url, cap, f"sent more than {cap} bytes"))
             spool.write(chunk)
-
-
-def _too_large(where: str, cap: int, what: str) -> str:
-    return (
-        f"answer from {where} too large: it {what}, the cap of this request is {cap} bytes "
-        "(settings fetch_answer_factor, fetch_answer_floor_bytes, fetch_document_max_bytes); "
-        "ask for less per request or raise the cap"
-    )
-
-
-def _gunzip(spool: IO[bytes], where: str, cap: int | None) -> bytes:
-    """Inflate a gzip body (one or more members) from ``spool``, never past ``cap`` bytes.
-
-    A gzip bomb (a small body that inflates to gigabytes) fails at the cap; memory holds
-    at most ``cap`` inflated bytes plus one chunk.
-    """
-    out = bytearray()
-    inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    pending = spool.read(CHUNK)
-    if not pending:
-        return b""
-    try:
-        while pending:
-            if inflater.eof:  # the next gzip member
-                inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-            room = CHUNK if cap is None else max(1, min(CHUNK, cap - len(out) + 1))
-            out += inflater.decompress(pending, room)
-            if cap is not None and len(out) > cap:
-                raise AnswerTooLarge(
-                    _too_large(where, cap, f"inflates (gzip) to more than {cap} bytes")
-                )
-            pending = inflater.unused_data if inflater.eof else inflater.unconsumed_tail
-            if not pending:
-                pending = spool.read(CHUNK)
-    except zlib.error as exc:
-        raise TransientError(f"truncated gzip body from {where} ({exc})") from exc
-    if not inflater.eof:
-        raise TransientError(f"truncated gzip body from {where}")
-    return bytes(out)
 
 
 def _service_of(url: str) -> str:
@@ -387,11 +343,6 @@ def _service_of(url: str) -> str:
         if f"/{service}/" in path and path.rsplit("/", 1)[-1] in ("query", "queryauth"):
             return service
     return "discovery"
-
-
-def _where(url: str) -> str:
-    """The URL without its query string (queries can be long; they hold no secrets)."""
-    return url.split("?", 1)[0]
 
 
 def is_transient(exc: BaseException) -> bool:

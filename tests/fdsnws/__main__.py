@@ -43,6 +43,8 @@ def _parser() -> argparse.ArgumentParser:
                          help="answer dataselect queries 307 to this base URL")  # fmt: skip
     hostile.add_argument("--trickle-seconds", type=float, default=0.0,
                          help="send dataselect answers one byte per this many seconds")  # fmt: skip
+    hostile.add_argument("--trickle-headers", action="store_true",
+                         help="with --trickle-seconds: an endless header line instead")  # fmt: skip
     hostile.add_argument("--huge-bytes", type=int, default=0,
                          help="make dataselect answers this many bytes")  # fmt: skip
     hostile.add_argument("--gzip-bomb-bytes", type=int, default=0,
@@ -65,7 +67,8 @@ def main(argv: list[str] | None = None) -> int:
         restricted=tuple(args.restricted), user=args.user, password=args.password,
         token=args.token, services=tuple(args.services),
         hostile_stations=tuple(tuple(x.split("=", 1)) for x in args.hostile_station),
-        redirect=args.redirect, trickle_seconds=args.trickle_seconds, huge_bytes=args.huge_bytes,
+        redirect=args.redirect, trickle_seconds=args.trickle_seconds,
+        trickle_headers=args.trickle_headers, huge_bytes=args.huge_bytes,
         gzip_bomb_bytes=args.gzip_bomb_bytes, targets=tuple(args.targets),
     )  # fmt: skip
     signal.signal(signal.SIGTERM, _interrupt)

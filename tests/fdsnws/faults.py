@@ -39,6 +39,7 @@ class Faults:
     hostile_stations: tuple[tuple[str, str], ...] = ()  # (real code, code it is renamed to)
     redirect: str | None = None  # dataselect queries answered 307 to this base URL
     trickle_seconds: float = 0.0  # > 0: the answer is sent one byte per this many seconds
+    trickle_headers: bool = False  # with trickle_seconds: an endless header line instead
     huge_bytes: int = 0  # > 0: this many bytes (records repeated), no Content-Length
     gzip_bomb_bytes: int = 0  # > 0: a gzip body (Content-Encoding) inflating to this much
     targets: tuple[str, ...] = ()

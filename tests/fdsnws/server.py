@@ -231,6 +231,9 @@ class _Handler(BaseHTTPRequestHandler):
             chunks = (response.body[i : i + 1] for i in range(size))
         log(response.status, size, fault)
         svc = self.server.fdsn
+        if fault == "trickle" and faults.trickle_headers:
+            self._trickle_headers(faults.trickle_seconds)
+            return
         try:
             self.send_response(response.status)
             if fault == "huge":  # no length: the body ends when the connection closes
@@ -249,6 +252,19 @@ class _Handler(BaseHTTPRequestHandler):
                     time.sleep(faults.trickle_seconds)
             self.wfile.flush()
         except OSError:  # the client gave up (its deadline or size cap)
+            pass
+        self.close_connection = True
+
+    def _trickle_headers(self, seconds: float) -> None:
+        """A status line, then one header line that never ends, a byte per ``seconds``."""
+        stopping = self.server.fdsn.stopping
+        try:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Trickle: ")
+            while not stopping.is_set():
+                self.wfile.write(b"a")
+                self.wfile.flush()
+                time.sleep(seconds)
+        except OSError:  # the client gave up (its deadline)
             pass
         self.close_connection = True
 
