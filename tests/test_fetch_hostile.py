@@ -275,3 +275,28 @@ def test_expected_bytes_scale_the_cap() -> None:
     assert run.answer_cap([three], settings) == 20 * run.expected_bytes([three])
     short = BulkLine("UW", "BERY", "", "LHZ", 0, 10**9)
     assert run.answer_cap([short], settings) == MiB  # the floor
+
+
+@pytest.mark.slow
+def test_fetch_flow_stores_the_other_events_past_a_trickle(
+    service: FDSNService, prefect_server: str, tmp_path: Path
+) -> None:
+    """The whole fetch flow (metadata, waveforms, ingest) against an endless trickle for the
+    CN/PB requests: the run ends, reports the failed lines, and the UW event's windows are
+    in the store while the trickled events' are not."""
+    from seismoflow.flows.fetch import run_fetch
+    from seismoflow.storage.events import trace_keys
+    from seismoflow.storage.location import open_root
+
+    service.faults = Faults(trickle_seconds=0.05, trickle_headers=True, targets=("GOBB",))
+    store = tmp_path / "store.zarr"
+    settings = Settings(
+        store=str(store), fdsn_url=[service.url], max_distance_deg=0.6, fetch_attempts=2,
+        fetch_backoff_s=0.01, fetch_backoff_cap_s=0.05, fetch_deadline_s=2.0,
+    )  # fmt: skip
+    summary = run_fetch(settings, FEBRUARY_2022)
+    assert summary["failed_requests"] == len(CN_EVENTS)
+    assert any("deadline of 2 s" in p for p in summary["problems"])
+    events = {key.split("|", 1)[0] for key in trace_keys(open_root(str(store), "r")["events"])}
+    assert UW_EVENT in events
+    assert not events & CN_EVENTS
