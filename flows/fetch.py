@@ -44,7 +44,7 @@ def fetch_fdsn(selection: dict[str, Any], settings: dict[str, Any]) -> dict[str,
     timings["metadata"] = time.perf_counter() - clock
 
     clock = time.perf_counter()
-    problems: list[str] = []
+    problems: list[str] = list(meta.problems)
     skipped: int | None = None
     n_lines = 0
     asked: set[Any] = set()

@@ -48,6 +48,8 @@ export_app = typer.Typer(no_args_is_help=True, help="Export data from a store.")
 app.add_typer(export_app, name="export")
 console = Console(stderr=True)
 
+
+
 ConfigOpt = Annotated[Path | None, typer.Option("--config", help="TOML settings file")]
 StoreOpt = Annotated[str | None, typer.Option("--store", help="store path or fsspec URL")]
 WorkersOpt = Annotated[int | None, typer.Option("--workers", help="parallel tasks")]
@@ -95,6 +97,12 @@ def _options(
         bool, typer.Option("--debug", help=f"show tracebacks (or set {DEBUG_ENV}=1)")
     ] = False,
 ) -> None:
+    """Seismic data from FDSN services and archives into a Zarr store."""
+    # Before anything starts a process (Prefect's temporary server, a Dask cluster): what
+    # the command starts ends with it, even after kill -9 (see seismoflow.reaper).
+    from seismoflow import reaper
+
+    reaper.start()
     if debug:
         os.environ[DEBUG_ENV] = "1"
     elif ctx.invoked_subcommand in FLOW_COMMANDS:

@@ -82,6 +82,27 @@ class Settings(BaseSettings):
     fetch_attempts: int = Field(6, ge=1, description="tries per request before it fails")
     fetch_backoff_s: float = Field(1.0, ge=0, description="first retry delay (doubles)")
     fetch_backoff_cap_s: float = Field(60.0, ge=0, description="longest retry delay")
+    fetch_deadline_s: float = Field(
+        600.0,
+        gt=0,
+        description="total seconds one request may take (a service that trickles its answer "
+        "is cut off and retried like a timeout; a stalled read can add up to fetch_timeout_s)",
+    )
+    fetch_answer_factor: float = Field(
+        20.0,
+        gt=0,
+        description="a dataselect answer may hold this many times the bytes its lines are "
+        "expected to need (usual band-code sampling rate x span x 2 bytes per sample)",
+    )
+    fetch_answer_floor_bytes: int = Field(
+        32 << 20, gt=0, description="smallest size cap of a dataselect answer (bytes)"
+    )
+    fetch_document_max_bytes: int = Field(
+        512 << 20,
+        gt=0,
+        description="size cap of a StationXML or QuakeML answer and of any other request "
+        "(bytes, after gzip inflation)",
+    )
     fetch_max_lines: int = Field(
         200, ge=1, description="request size cap: bulk lines per dataselect request"
     )

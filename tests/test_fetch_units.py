@@ -174,3 +174,31 @@ def test_a_set_without_data_hands_over_to_the_next() -> None:
     failed = {**nodata, cand[0][1].ledger_key("p"): "failed"}
     todo, _ = next_lines([cand], "p", failed)
     assert todo == [cand[0][1]]  # a failed line is asked again, not skipped over
+
+
+def test_guards_survive_obspys_opener() -> None:
+    """PoliteClient hooks ObsPy's private ``_set_opener`` (also re-run when credentials are
+    set): the redirect guard and the deadline's socket tracking must be in every opener.
+    This fails when ObsPy renames or stops using it."""
+    import gzip
+
+    from seismoflow.fdsn.client import AnswerTooLarge, PoliteClient
+    from seismoflow.fdsn.guard import (
+        SameOriginRedirects,
+        TrackedHTTPHandler,
+        TrackedHTTPSHandler,
+        gunzip,
+    )
+
+    client = PoliteClient("http://127.0.0.1:8080", _discover_services=False)
+    wanted = {SameOriginRedirects, TrackedHTTPHandler, TrackedHTTPSHandler}
+    assert wanted <= {type(h) for h in client._url_opener.handlers}
+    client.set_credentials("user", "secret")
+    assert wanted <= {type(h) for h in client._url_opener.handlers}
+    # gzip: several members inflate in order; past the cap is refused, not inflated.
+    body = gzip.compress(b"a" * 1000) + gzip.compress(b"b" * 1000)
+    assert gunzip(io.BytesIO(body), "http://x/q", 2000) == b"a" * 1000 + b"b" * 1000
+    with pytest.raises(AnswerTooLarge, match="inflates"):
+        gunzip(io.BytesIO(body), "http://x/q", 1999)
+    with pytest.raises(TransientError, match="truncated gzip"):
+        gunzip(io.BytesIO(body[:-30]), "http://x/q", None)

@@ -8,7 +8,12 @@ only its single download method is replaced, so that it
 - sees the HTTP headers, so a 429 or 503 ``Retry-After`` is honoured,
 - recognises truncated bodies (fewer bytes than ``Content-Length``, or a gzip stream cut
   short) and connection resets as transient,
-- retries transient failures with capped exponential backoff and full jitter.
+- retries transient failures with capped exponential backoff and full jitter,
+- treats an answer as input: follows no redirect to another origin (host, port) or from
+  https to http (:class:`RedirectRefused`), ends a request at its total deadline
+  (``deadline_s``, retried like a timeout), streams the body to an unnamed temporary file
+  with a size cap and inflates gzip with the same cap (:class:`AnswerTooLarge`), so memory
+  stays bounded by the cap whatever the service sends.
 
 Final answers are not retried: 204/404 (no data) and 400 (bad request) are raised at once
 as ObsPy's exceptions; 413 is raised as :class:`RequestTooLarge` for the caller to split.
@@ -16,20 +21,21 @@ as ObsPy's exceptions; 413 is raised as :class:`RequestTooLarge` for the caller 
 
 from __future__ import annotations
 
-import gzip
+import contextlib
 import http.client
 import io
 import random
 import socket
+import tempfile
 import threading
 import time
 import urllib.error
+import urllib.parse
 import urllib.request
-import zlib
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import IO, Any, TypeVar
 from urllib.parse import urlparse
 
 from obspy.clients.fdsn import Client
@@ -44,20 +50,39 @@ from obspy.clients.fdsn.header import (
 )
 
 from seismoflow.errors import BadInputError
+from seismoflow.fdsn.guard import (
+    CHUNK,
+    AnswerTooLarge,
+    Deadline,
+    RedirectRefused,
+    SameOriginRedirects,
+    TrackedHTTPHandler,
+    TrackedHTTPSHandler,
+    TransientError,
+    gunzip,
+    redirect_allowed,
+    too_large,
+    where,
+)
+
+__all__ = [
+    "AnswerTooLarge",
+    "FetchStats",
+    "PoliteClient",
+    "RedirectRefused",
+    "RequestTooLarge",
+    "RetryPolicy",
+    "TransientError",
+    "is_transient",
+    "redirect_allowed",
+    "resolve_provider",
+    "with_retries",
+]
 
 T = TypeVar("T")
 
 #: HTTP statuses that are worth asking again.
 TRANSIENT_STATUS = frozenset({408, 429, 500, 502, 503, 504})
-
-
-class TransientError(FDSNException):
-    """A failure that may go away when asked again (with the server's ``Retry-After``)."""
-
-    def __init__(self, message: str, status: int | None = None, retry_after: float | None = None):
-        super().__init__(message)
-        self.status = status
-        self.retry_after = retry_after
 
 
 class RequestTooLarge(FDSNRequestTooLargeException):
@@ -146,11 +171,38 @@ class PoliteClient(Client):  # type: ignore[misc]  # ObsPy is untyped
         *,
         concurrency: int = 3,
         stats: FetchStats | None = None,
+        deadline_s: float | None = None,
+        max_answer_bytes: int | None = None,
         **kwargs: Any,
     ) -> None:
         self.stats = stats or FetchStats()
+        self.problems: list[str] = []  # what was refused in the answers (named, with reasons)
         self._slots = provider_slots(base_url, concurrency)
+        self.deadline_s = deadline_s
+        self.max_answer_bytes = max_answer_bytes
+        self._limits = threading.local()
         super().__init__(base_url, **kwargs)
+
+    def _set_opener(self, user: str | None, password: str | None) -> None:
+        # ObsPy builds its opener here (again when credentials change); ours refuses
+        # redirects that leave the origin before ObsPy's handler would follow them.
+        super()._set_opener(user, password)
+        for handler in (SameOriginRedirects(), TrackedHTTPHandler(), TrackedHTTPSHandler()):
+            self._url_opener.add_handler(handler)
+
+    @contextlib.contextmanager
+    def answer_limit(self, max_bytes: int) -> Iterator[None]:
+        """Requests made inside (in this thread) accept at most ``max_bytes`` of answer."""
+        previous = getattr(self._limits, "max_bytes", None)
+        self._limits.max_bytes = max_bytes
+        try:
+            yield
+        finally:
+            self._limits.max_bytes = previous
+
+    def _cap(self) -> int | None:
+        cap = getattr(self._limits, "max_bytes", None)
+        return cap if cap is not None else self.max_answer_bytes
 
     def __repr__(self) -> str:  # never show credentials
         return f"PoliteClient({self.base_url!r})"
@@ -175,62 +227,114 @@ class PoliteClient(Client):  # type: ignore[misc]  # ObsPy is untyped
         with self._slots:
             self.stats.add("requests")
             self.stats.add(f"requests_{service}")
-            body, encoding = self._open(request, data)
-        if encoding == "gzip":
-            try:
-                body = gzip.decompress(body)
-            except (OSError, EOFError, zlib.error) as exc:
-                raise TransientError(f"truncated gzip body from {_where(url)} ({exc})") from exc
+            body = self._open(request, data)
         self.stats.add("bytes", len(body))
         self.stats.add(f"bytes_{service}", len(body))
         return body if return_string else io.BytesIO(body)
 
-    def _open(self, request: urllib.request.Request, data: bytes | None) -> tuple[bytes, str]:
-        where = _where(request.full_url)
+    def _open(self, request: urllib.request.Request, data: bytes | None) -> bytes:
+        """The body of one request, within its deadline (then retried like a timeout)."""
+        with Deadline(self.deadline_s) as deadline:
+            try:
+                body = self._answer(request, data)
+            except Exception as exc:
+                if deadline.expired:
+                    raise FDSNTimeoutException(self._past_deadline(request)) from exc
+                raise
+            if deadline.expired:  # the sockets were shut: the body may be cut short
+                raise FDSNTimeoutException(self._past_deadline(request))
+            return body
+
+    def _past_deadline(self, request: urllib.request.Request) -> str:
+        return (
+            f"deadline of {self.deadline_s:g} s passed at {where(request.full_url)} "
+            "(setting fetch_deadline_s)"
+        )
+
+    def _answer(self, request: urllib.request.Request, data: bytes | None) -> bytes:
+        url = request.full_url
+        started = time.monotonic()
+        timeout = self.timeout if self.deadline_s is None else min(self.timeout, self.deadline_s)
         try:
-            response = self._url_opener.open(request, timeout=self.timeout, data=data)
+            response = self._url_opener.open(request, timeout=timeout, data=data)
         except urllib.error.HTTPError as exc:
             status = int(exc.code)
             try:
-                detail = exc.read()
+                detail = exc.read(CHUNK)  # an error page is read no further
             except Exception:  # noqa: BLE001 - a broken error body is still an error
                 detail = b""
             if status in TRANSIENT_STATUS:
                 raise TransientError(
-                    f"HTTP {status} from {where}", status, _retry_after(exc.headers)
+                    f"HTTP {status} from {where(url)}", status, _retry_after(exc.headers)
                 ) from None
             if status == 413:
-                raise RequestTooLarge(f"HTTP 413 (request too large) from {where}") from None
+                raise RequestTooLarge(f"HTTP 413 (request too large) from {where(url)}") from None
             if status == 404:
-                raise FDSNNoDataException(f"no data (HTTP 404) at {where}") from None
+                raise FDSNNoDataException(f"no data (HTTP 404) at {where(url)}") from None
             raise_on_error(status, detail)
-            raise FDSNException(f"HTTP {status} from {where}") from None
+            raise FDSNException(f"HTTP {status} from {where(url)}") from None
         except TimeoutError as exc:
-            raise FDSNTimeoutException(f"timed out after {self.timeout} s at {where}") from exc
+            raise FDSNTimeoutException(self._timed_out(timeout, url)) from exc
         except (ConnectionError, http.client.HTTPException, urllib.error.URLError) as exc:
             reason = getattr(exc, "reason", exc)
             if isinstance(reason, (TimeoutError, socket.timeout)):
-                raise FDSNTimeoutException(f"timed out after {self.timeout} s at {where}") from exc
-            raise TransientError(f"connection failed at {where} ({reason!r})") from exc
-        with response:
+                raise FDSNTimeoutException(self._timed_out(timeout, url)) from exc
+            raise TransientError(f"connection failed at {where(url)} ({reason!r})") from exc
+        with response, tempfile.TemporaryFile() as spool:
             status = int(response.status)
             expected = response.headers.get("Content-Length")
             encoding = (response.headers.get("Content-Encoding") or "").lower()
+            cap = self._cap()
+            announced = int(expected) if expected is not None and expected.isdigit() else None
+            if cap is not None and announced is not None and announced > cap:
+                raise AnswerTooLarge(too_large(url, cap, f"announces {expected} bytes"))
+            size = self._spool(response, spool, url, started, cap)
+            if expected is not None and expected.isdigit() and size < int(expected):
+                raise TransientError(
+                    f"truncated body from {where(url)}: {size} of {expected} bytes"
+                )
+            if status == 204:
+                raise FDSNNoDataException(f"no data (HTTP 204) at {where(url)}")
+            spool.seek(0)
+            if encoding == "gzip":
+                return gunzip(spool, url, cap)
+            return spool.read()
+
+    def _timed_out(self, timeout: float, url: str) -> str:
+        if timeout < self.timeout:
+            at = where(url)
+            return f"no answer within the deadline of {timeout:g} s at {at} (fetch_deadline_s)"
+        return f"timed out after {timeout:g} s at {where(url)}"
+
+    def _spool(
+        self, response: Any, spool: IO[bytes], url: str, started: float, cap: int | None
+    ) -> int:
+        """Copy the body to ``spool`` in chunks; the deadline and the cap end it early."""
+        size = 0
+        while True:
+            if self.deadline_s is not None and time.monotonic() - started > self.deadline_s:
+                raise FDSNTimeoutException(
+                    f"deadline of {self.deadline_s:g} s passed at {where(url)} after {size} bytes "
+                    "(setting fetch_deadline_s)"
+                )
             try:
-                body = response.read()
+                chunk = response.read1(CHUNK)
             except http.client.IncompleteRead as exc:
                 raise TransientError(
-                    f"truncated body from {where}: {len(exc.partial)} of {expected or '?'} bytes"
+                    f"truncated body from {where(url)}: {size + len(exc.partial)} bytes"
                 ) from exc
             except TimeoutError as exc:
-                raise FDSNTimeoutException(f"read timed out at {where}") from exc
+                raise FDSNTimeoutException(f"read timed out at {where(url)}") from exc
             except (ConnectionError, http.client.HTTPException) as exc:
-                raise TransientError(f"connection lost while reading {where} ({exc!r})") from exc
-        if expected is not None and expected.isdigit() and len(body) < int(expected):
-            raise TransientError(f"truncated body from {where}: {len(body)} of {expected} bytes")
-        if status == 204:
-            raise FDSNNoDataException(f"no data (HTTP 204) at {where}")
-        return body, encoding
+                raise TransientError(
+                    f"connection lost while reading {where(url)} ({exc!r})"
+                ) from exc
+            if not chunk:
+                return size
+            size += len(chunk)
+            if cap is not None and size > cap:
+                raise AnswerTooLarge(too_large(url, cap, f"sent more than {cap} bytes"))
+            spool.write(chunk)
 
 
 def _service_of(url: str) -> str:
@@ -240,11 +344,6 @@ def _service_of(url: str) -> str:
         if f"/{service}/" in path and path.rsplit("/", 1)[-1] in ("query", "queryauth"):
             return service
     return "discovery"
-
-
-def _where(url: str) -> str:
-    """The URL without its query string (queries can be long; they hold no secrets)."""
-    return url.split("?", 1)[0]
 
 
 def is_transient(exc: BaseException) -> bool:

@@ -31,6 +31,7 @@ from obspy.io.mseed.util import get_record_information
 from seismoflow.archive.metadata import catalog_table, read_channel_table
 from seismoflow.errors import BadInputError, FetchError
 from seismoflow.fdsn.client import (
+    AnswerTooLarge,
     FetchStats,
     PoliteClient,
     RequestTooLarge,
@@ -50,6 +51,7 @@ from seismoflow.fdsn.select import (
     keep_best_set,
     next_lines,
 )
+from seismoflow.ids import ChannelId, InvalidCodeError, normalize_location
 from seismoflow.settings import Settings
 from seismoflow.storage.location import store_lock
 from seismoflow.storage.tables import read_table, write_table
@@ -125,7 +127,11 @@ def make_client(
     metadata step has already talked to the provider).
     """
     base = resolve_provider(provider)
-    kwargs: dict[str, Any] = {"timeout": settings.fetch_timeout_s}
+    kwargs: dict[str, Any] = {
+        "timeout": settings.fetch_timeout_s,
+        "deadline_s": settings.fetch_deadline_s,
+        "max_answer_bytes": settings.fetch_document_max_bytes,
+    }
     if not discover:
         kwargs["_discover_services"] = False
     if credentials is not None:
@@ -188,9 +194,36 @@ def fetch_stations(
     if body is None:
         return None, pd.DataFrame()
     path = _stage_document(staging / "stations", "stationxml", body)
-    table = read_channel_table(body)
+    table, problems = valid_channels(read_channel_table(body), client.base_url)
     client.stats.add("stations", int(table[["network", "station"]].drop_duplicates().shape[0]))
+    if problems:
+        client.stats.add("channels_invalid_codes", len(problems))
+        client.problems.extend(problems)
     return path, table
+
+
+def valid_channels(table: pd.DataFrame, provider: str) -> tuple[pd.DataFrame, list[str]]:
+    """The rows whose codes pass the FDSN rules (:class:`ChannelId`), and one problem per
+    refused channel: a data centre's codes are input, and they name staged files."""
+    if table.empty:
+        return table, []
+    keep: list[bool] = []
+    problems: list[str] = []
+    for net, sta, loc, cha in table[["network", "station", "location", "channel"]].itertuples(
+        index=False, name=None
+    ):
+        try:
+            # A station listed without channels has empty location and channel codes (it is
+            # asked for with wildcards); network and station always name staged folders.
+            ChannelId(str(net), str(sta), normalize_location(str(loc)), str(cha) or "XXX")
+            keep.append(True)
+        except InvalidCodeError as exc:
+            keep.append(False)
+            problems.append(
+                f"{provider} station metadata: channel {net!r}.{sta!r}.{loc!r}.{cha!r} refused "
+                f"({exc}); it is not fetched; report the codes to the data centre"
+            )
+    return table[keep].reset_index(drop=True), problems
 
 
 def _fetch_document(
@@ -291,6 +324,44 @@ def staged_name(line: BulkLine) -> str:
     return f"{line.network}/{line.station}/{codes}.{slug}.{digest}.mseed"
 
 
+def inside(root: Path, name: str) -> Path:
+    """``root / name``, refused (:class:`FetchError`) unless it resolves inside ``root``."""
+    base = root.resolve()
+    path = (base / name).resolve()
+    if not path.is_relative_to(base) or path == base:
+        raise FetchError(
+            f"staged file name {name!r} resolves outside the staging folder {base}; refused"
+        )
+    return path
+
+
+#: Usual sampling rate (Hz) of each SEED band code; an unknown band counts as 100 Hz.
+BAND_RATE_HZ = {
+    "F": 1000.0, "G": 1000.0, "D": 250.0, "C": 250.0, "E": 100.0, "H": 100.0,
+    "S": 50.0, "B": 40.0, "M": 10.0, "L": 1.0, "V": 0.1, "U": 0.01, "R": 0.001,
+}  # fmt: skip
+BYTES_PER_SAMPLE = 2  # Steim-compressed counts take 1-2 bytes; the cap's factor covers more
+
+
+def expected_bytes(lines: Sequence[BulkLine]) -> int:
+    """Bytes ``lines`` should take: usual band-code rate x span x 2 bytes, per channel.
+
+    A wildcard component counts three channels, a wildcard channel code nine.
+    """
+    total = 0.0
+    for ln in lines:
+        rate = BAND_RATE_HZ.get(ln.channel[:1], 100.0)
+        channels = 9 if "*" in ln.channel else 3 ** ln.channel.count("?")
+        total += (ln.end_ns - ln.start_ns) / 1e9 * rate * BYTES_PER_SAMPLE * channels
+    return int(total)
+
+
+def answer_cap(lines: Sequence[BulkLine], settings: Settings) -> int:
+    """Size cap of one dataselect answer: ``fetch_answer_factor`` x expected, with a floor."""
+    factor = settings.fetch_answer_factor * expected_bytes(lines)
+    return max(settings.fetch_answer_floor_bytes, int(factor))
+
+
 @dataclass
 class BatchResult:
     rows: list[dict[str, Any]]
@@ -312,7 +383,7 @@ def fetch_batch(
     rng = rng or random.Random()
     try:
         body = with_retries(
-            lambda: _download_bulk(client, lines),
+            lambda: _download_bulk(client, lines, answer_cap(lines, settings)),
             policy(settings),
             client.stats,
             f"dataselect {len(lines)} lines",
@@ -335,15 +406,18 @@ def fetch_batch(
         body = b""
     except FDSNException as exc:
         client.stats.add("failed_requests")
+        if isinstance(exc, AnswerTooLarge):
+            client.stats.add("answers_too_large")
         reason = f"{type(exc).__name__}: {exc}"
         return _failed(lines, provider, reason)
     records = split_records(body) if body else []
     return _stage(records, body, lines, provider, staging, priorities, client.stats)
 
 
-def _download_bulk(client: PoliteClient, lines: Sequence[BulkLine]) -> bytes:
+def _download_bulk(client: PoliteClient, lines: Sequence[BulkLine], cap: int) -> bytes:
     buf = io.BytesIO()
-    client.get_waveforms_bulk([ln.as_tuple() for ln in lines], filename=buf)
+    with client.answer_limit(cap):
+        client.get_waveforms_bulk([ln.as_tuple() for ln in lines], filename=buf)
     body = buf.getvalue()
     split_records(body)  # a body cut on a record boundary is caught here: retried
     return body
@@ -388,8 +462,16 @@ def _stage(
     per_file: dict[str, list[Record]] = defaultdict(list)
     rows: list[dict[str, Any]] = []
     by_station: dict[tuple[str, str], list[Record]] = defaultdict(list)
+    refused: set[str] = set()
     for r in records:
+        try:
+            ChannelId(r.network, r.station, normalize_location(r.location), r.channel)
+        except InvalidCodeError as exc:
+            refused.add(str(exc))
+            continue
         by_station[(r.network, r.station)].append(r)
+    problems = [f"{provider} dataselect: records refused: {why}" for why in sorted(refused)]
+    stats.add("records_invalid_codes", len(refused))
     # Wildcard lines (a station whose metadata list no channel) of one event and station
     # keep together the single best channel set found in the answer.
     keep: dict[tuple[str, str, str, int, int], set[tuple[str, str]]] = {}
@@ -410,6 +492,7 @@ def _stage(
             mine = [r for r in mine if (r.location, r.channel) in chosen]
         name = staged_name(line)
         if mine:
+            inside(staging / "waveforms", name)  # codes were validated; this is the backstop
             per_file[name].extend(mine)
             rows.append(_row(line, provider, STATUS_DATA, sum(r.length for r in mine), name))
         else:
@@ -418,13 +501,13 @@ def _stage(
     for name, recs in sorted(per_file.items()):
         unique = sorted({r.offset: r for r in recs}.values(), key=lambda r: r.offset)
         content = b"".join(body[r.offset : r.offset + r.length] for r in unique)
-        _atomic_write(staging / "waveforms" / name, content)
+        _atomic_write(inside(staging / "waveforms", name), content)
         written.append(name)
         stats.add("traces", len({(r.network, r.station, r.location, r.channel) for r in unique}))
         stats.add("waveform_bytes", len(content))
     stats.add("lines_data", sum(r["status"] == STATUS_DATA for r in rows))
     stats.add("lines_nodata", sum(r["status"] == STATUS_NODATA for r in rows))
-    return BatchResult(rows, written, [])
+    return BatchResult(rows, written, problems)
 
 
 # --- ledger ---------------------------------------------------------------------------------
@@ -492,6 +575,7 @@ class Metadata:
     stations_path: Path | None
     channels: pd.DataFrame  # with a ``provider`` column: who serves each station
     stats: dict[str, int]
+    problems: list[str] = field(default_factory=list)  # e.g. channels refused for their codes
 
 
 def fetch_metadata(
@@ -502,6 +586,7 @@ def fetch_metadata(
 ) -> Metadata:
     """Events (first provider), then stations (each provider) around them or the region."""
     stats = FetchStats()
+    problems: list[str] = []
     providers = [resolve_provider(p) for p in settings.fdsn_url]
     events_path, catalog = None, pd.DataFrame()
     region = Region(**selection.region)
@@ -510,7 +595,7 @@ def fetch_metadata(
         client = make_client(providers[0], settings, stats, credentials)
         events_path, catalog = fetch_catalog(client, selection.event_query, settings, staging)
         if catalog.empty:
-            return Metadata(None, catalog, None, pd.DataFrame(), stats.as_dict())
+            return Metadata(None, catalog, None, pd.DataFrame(), stats.as_dict(), problems)
         region = _around(catalog, region).widened(settings.max_distance_deg)
         # Stations operating at any event of the catalogue.
         start = int(catalog["origin_time_ns"].min()) - 3600 * 10**9
@@ -522,18 +607,19 @@ def fetch_metadata(
         path, table = fetch_stations(
             client, region, start, end, settings, staging, selection.network, selection.station
         )
+        problems += client.problems
         if path is None or table.empty:
             continue
         docs.append(path)
         tables.append(table.assign(provider=base))
     if not tables:
-        return Metadata(events_path, catalog, None, pd.DataFrame(), stats.as_dict())
+        return Metadata(events_path, catalog, None, pd.DataFrame(), stats.as_dict(), problems)
     channels = pd.concat(tables, ignore_index=True)
     # A station listed by several providers is fetched from the first that lists it.
     first = channels.drop_duplicates(["network", "station"])[["network", "station", "provider"]]
     channels = channels.drop(columns="provider").merge(first, on=["network", "station"])
     stations_path = docs[0] if len(docs) == 1 else _merged_inventory(docs, staging)
-    return Metadata(events_path, catalog, stations_path, channels, stats.as_dict())
+    return Metadata(events_path, catalog, stations_path, channels, stats.as_dict(), problems)
 
 
 def _around(catalog: pd.DataFrame, region: Region) -> Region:

@@ -36,6 +36,21 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument("--services", nargs="*", default=["dataselect"],
                    choices=["dataselect", "station", "event"],
                    help="services the random faults hit")  # fmt: skip
+    hostile = p.add_argument_group("a hostile data centre (every targeted answer)")
+    hostile.add_argument("--hostile-station", nargs="*", default=[], metavar="STA=CODE",
+                         help="rename station STA to CODE (e.g. ..) in answers")  # fmt: skip
+    hostile.add_argument("--redirect", default=None, metavar="URL",
+                         help="answer dataselect queries 307 to this base URL")  # fmt: skip
+    hostile.add_argument("--trickle-seconds", type=float, default=0.0,
+                         help="send dataselect answers one byte per this many seconds")  # fmt: skip
+    hostile.add_argument("--trickle-headers", action="store_true",
+                         help="with --trickle-seconds: an endless header line instead")  # fmt: skip
+    hostile.add_argument("--huge-bytes", type=int, default=0,
+                         help="make dataselect answers this many bytes")  # fmt: skip
+    hostile.add_argument("--gzip-bomb-bytes", type=int, default=0,
+                         help="send gzip bodies that inflate to this many bytes")  # fmt: skip
+    hostile.add_argument("--targets", nargs="*", default=[], metavar="STA",
+                         help="stations those three hit (default: all)")  # fmt: skip
     return p
 
 
@@ -51,6 +66,10 @@ def main(argv: list[str] | None = None) -> int:
         reset=args.reset, max_bulk_lines=args.max_bulk_lines,
         restricted=tuple(args.restricted), user=args.user, password=args.password,
         token=args.token, services=tuple(args.services),
+        hostile_stations=tuple(tuple(x.split("=", 1)) for x in args.hostile_station),
+        redirect=args.redirect, trickle_seconds=args.trickle_seconds,
+        trickle_headers=args.trickle_headers, huge_bytes=args.huge_bytes,
+        gzip_bomb_bytes=args.gzip_bomb_bytes, targets=tuple(args.targets),
     )  # fmt: skip
     signal.signal(signal.SIGTERM, _interrupt)
     with FDSNService(args.root, faults, seed=args.seed, host=args.host, port=args.port) as svc:

@@ -33,14 +33,37 @@ class Faults:
     password: str = "secret"
     token: str | None = None  # EIDA token accepted by dataselect/1/auth (None: none is)
     services: tuple[str, ...] = ("dataselect",)  # services the random faults hit
+    # A hostile data centre (tests/fdsnws/hostile.py). These act on every matching answer,
+    # not on a random share: ``targets`` names the stations whose dataselect answers are
+    # trickled, huge or gzip bombs (empty: every dataselect answer with data).
+    hostile_stations: tuple[tuple[str, str], ...] = ()  # (real code, code it is renamed to)
+    redirect: str | None = None  # dataselect queries answered 307 to this base URL
+    trickle_seconds: float = 0.0  # > 0: the answer is sent one byte per this many seconds
+    trickle_headers: bool = False  # with trickle_seconds: an endless header line instead
+    huge_bytes: int = 0  # > 0: this many bytes (records repeated), no Content-Length
+    gzip_bomb_bytes: int = 0  # > 0: a gzip body (Content-Encoding) inflating to this much
+    targets: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         fractions = [getattr(self, name) for name in RANDOM_FAULTS]
         if any(not 0.0 <= f <= 1.0 for f in fractions) or sum(fractions) > 1.0 + 1e-9:
             raise ValueError(f"fault fractions must lie in [0, 1] and sum to <= 1: {fractions}")
+        hostile = [self.trickle_seconds > 0, self.huge_bytes > 0, self.gzip_bomb_bytes > 0]
+        if sum(hostile) > 1:
+            raise ValueError("choose one of trickle_seconds, huge_bytes, gzip_bomb_bytes")
         unknown = set(self.services) - {"dataselect", "station", "event"}
         if unknown:
             raise ValueError(f"unknown services in Faults.services: {sorted(unknown)}")
+
+    def hostile_answer(self) -> str | None:
+        """The fault that acts on targeted dataselect answers, if any."""
+        if self.trickle_seconds > 0:
+            return "trickle"
+        if self.huge_bytes > 0:
+            return "huge"
+        if self.gzip_bomb_bytes > 0:
+            return "gzip_bomb"
+        return None
 
     def draw(self, rng: random.Random) -> str | None:
         """The random fault for one request (one draw from ``rng``), or None."""

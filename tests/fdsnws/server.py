@@ -6,11 +6,14 @@ import random
 import socket
 import struct
 import threading
+import time
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from types import TracebackType
 from urllib.parse import urlsplit
 
+from tests.fdsnws import hostile
 from tests.fdsnws.auth import DigestAuth
 from tests.fdsnws.faults import Faults, RequestLog, RequestRecord
 from tests.fdsnws.service import (
@@ -204,9 +207,66 @@ class _Handler(BaseHTTPRequestHandler):
         truncate = fault == "truncate" and bool(response.body)
         if fault == "truncate" and not truncate:
             fault = None
+        if fault in ("trickle", "huge", "gzip_bomb"):
+            self._send_hostile(response, fault, faults, log)
+            return
         # Logged before sending, so a client that has its answer finds it in the log.
         log(response.status, _body_bytes(response, truncate), fault)
         self._send(response, truncate)
+
+    def _send_hostile(
+        self, response: Response, fault: str, faults: Faults, log: Callable[[int, int, str], None]
+    ) -> None:
+        """A trickled, huge or gzip-bomb answer; sent until done or the client leaves."""
+        headers = {"Content-Type": response.content_type}
+        chunks: Iterable[bytes]
+        if fault == "gzip_bomb":
+            bomb = hostile.gzip_bomb(faults.gzip_bomb_bytes)
+            headers["Content-Encoding"] = "gzip"
+            size, chunks = len(bomb), [bomb]
+        elif fault == "huge":
+            size, chunks = faults.huge_bytes, hostile.huge_chunks(response.body, faults.huge_bytes)
+        else:
+            size = len(response.body)
+            chunks = (response.body[i : i + 1] for i in range(size))
+        log(response.status, size, fault)
+        svc = self.server.fdsn
+        if fault == "trickle" and faults.trickle_headers:
+            self._trickle_headers(faults.trickle_seconds)
+            return
+        try:
+            self.send_response(response.status)
+            if fault == "huge":  # no length: the body ends when the connection closes
+                headers["Connection"] = "close"
+            else:
+                headers["Content-Length"] = str(size)
+            for key, value in headers.items():
+                self.send_header(key, value)
+            self.end_headers()
+            for chunk in chunks:
+                if svc.stopping.is_set():
+                    break
+                self.wfile.write(chunk)
+                if fault == "trickle":
+                    self.wfile.flush()
+                    time.sleep(faults.trickle_seconds)
+            self.wfile.flush()
+        except OSError:  # the client gave up (its deadline or size cap)
+            pass
+        self.close_connection = True
+
+    def _trickle_headers(self, seconds: float) -> None:
+        """A status line, then one header line that never ends, a byte per ``seconds``."""
+        stopping = self.server.fdsn.stopping
+        try:
+            self.wfile.write(b"HTTP/1.1 200 OK\r\nX-Trickle: ")
+            while not stopping.is_set():
+                self.wfile.write(b"a")
+                self.wfile.flush()
+                time.sleep(seconds)
+        except OSError:  # the client gave up (its deadline)
+            pass
+        self.close_connection = True
 
     def _answer(
         self, method: str, target: tuple[str, str] | None, query: str, body: bytes, faults: Faults

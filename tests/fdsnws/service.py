@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -10,7 +11,7 @@ from urllib.parse import parse_qsl
 
 import obspy
 
-from tests.fdsnws import events, stations
+from tests.fdsnws import events, hostile, stations
 from tests.fdsnws.auth import DigestAuth
 from tests.fdsnws.faults import Faults
 from tests.fdsnws.params import BadRequest, Selection, parse_params, parse_post, selection_from
@@ -118,6 +119,11 @@ class Archive:
             if faults.token is not None and body.decode(errors="replace").strip() == faults.token:
                 return Response(200, f"{faults.user}:{faults.password}".encode())
             return error(403, "token not accepted")
+        if faults.redirect and service == "dataselect" and resource in ("query", "queryauth"):
+            target = faults.redirect.rstrip("/") + req.uri
+            response = error(307, f"moved to {target}", Location=target)
+            response.fault = "redirect"
+            return response
         authorized = False
         if service == "dataselect" and resource == "queryauth":
             if not auth.verify(req.authorization, method, req.uri, faults.user, faults.password):
@@ -167,18 +173,36 @@ class Archive:
             response.fault = "too_large"
             return response
         hidden = () if authorized else faults.restricted
+        real = {new: old for old, new in faults.hostile_stations}
+        if real:  # a renamed station is asked for by its new code: answer the real one's data
+            selections = [dataclasses.replace(s, station=real.get(s.station, s.station))
+                          for s in selections]  # fmt: skip
         records = self.sds.select(selections, hidden)
         if not records:
             return self._nodata(values)
-        return Response(200, SDSArchive.read(records), "application/vnd.fdsn.mseed")
+        body = SDSArchive.read(records)
+        if real:
+            names = dict(faults.hostile_stations)
+            body = hostile.rename_records(body, [r.length for _, r in records], names)
+        response = Response(200, body, "application/vnd.fdsn.mseed")
+        kind = faults.hostile_answer()
+        if kind and (not faults.targets or any(s.station in faults.targets for s in selections)):
+            response.fault = kind
+        return response
 
     def _station(
         self, values: dict[str, Any], selections: list[Selection], faults: Faults
     ) -> Response:
         assert self.stations is not None
+        if faults.hostile_stations:  # asked for by a renamed code: look up the real one
+            real = {new: old for old, new in faults.hostile_stations}
+            selections = [dataclasses.replace(s, station=real.get(s.station, s.station))
+                          for s in selections]  # fmt: skip
         inv = self.stations.query(values, selections, faults.restricted)
         if inv is None:
             return self._nodata(values)
+        if faults.hostile_stations:
+            inv = stations.renamed(inv, dict(faults.hostile_stations))
         body, content_type = stations.to_bytes(inv, values)
         return Response(200, body, content_type)
 

@@ -119,6 +119,21 @@ class StationService:
         return out
 
 
+def renamed(inv: Inventory, names: dict[str, str]) -> Inventory:
+    """A copy of ``inv`` whose stations in ``names`` carry the new (hostile) code."""
+    networks = []
+    for net in inv.networks:
+        out = copy.copy(net)
+        out.stations = []
+        for sta in net.stations:
+            if sta.code in names:
+                sta = copy.copy(sta)
+                sta.code = names[sta.code]
+            out.stations.append(sta)
+        networks.append(out)
+    return Inventory(networks=networks, source=inv.source)
+
+
 def _time(t: UTCDateTime | None) -> str:
     return t.strftime("%Y-%m-%dT%H:%M:%S") if t is not None else ""
 
