@@ -152,6 +152,17 @@ def ingest(
         typer.echo(json.dumps(summary, indent=2, sort_keys=True))
     else:
         _print_info(_info(settings.store))
+        _print_skipped(summary)
+
+
+def _print_skipped(summary: dict[str, Any]) -> None:
+    """Name the input files a run skipped (hidden ones are counted, never ingested)."""
+    if summary.get("skipped_hidden"):
+        console.print(
+            f"skipped {summary['skipped_hidden']} hidden file(s) (name starts with '.'), "
+            f"e.g. {', '.join(summary.get('skipped_hidden_first', []))}; rename them to "
+            "ingest them"
+        )
 
 
 @app.command("archive-batch")
@@ -203,6 +214,7 @@ def archive_batch(
         typer.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
     else:
         _print_info(_info(settings.store))
+        _print_skipped(summary)
 
 
 @app.command()

@@ -173,11 +173,11 @@ def _decode(
         except Exception:  # noqa: BLE001 - find the failing record below
             pass
     if len(offsets) == 1:
-        why = caught[0].message if caught else "the record's data cannot be decoded"
+        why = str(caught[0].message) if caught else "the record's data cannot be decoded"
         try:
             _read_mseed(io.BytesIO(joined))
         except Exception as exc:  # noqa: BLE001
-            why = exc
+            why = str(exc)
         return obspy.Stream(), [BadRecord(offsets[0], f"corrupt record data ({why})")]
     # Halve the set until each failing record stands alone: ~2 log2(n) decodes per bad one.
     half = len(offsets) // 2
