@@ -307,6 +307,12 @@ def _print_info(info: dict[str, Any]) -> None:
     Console().print(table)
 
 
+_STATE_WORDS = {
+    "partial": "a partial seismoflow store (its structure was never created)",
+    "unfinished": "a seismoflow store that was never finalized",
+}
+
+
 @app.command()
 def info(
     store: StoreOpt = None,
@@ -315,14 +321,23 @@ def info(
 ) -> None:
     """Summarise a store: events, stations, channels, traces, samples, quarantine."""
     settings = _settings(config, store=store)
-    from seismoflow.storage.location import store_exists
+    from seismoflow.storage.location import MISSING, PARTIAL, UNFINISHED, store_state
 
-    if not store_exists(settings.store):
+    state = store_state(settings.store)
+    if state == MISSING:
         console.print(
             f"[red]no seismoflow store at {settings.store}[/red]; run "
             "`seismoflow ingest` first or check --store"
         )
         raise typer.Exit(1)
+    if state in (PARTIAL, UNFINISHED):
+        # stderr, so --json output stays one JSON document
+        console.print(
+            f"[yellow]{settings.store} is {_STATE_WORDS[state]}[/yellow]: a fetch or ingest "
+            "is still running, or was stopped before it finished. If none is running, run "
+            "the same `seismoflow fetch` / `seismoflow ingest` command again: it resumes and "
+            "finalizes the store. The counts below are what is stored so far."
+        )
     summary = _info(settings.store)
     if as_json:
         typer.echo(json.dumps(summary, indent=2, sort_keys=True))
