@@ -11,6 +11,7 @@ The times a header claims never size any work: a record may only extend its own 
 
 from __future__ import annotations
 
+import datetime as dt
 import io
 import re
 import warnings
@@ -46,15 +47,20 @@ _SAMPLES_PER_BYTE = {0: 1.0, 1: 0.5, 3: 0.25, 4: 0.25, 5: 0.125, 10: 1.0, 11: 1.
 _MAX_SAMPLES_PER_BYTE = 2.0  # other (rare, old) encodings: a loose bound
 
 
+_EPOCH = dt.date(1970, 1, 1)
+
+
 def sds_day(path: str | Path) -> int | None:
     """Start (ns, UTC) of the day an SDS day-file name says it holds, or ``None``."""
     match = SDS_NAME.match(Path(path).name)
     if not match or match["type"] != "D":
         return None
     year, doy = int(match["year"]), int(match["doy"])
-    if not 1 <= doy <= 366:
+    if not 1 <= doy <= 366 or year < 1:
         return None
-    return to_ns(f"{year:04d}-01-01") + (doy - 1) * NS_PER_DAY
+    # date arithmetic, not string parsing: this runs for every file a run decodes
+    days = (dt.date(year, 1, 1) - _EPOCH).days + doy - 1
+    return days * NS_PER_DAY
 
 
 def impossible(
@@ -108,7 +114,7 @@ def stream_is_possible(stream: obspy.Stream, day_ns: int | None, now_ns: int) ->
         return False
     return not any(
         impossible(
-            float(tr.stats.sampling_rate), to_ns(tr.stats.starttime), int(tr.stats.npts),
+            float(tr.stats.sampling_rate), int(tr.stats.starttime.ns), int(tr.stats.npts),
             day_ns, now_ns,
         )
         for tr in stream
