@@ -356,3 +356,41 @@ def test_a_store_written_but_not_finalized_is_unfinished(
     location, _ = ingested  # the units wrote it; nothing finalized it
     assert store_state(location) == "unfinished"
     assert store_info(location)["state"] == "unfinished"
+
+
+# --- the same tree through the command line -------------------------------------------
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)  # mostly the session's Prefect server starting
+def test_cli_ingest_of_the_hostile_tree(
+    hostile: dict[str, Any], prefect_server: str, tmp_path: Path
+) -> None:
+    """``seismoflow ingest --json`` ends (bounded by the subprocess timeout), names the
+    hidden files it skipped, and ``info`` counts exactly the valid samples."""
+    store = tmp_path / "store.zarr"
+    args = ["ingest", "--sds", str(hostile["sds"]), "--store", str(store), "--json"]
+    proc = subprocess.run(
+        [*seismoflow_cmd(), *args],
+        env=cli_env(prefect_server),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    summary = json.loads(proc.stdout)
+    assert summary["skipped_hidden"] == 2
+    assert sorted(summary["skipped_hidden_first"]) == hostile["hidden"]
+    assert summary["quarantined"] == N_CORRUPTION_KINDS
+    info = subprocess.run(
+        [*seismoflow_cmd(), "info", "--store", str(store), "--json"],
+        env=cli_env(prefect_server),
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert info.returncode == 0, info.stderr[-3000:]
+    expected = sum(tr.stats.npts for c in hostile["cases"].values() for tr in c["expect"])
+    expected += sum(tr.stats.npts for tr in hostile["untouched"])
+    shown = json.loads(info.stdout)
+    assert shown["n_samples"] == expected and shown["state"] == "final"
