@@ -65,6 +65,11 @@ def _negate_rate(raw: bytearray, base: int) -> None:
     raw[base + 32 : base + 36] = struct.pack(">hh", -abs(factor), 1)
 
 
+def _garble_data(raw: bytearray, base: int) -> None:
+    """Seeded random bytes over most of the record's Steim-2 frames (libmseed refuses them)."""
+    raw[base + 200 : base + 3000] = np.random.default_rng(1).bytes(2800)
+
+
 def _shift_day(raw: bytearray, base: int) -> None:
     doy = struct.unpack(">H", raw[base + 22 : base + 24])[0]
     raw[base + 22 : base + 24] = struct.pack(">H", doy - 100 if doy > 100 else doy + 100)
@@ -104,6 +109,9 @@ HEADER_CASES: dict[str, tuple[str, int, Edit, str]] = {
     "npts_beyond_the_record": (
         "2018/CI/SCZ2/BHE.D/CI.SCZ2..BHE.D.2018.009", 6, _put(">H", 30, 60000),
         "60000 samples claimed, more than a 4096-byte record can hold",
+    ),
+    "undecodable_record_data": (
+        "2019/CN/WSLR/HHN.D/CN.WSLR..HHN.D.2019.133", 2, _garble_data, "undecodable data",
     ),
 }  # fmt: skip
 TRUNCATED = "2011/CC/OBSR/BHE.D/CC.OBSR..BHE.D.2011.176"
@@ -202,7 +210,7 @@ pytestmark = pytest.mark.data
 
 
 def test_the_cases_cover_every_corruption_kind(hostile: dict[str, Any]) -> None:
-    assert len(hostile["cases"]) == N_CORRUPTION_KINDS == 10
+    assert len(hostile["cases"]) == N_CORRUPTION_KINDS == 11
     for case in hostile["cases"].values():
         assert case["expect"].count() >= 1  # each file keeps valid records to store
 

@@ -14,7 +14,6 @@ from __future__ import annotations
 import datetime as dt
 import io
 import re
-import warnings
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -167,24 +166,20 @@ def decode_by_record(
 def _decode(
     raw: bytes, offsets: Sequence[int], reclen: int
 ) -> tuple[obspy.Stream, list[BadRecord]]:
+    """Decode the records at ``offsets`` together; bisect to the ones that fail alone.
+
+    Decoder warnings pass through to the caller (which reports them): libmseed warns on
+    damaged data it still decodes, and some writers trip its integrity checks on every
+    record, so a warning alone never costs a record.
+    """
     if not offsets:
         return obspy.Stream(), []
     joined = b"".join(raw[o : o + reclen] for o in offsets)
-    with warnings.catch_warnings(record=True) as caught:
-        warnings.simplefilter("always")
-        try:
-            stream = _read_mseed(io.BytesIO(joined))
-            if not caught:
-                return stream, []
-        except Exception:  # noqa: BLE001 - find the failing record below
-            pass
-    if len(offsets) == 1:
-        why = str(caught[0].message) if caught else "the record's data cannot be decoded"
-        try:
-            _read_mseed(io.BytesIO(joined))
-        except Exception as exc:  # noqa: BLE001
-            why = str(exc)
-        return obspy.Stream(), [BadRecord(offsets[0], f"corrupt record data ({why})")]
+    try:
+        return _read_mseed(io.BytesIO(joined)), []
+    except Exception as exc:  # noqa: BLE001 - find the failing record below
+        if len(offsets) == 1:
+            return obspy.Stream(), [BadRecord(offsets[0], f"undecodable data: {exc}")]
     # Halve the set until each failing record stands alone: ~2 log2(n) decodes per bad one.
     half = len(offsets) // 2
     first, bad_first = _decode(raw, offsets[:half], reclen)

@@ -25,6 +25,7 @@ from obspy.io.mseed.util import get_record_information
 from seismoflow.archive.records import (
     FUTURE_SLACK_NS,
     SDS_NAME,
+    BadRecord,
     decode_by_record,
     sds_day,
     sds_span,
@@ -225,10 +226,11 @@ def _as_counts(tr: obspy.Trace, source: str) -> tuple[np.ndarray | None, str]:
 
 
 def _decode_mseed(path: str) -> tuple[obspy.Stream, list[Problem]]:
-    """Decode a miniSEED file whole, or record by record when the whole read fails, warns
-    or yields an impossible header: then each bad record is reported alone, with its offset.
+    """Decode a miniSEED file whole, or record by record when the whole read fails or yields
+    an impossible header: then each bad record is reported alone, with its byte offset.
     """
     problems: list[Problem] = []
+    bad: list[BadRecord] = []
     info = get_record_information(path)
     reclen = int(info["record_length"])
     raw = Path(path).read_bytes()
@@ -256,9 +258,14 @@ def _decode_mseed(path: str) -> tuple[obspy.Stream, list[Problem]]:
             fast = stream_is_possible(stream, day, now)
         except Exception:  # noqa: BLE001 - fall back to record-by-record decoding
             fast = False
-        if fast and not [w for w in caught if "obspy" in str(w.filename)]:
-            return stream, problems
-        stream, bad = decode_by_record(whole, reclen, day, now)
+        if not fast:
+            caught.clear()  # the record-by-record decode warns again where it applies
+            stream, bad = decode_by_record(whole, reclen, day, now)
+    # Each warning once: bisecting a file decodes some records more than once.
+    messages = dict.fromkeys(str(w.message) for w in caught if "obspy" in str(w.filename))
+    problems.extend(
+        Problem(path, f"decoder warning: {m}; affected records skipped") for m in messages
+    )
     problems.extend(
         Problem(
             path,
