@@ -28,7 +28,7 @@ from seismoflow.storage.continuous import read_pieces
 from seismoflow.storage.location import open_root, store_state
 from seismoflow.storage.tables import read_table
 
-from seismoflow.archive.records import sds_day
+from seismoflow.archive.records import read_mseed_bytes, sds_day
 from seismoflow.archive.sources import Problem
 from seismoflow.ids import ChannelId
 from seismoflow.ingest import (
@@ -207,6 +207,15 @@ def _stored(location: str, tr: obspy.Trace) -> np.ndarray:
 
 
 pytestmark = pytest.mark.data
+
+
+def test_the_private_obspy_reader_still_reads_as_obspy_does(archive: Path) -> None:
+    """``read_mseed_bytes`` wraps ObsPy's private ``_read_mseed``: fail if that changes."""
+    path = archive / "sds" / HEADER_CASES["year_9999_middle_record_of_a_day_long_file"][0]
+    got, want = read_mseed_bytes(path.read_bytes()), obspy.read(str(path))
+    assert [tr.id for tr in got] == [tr.id for tr in want]
+    assert all(a.stats.starttime == b.stats.starttime for a, b in zip(got, want, strict=True))
+    assert all(np.array_equal(a.data, b.data) for a, b in zip(got, want, strict=True))
 
 
 def test_the_cases_cover_every_corruption_kind(hostile: dict[str, Any]) -> None:

@@ -7,7 +7,6 @@ file named and what to do, so the caller can quarantine it and go on.
 from __future__ import annotations
 
 import contextlib
-import io
 import os
 import re
 import threading
@@ -19,7 +18,6 @@ from pathlib import Path
 
 import numpy as np
 import obspy
-from obspy.io.mseed.core import _read_mseed
 from obspy.io.mseed.util import get_record_information
 
 from seismoflow.archive.records import (
@@ -27,6 +25,7 @@ from seismoflow.archive.records import (
     SDS_NAME,
     BadRecord,
     decode_by_record,
+    read_mseed_bytes,
     sds_day,
     sds_span,
     stream_is_possible,
@@ -251,10 +250,7 @@ def _decode_mseed(path: str) -> tuple[obspy.Stream, list[Problem]]:
     with _DECODE_LOCK, warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         try:
-            # ObsPy's own miniSEED reader, called directly: ``obspy.read`` looks the format
-            # plugin up in the package metadata on every call (~0.7 ms, as much as decoding
-            # a small file).
-            stream = _read_mseed(io.BytesIO(whole))
+            stream = read_mseed_bytes(whole)
             fast = stream_is_possible(stream, day, now)
         except Exception:  # noqa: BLE001 - fall back to record-by-record decoding
             fast = False
