@@ -305,9 +305,13 @@ def _publish(summary: dict[str, Any], coverage: list[dict[str, Any]]) -> None:
         "batches",
         "samples_written",
         "quarantined",
+        "skipped_hidden",
         "events",
     ):
         lines.append(f"| {key} | {summary.get(key, 0)} |")
+    if summary.get("skipped_hidden_first"):
+        shown = ", ".join(summary["skipped_hidden_first"])
+        lines += ["", f"Hidden files skipped (name starts with '.'): {shown}"]
     lines += ["", "## Event windows", "", "| what | traces |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in sorted(summary.get("windows", {}).items())]
     lines += ["", "## Seconds per stage", "", "| stage | s |", "|---|---|"]

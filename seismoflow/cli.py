@@ -262,6 +262,17 @@ def ingest(
         typer.echo(json.dumps(summary, indent=2, sort_keys=True))
     else:
         _print_info(_info(settings.store))
+        _print_skipped(summary)
+
+
+def _print_skipped(summary: dict[str, Any]) -> None:
+    """Name the input files a run skipped (hidden ones are counted, never ingested)."""
+    if summary.get("skipped_hidden"):
+        console.print(
+            f"skipped {summary['skipped_hidden']} hidden file(s) (name starts with '.'), "
+            f"e.g. {', '.join(summary.get('skipped_hidden_first', []))}; rename them to "
+            "ingest them"
+        )
 
 
 @app.command("archive-batch")
@@ -310,6 +321,7 @@ def archive_batch(
         typer.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
     else:
         _print_info(_info(settings.store))
+        _print_skipped(summary)
 
 
 @app.command()
@@ -388,6 +400,12 @@ def _print_info(info: dict[str, Any]) -> None:
     Console().print(table)
 
 
+_STATE_WORDS = {
+    "partial": "a partial seismoflow store (its structure was never created)",
+    "unfinished": "a seismoflow store that was never finalized",
+}
+
+
 @app.command()
 def info(
     store: StoreOpt = None,
@@ -396,7 +414,22 @@ def info(
 ) -> None:
     """Summarise a store: events, stations, channels, traces, samples, quarantine."""
     settings = _settings(config, store=store)
-    _require_store(settings.store, "run `seismoflow ingest` first or check --store")
+    from seismoflow.storage.location import MISSING, PARTIAL, UNFINISHED, store_state
+
+    state = store_state(settings.store)
+    if state == MISSING:
+        raise StoreError(
+            f"no seismoflow store at {settings.store}; run `seismoflow ingest` first or check "
+            "--store"
+        )
+    if state in (PARTIAL, UNFINISHED):
+        # stderr, so --json output stays one JSON document
+        console.print(
+            f"[yellow]{settings.store} is {_STATE_WORDS[state]}[/yellow]: a fetch or ingest "
+            "is still running, or was stopped before it finished. If none is running, run "
+            "the same `seismoflow fetch` / `seismoflow ingest` command again: it resumes and "
+            "finalizes the store. The counts below are what is stored so far."
+        )
     summary = _info(settings.store)
     if as_json:
         typer.echo(json.dumps(summary, indent=2, sort_keys=True))

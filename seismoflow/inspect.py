@@ -13,21 +13,30 @@ import xarray as xr
 from seismoflow.errors import BadInputError
 from seismoflow.ids import ChannelId
 from seismoflow.storage.continuous import read_pieces
-from seismoflow.storage.location import node_location, open_root
+from seismoflow.storage.location import (
+    FINAL,
+    UNFINISHED,
+    node_location,
+    open_root,
+    store_state,
+)
 from seismoflow.storage.schema import EVENTS, describe_flags
 from seismoflow.storage.tables import read_table
 from seismoflow.times import NS_PER_S, from_ns
 
 
 def store_info(location: str) -> dict[str, Any]:
-    """Counts that describe a store (see ``STORE.md``)."""
+    """Counts that describe a store (see ``STORE.md``), also a partial or unfinished one
+    (``state``, see :func:`~seismoflow.storage.location.store_state`): what its tables hold.
+    """
     catalog = read_table(location, "catalog")
     days = read_table(location, "channel_days")
     quarantine = read_table(location, "quarantine")
-    root = open_root(location, mode="r")
+    state = store_state(location)
     n_traces = 0
     window_flags: dict[str, int] = {}
-    if EVENTS in root:
+    root = open_root(location, mode="r") if state in (UNFINISHED, FINAL) else None
+    if root is not None and EVENTS in root:
         flags = np.asarray(root[f"{EVENTS}/flags"][:])  # type: ignore[index]
         n_traces = int(flags.size)
         for value in flags.tolist():
@@ -42,6 +51,7 @@ def store_info(location: str) -> dict[str, Any]:
     types = catalog["event_type"].replace("", "unknown").value_counts() if len(catalog) else {}
     return {
         "store": location,
+        "state": state,
         "n_events": int(len(catalog)),
         "n_stations": len({c.rsplit(".", 2)[0] for c in channels}),
         "n_channels": len(channels),

@@ -63,6 +63,34 @@ def store_exists(location: str) -> bool:
     return "seismoflow_schema" in root.attrs
 
 
+MISSING, PARTIAL, UNFINISHED, FINAL = "missing", "partial", "unfinished", "final"
+
+
+def store_state(location: str) -> str:
+    """What is at ``location``, read without zarr so a half-written store cannot fail it.
+
+    ``missing``: nothing there. ``partial``: files, but no root group yet (a run stopped
+    before it created the store's structure, e.g. a kill early in a fetch or ingest).
+    ``unfinished``: a store whose last writing run has not finalized it (still running,
+    or stopped). ``final``: finalized by the run that last wrote it.
+    """
+    if is_local(location):
+        base = local_path(location)
+        if not base.is_dir() or not any(base.iterdir()):
+            return MISSING
+        store: Any = LocalStore(base)
+    else:
+        store = FsspecStore.from_url(location)
+    try:
+        (raw,) = read_chunks(store, ["zarr.json"])
+        doc = {} if raw is None else dict(json.loads(raw))
+    except (OSError, ValueError):
+        doc = {}
+    if "seismoflow_schema" not in doc.get("attributes", {}):
+        return PARTIAL if is_local(location) else MISSING
+    return FINAL if "consolidated_metadata" in doc else UNFINISHED
+
+
 def lock_path(location: str) -> Path:
     """Lock file beside a local store; for remote URLs a per-URL file in the user cache.
 

@@ -171,9 +171,13 @@ def publish_ingest(summary: dict[str, Any]) -> None:
         "units_failed",
         "samples_written",
         "quarantined",
+        "skipped_hidden",
         "events",
     ):
         lines.append(f"| {key} | {summary.get(key, 0)} |")
+    if summary.get("skipped_hidden_first"):
+        shown = ", ".join(summary["skipped_hidden_first"])
+        lines += ["", f"Hidden files skipped (name starts with '.'): {shown}"]
     lines += ["", "## Quality flags (channel-days)", "", "| flag | channel-days |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in sorted(summary.get("flags", {}).items())]
     lines += ["", "## Event windows", "", "| what | traces |", "|---|---|"]

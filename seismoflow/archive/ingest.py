@@ -20,11 +20,11 @@ import numpy as np
 import obspy
 import pandas as pd
 import zarr
-from obspy.io.mseed.util import get_record_information
 from zarr.core.sync import sync
 
 from seismoflow.archive.assemble import assemble_day
 from seismoflow.archive.metadata import MetadataIndex, catalog_table, read_channel_table
+from seismoflow.archive.records import header_sampling_rate
 from seismoflow.archive.sources import Problem, Segment, SourceFile, decode, scan
 from seismoflow.archive.windows import WindowSpec, cut_window, plan_windows
 from seismoflow.ids import ChannelId
@@ -93,6 +93,7 @@ class IngestPlan:
     catalog: pd.DataFrame
     channels: pd.DataFrame
     documents: list[tuple[str, Path]] = field(default_factory=list)
+    hidden: list[str] = field(default_factory=list)  # files skipped: name starts with '.'
 
     def batches(self, batch_bytes: int) -> list[list[ChannelDayUnit]]:
         """Station-days kept together, packed into batches of about ``batch_bytes``."""
@@ -120,16 +121,18 @@ def _problem_rows(problems: Iterable[Problem], stage: str) -> list[dict[str, Any
             "recorded_at_ns": now,
             "start_ns": NAT if p.start_ns is None else p.start_ns,
             "end_ns": NAT if p.end_ns is None else p.end_ns,
+            "byte_offset": -1 if p.byte_offset is None else p.byte_offset,
         }
         for p in problems
     ]
 
 
 def _read_header_rate(path: str) -> float | None:
-    """Sampling rate from the first header, or ``None`` if no header can be read."""
+    """Sampling rate of most possible headers (miniSEED: first, middle, last record), or
+    ``None`` if no possible header can be read."""
     try:
         if Path(path).suffix.lower() != ".sac":
-            return float(get_record_information(path)["samp_rate"])
+            return header_sampling_rate(path)
         st = obspy.read(path, headonly=True, format="SAC")
         return float(st[0].stats.sampling_rate) if len(st) else None
     except Exception:  # noqa: BLE001 - damaged: its unit decodes and reports it
@@ -176,11 +179,8 @@ def plan_ingest(
     metadata = MetadataIndex(channels) if len(channels) else None
     by_unit: dict[tuple[ChannelId, int], list[SourceFile]] = defaultdict(list)
     for f in found.files:
-        for day in f.days():
-            if (start_ns is None or day + NS_PER_DAY > start_ns) and (
-                end_ns is None or day < end_ns
-            ):
-                by_unit[(f.channel, day)].append(f)
+        for day in f.days(start_ns, end_ns):
+            by_unit[(f.channel, day)].append(f)
     rates: dict[str, float] = {}
     units = []
     for (ch, day), files in sorted(by_unit.items()):
@@ -198,7 +198,7 @@ def plan_ingest(
                 channel=ch.nslc,
                 day_ns=day,
                 files=tuple(
-                    UnitFile(f.path, f.days()[0] == day and f.channel == ch, f.named_channel)
+                    UnitFile(f.path, f.first_day_ns == day and f.channel == ch, f.named_channel)
                     for f in files
                 ),
                 sources=tuple(f.fingerprint() for f in files),
@@ -216,7 +216,13 @@ def plan_ingest(
             )
         )
     return IngestPlan(
-        units, problems, len({f.path for f in found.files}), catalog, channels, documents
+        units,
+        problems,
+        len({f.path for f in found.files}),
+        catalog,
+        channels,
+        documents,
+        found.hidden,
     )
 
 
@@ -585,6 +591,10 @@ def summarize_units(results: Sequence[UnitResult]) -> dict[str, Any]:
     }
 
 
+# How many skipped files a summary names (all are counted).
+SKIPPED_NAMES_SHOWN = 5
+
+
 def plan_summary(plan: IngestPlan) -> dict[str, Any]:
     return {
         "files": plan.n_files,
@@ -592,4 +602,6 @@ def plan_summary(plan: IngestPlan) -> dict[str, Any]:
         "events": len(plan.catalog),
         "channel_epochs": len(plan.channels),
         "scan_problems": len(plan.problems),
+        "skipped_hidden": len(plan.hidden),
+        "skipped_hidden_first": plan.hidden[:SKIPPED_NAMES_SHOWN],
     }

@@ -6,10 +6,11 @@ file named and what to do, so the caller can quarantine it and go on.
 
 from __future__ import annotations
 
-import io
+import contextlib
 import os
 import re
 import threading
+import time
 import warnings
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,15 +18,21 @@ from pathlib import Path
 
 import numpy as np
 import obspy
-from obspy.io.mseed.core import _read_mseed
-from obspy.io.mseed.util import get_record_information, get_start_and_end_time
+from obspy.io.mseed.util import get_record_information
 
+from seismoflow.archive.records import (
+    FUTURE_SLACK_NS,
+    SDS_NAME,
+    BadRecord,
+    decode_by_record,
+    read_mseed_bytes,
+    sds_day,
+    sds_span,
+    stream_is_possible,
+)
 from seismoflow.ids import ChannelId, InvalidCodeError, normalize_location
 from seismoflow.times import NS_PER_DAY, day_start_ns, to_ns
 
-# NET.STA.LOC.CHA.TYPE.YEAR.DOY with any characters in the codes, so bad codes are seen
-# (and quarantined) rather than skipped.
-_SDS_NAME = re.compile(r"^(?P<nslc>.+)\.(?P<type>[A-Z])\.(?P<year>\d{4})\.(?P<doy>\d{3})$")
 _SAC_SUFFIXES = {".sac", ".SAC"}
 _DECODE_LOCK = threading.Lock()
 
@@ -40,6 +47,7 @@ class Problem:
     start_ns: int | None = None
     end_ns: int | None = None
     npts: int = 0
+    byte_offset: int | None = None  # where in the file the bad piece starts (miniSEED)
 
     def as_record(self) -> dict[str, object]:
         return {
@@ -49,6 +57,7 @@ class Problem:
             "start_ns": self.start_ns,
             "end_ns": self.end_ns,
             "npts": self.npts,
+            "byte_offset": self.byte_offset,
         }
 
 
@@ -64,9 +73,18 @@ class SourceFile:
     mtime_ns: int
     named_channel: bool = False  # the channel comes from the file's SDS name
 
-    def days(self) -> list[int]:
-        first = day_start_ns(self.start_ns)
+    @property
+    def first_day_ns(self) -> int:
+        return day_start_ns(self.start_ns)
+
+    def days(self, start_ns: int | None = None, end_ns: int | None = None) -> list[int]:
+        """Start (ns) of each day the file covers, within ``[start_ns, end_ns)`` if given."""
+        first = self.first_day_ns
         last = day_start_ns(self.end_ns)
+        if start_ns is not None:
+            first = max(first, day_start_ns(start_ns))
+        if end_ns is not None:
+            last = min(last, day_start_ns(end_ns - 1))
         return list(range(first, last + 1, NS_PER_DAY))
 
     def fingerprint(self) -> dict[str, object]:
@@ -93,13 +111,17 @@ class Segment:
 class ScanResult:
     files: list[SourceFile] = field(default_factory=list)
     problems: list[Problem] = field(default_factory=list)
+    hidden: list[str] = field(default_factory=list)  # files skipped: name starts with '.'
 
 
-def _iter_files(root: Path) -> Iterator[Path]:
+def _iter_files(root: Path, hidden: list[str]) -> Iterator[Path]:
+    """Every file under ``root`` in name order; hidden ones are appended to ``hidden``."""
     for dirpath, dirnames, filenames in os.walk(root):
         dirnames.sort()
         for name in sorted(filenames):
-            if not name.startswith("."):
+            if name.startswith("."):
+                hidden.append(str(Path(dirpath) / name))
+            else:
                 yield Path(dirpath) / name
 
 
@@ -117,9 +139,9 @@ def scan(root: Path, start_ns: int | None = None, end_ns: int | None = None) -> 
     if not root.is_dir():
         result.problems.append(Problem(str(root), "waveform folder does not exist; check --sds"))
         return result
-    for path in _iter_files(root):
+    for path in _iter_files(root, result.hidden):
         stat = path.stat()
-        match = _SDS_NAME.match(path.name)
+        match = SDS_NAME.match(path.name)
         try:
             if match and match["type"] == "D":
                 entries = [_sds_entry(path, match, stat)]
@@ -147,15 +169,16 @@ def _sds_entry(path: Path, match: re.Match[str], stat: os.stat_result) -> Source
     if len(parts) != 4:
         raise InvalidCodeError(f"SDS name {path.name!r} is not NET.STA.LOC.CHA.D.YEAR.DOY")
     channel = _channel_from_codes(*parts)
-    day = to_ns(f"{match['year']}-01-01") + (int(match["doy"]) - 1) * NS_PER_DAY
+    day = sds_day(path)
+    if day is None:
+        raise InvalidCodeError(f"SDS name {path.name!r} has no day of year 001..366")
     start, end = day, day + NS_PER_DAY - 1
-    try:
-        # The records' real span: it sizes the unit's coverage (codec choice), and a record
-        # running past midnight makes the file part of the next day's unit too.
-        t0, t1 = get_start_and_end_time(str(path))
-        start, end = to_ns(t0), to_ns(t1)
-    except Exception:  # noqa: BLE001 - a damaged file is decoded (and reported) by its unit
-        pass
+    # The records' real span: it sizes the unit's coverage (codec choice), and a record
+    # running past midnight makes the file part of the next day's unit too. Bounded by the
+    # file's day, whatever the headers claim. A damaged file is decoded (and reported) by
+    # its unit.
+    with contextlib.suppress(Exception):
+        start, end = sds_span(path, day, stat.st_size)
     return SourceFile(str(path), channel, start, end, stat.st_size, stat.st_mtime_ns, True)
 
 
@@ -164,10 +187,13 @@ def _header_entries(path: Path, stat: os.stat_result) -> list[SourceFile]:
         warnings.simplefilter("ignore")
         st = obspy.read(str(path), headonly=True)
     spans: dict[ChannelId, tuple[int, int]] = {}
+    latest = time.time_ns() + FUTURE_SLACK_NS
     for tr in st:
         s = tr.stats
         ch = _channel_from_codes(s.network, s.station, s.location, s.channel)
         t0, t1 = to_ns(s.starttime), to_ns(s.endtime)
+        if not 0 <= t0 <= t1 <= latest:
+            continue  # an impossible time plans nothing; decoding reports the record
         lo, hi = spans.get(ch, (t0, t1))
         spans[ch] = (min(lo, t0), max(hi, t1))
     return [
@@ -198,19 +224,54 @@ def _as_counts(tr: obspy.Trace, source: str) -> tuple[np.ndarray | None, str]:
     return None, f"unsupported sample type {data.dtype}"
 
 
-def _decode_records(path: str, raw: bytes, reclen: int) -> tuple[obspy.Stream, list[Problem]]:
-    """Decode record by record so one corrupt record costs only itself."""
-    stream = obspy.Stream()
+def _decode_mseed(path: str) -> tuple[obspy.Stream, list[Problem]]:
+    """Decode a miniSEED file whole, or record by record when the whole read fails or yields
+    an impossible header: then each bad record is reported alone, with its byte offset.
+    """
     problems: list[Problem] = []
-    for offset in range(0, len(raw) - reclen + 1, reclen):
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                stream += obspy.read(io.BytesIO(raw[offset : offset + reclen]), format="MSEED")
-        except Exception as exc:  # noqa: BLE001
-            problems.append(
-                Problem(path, f"corrupt miniSEED record at byte {offset} ({exc}); record skipped")
+    bad: list[BadRecord] = []
+    info = get_record_information(path)
+    reclen = int(info["record_length"])
+    raw = Path(path).read_bytes()
+    excess = len(raw) % reclen
+    if excess:
+        problems.append(
+            Problem(
+                path,
+                f"truncated miniSEED: the last {excess} bytes (from byte {len(raw) - excess}) "
+                f"are not a whole {reclen}-byte record; the complete records were ingested",
+                byte_offset=len(raw) - excess,
             )
+        )
+    whole = raw[: len(raw) - excess]
+    day, now = sds_day(path), time.time_ns()
+    # Warnings are process-global: decode one file at a time while recording them, and
+    # keep only ObsPy's, so no other thread's warning is blamed on this file.
+    with _DECODE_LOCK, warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        try:
+            stream = read_mseed_bytes(whole)
+            fast = stream_is_possible(stream, day, now)
+        except Exception:  # noqa: BLE001 - fall back to record-by-record decoding
+            fast = False
+        if not fast:
+            caught.clear()  # the record-by-record decode warns again where it applies
+            stream, bad = decode_by_record(whole, reclen, day, now)
+    # Each warning once: bisecting a file decodes some records more than once.
+    messages = dict.fromkeys(str(w.message) for w in caught if "obspy" in str(w.filename))
+    problems.extend(
+        Problem(path, f"decoder warning: {m}; affected records skipped") for m in messages
+    )
+    problems.extend(
+        Problem(
+            path,
+            f"corrupt miniSEED record ({b.reason}) at byte {b.offset}; this record not "
+            "ingested, the file's other records were",
+            npts=b.npts,
+            byte_offset=b.offset,
+        )
+        for b in bad
+    )
     return stream, problems
 
 
@@ -223,35 +284,7 @@ def decode(path: str) -> tuple[list[Segment], list[Problem]]:
         if is_sac:
             stream = obspy.read(path, format="SAC")
         else:
-            info = get_record_information(path)
-            reclen = int(info["record_length"])
-            raw = Path(path).read_bytes()
-            excess = len(raw) % reclen
-            if excess:
-                problems.append(
-                    Problem(
-                        path,
-                        f"truncated miniSEED: last {excess} bytes are not a whole "
-                        f"{reclen}-byte record; the complete records were ingested",
-                    )
-                )
-            # Warnings are process-global: decode one file at a time while recording them,
-            # and keep only ObsPy's, so no other thread's warning is blamed on this file.
-            with _DECODE_LOCK, warnings.catch_warnings(record=True) as caught:
-                warnings.simplefilter("always")
-                try:
-                    # ObsPy's own miniSEED reader, called directly: ``obspy.read`` looks the
-                    # format plugin up in the package metadata on every call (~0.7 ms, as much
-                    # as decoding a small file).
-                    stream = _read_mseed(io.BytesIO(raw[: len(raw) - excess]))
-                except Exception:  # noqa: BLE001 - fall back to record-by-record decoding
-                    stream, record_problems = _decode_records(path, raw, reclen)
-                    problems.extend(record_problems)
-            problems.extend(
-                Problem(path, f"decoder warning: {w.message}; affected records skipped")
-                for w in caught
-                if "obspy" in str(w.filename)
-            )
+            stream, problems = _decode_mseed(path)
     except Exception as exc:  # noqa: BLE001
         return [], [Problem(path, f"unreadable waveform file ({exc}); file not ingested")]
     segments: list[Segment] = []

@@ -150,9 +150,29 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"{type(value).__name__} is not JSON serialisable")
 
 
+def model_file(directory: str | Path, name: str) -> Path:
+    """``directory / name``, refused unless it resolves inside the model directory.
+
+    Checked before anything reads the file: a ``model.json`` naming ``../x``, an absolute
+    path or a link leading out of the directory must not make ``predict`` load that file.
+    """
+    base = Path(directory).resolve()
+    path = Path(directory) / name
+    if not path.resolve().is_relative_to(base):
+        raise ModelDirectoryError(
+            f"{Path(directory) / METADATA} names the file {name!r}, which resolves to "
+            f"{path.resolve()}, outside the model directory {base}; refusing to read it. "
+            "Use a model directory written by `seismoflow train`, unaltered (model files "
+            "are regular files inside it)"
+        )
+    return path
+
+
 def read_metadata(directory: str | Path) -> dict[str, Any]:
     """``model.json`` of a model directory, with a message that says what to pass instead."""
     path = Path(directory) / METADATA
+    if path.is_file():
+        path = model_file(directory, METADATA)
     if not path.is_file():
         raise ModelDirectoryError(
             f"{directory} is not a model directory (no {METADATA}); pass one of the "
@@ -170,7 +190,7 @@ def verify_files(directory: Path, metadata: Mapping[str, Any], names: Iterable[s
     """Refuse model files that are missing or differ from what training wrote."""
     recorded = metadata.get("files", {})
     for name in names:
-        path = directory / name
+        path = model_file(directory, name)
         if name not in recorded:
             raise ModelDirectoryError(f"{path} is not listed in {directory / METADATA}")
         if not path.is_file():
@@ -221,11 +241,12 @@ def save_feature_models(directory: Path, models: FeatureModels) -> dict[str, Any
 def load_feature_models(directory: Path, meta: Mapping[str, Any]) -> FeatureModels:
     """The feature models of a model directory (safe loading, sha256 checked)."""
     files = dict(meta["files"])
+    paths = {name: model_file(directory, rel) for name, rel in files.items()}
     verify_files(directory, read_metadata(directory), files.values())
     loaded = {
-        name: load_sklearn(directory / rel) for name, rel in files.items() if rel.endswith(".skops")
+        name: load_sklearn(paths[name]) for name, rel in files.items() if rel.endswith(".skops")
     }
-    with np.load(directory / files["anomaly_bounds"], allow_pickle=False) as npz:
+    with np.load(paths["anomaly_bounds"], allow_pickle=False) as npz:
         bounds = (np.asarray(npz["low"]), np.asarray(npz["high"]))
     return FeatureModels(
         feature_names=list(meta["feature_names"]),
@@ -270,7 +291,7 @@ def load_bundle(directory: str | Path) -> ModelBundle:
         from seismoflow.models.cnn import META_FILE, WEIGHTS_FILE, load_cnn
 
         verify_files(path, meta, [f"{CNN_DIR}/{META_FILE}", f"{CNN_DIR}/{WEIGHTS_FILE}"])
-        cnn = load_cnn(path / CNN_DIR)
+        cnn = load_cnn(model_file(path, CNN_DIR))
     return ModelBundle(path, meta, feats, cnn)
 
 
