@@ -4,6 +4,7 @@ from pathlib import Path
 
 import pytest
 
+from seismoflow.errors import BadInputError
 from seismoflow.settings import load_settings
 
 
@@ -32,5 +33,5 @@ def test_bad_values_name_the_setting(tmp_path: Path) -> None:
     cfg.write_text('codec = "gzip"\n')
     with pytest.raises(ValueError, match="codec"):
         load_settings(cfg)
-    with pytest.raises(FileNotFoundError, match="--config"):
+    with pytest.raises(BadInputError, match="--config"):
         load_settings(tmp_path / "missing.toml")
