@@ -190,10 +190,12 @@ def archive_batch(
     plan = t.open_archive(s, sds, stations, events, start_ns, end_ns)
     timings["plan"] = time.perf_counter() - clock
     n_days = count_station_days(plan.units)
+    planned = plan_summary(plan)
     logger.info(
-        "planned %s; %d station-days on %d Dask threads (at most %d station-days and %d "
-        "bytes per batch, largest first; %d batches in flight)", plan_summary(plan), n_days,
-        threads, s.archive_station_days, s.batch_bytes, limit,
+        "plan: %d files, %d channel-days, %d events; %d station-days on %d Dask threads (at "
+        "most %d station-days and %d bytes per batch, largest first; %d batches in flight) "
+        "(%.1f s)", planned["files"], planned["units"], planned["events"], n_days, threads,
+        s.archive_station_days, s.batch_bytes, limit, timings["plan"],
     )  # fmt: skip
 
     progress = _Progress()
