@@ -295,29 +295,11 @@ def archive_batch(
 
 
 def _publish(summary: dict[str, Any], coverage: list[dict[str, Any]]) -> None:
-    lines = ["# Archive batch", "", "| what | count |", "|---|---|"]
-    for key in (
-        "files",
-        "station_days",
-        "units",
-        "units_written",
-        "units_skipped",
-        "units_empty",
-        "units_failed",
-        "batches",
-        "samples_written",
-        "quarantined",
-        "skipped_hidden",
-        "events",
-    ):
-        lines.append(f"| {key} | {summary.get(key, 0)} |")
-    if summary.get("skipped_hidden_first"):
-        shown = ", ".join(summary["skipped_hidden_first"])
-        lines += ["", f"Hidden files skipped (name starts with '.'): {shown}"]
-    lines += ["", "## Event windows", "", "| what | traces |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in sorted(summary.get("windows", {}).items())]
-    lines += ["", "## Seconds per stage", "", "| stage | s |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in summary.get("seconds", {}).items()]
+    counts = (
+        "files", "station_days", "units", "units_written", "units_skipped", "units_empty",
+        "units_failed", "batches", "samples_written", "quarantined", "skipped_hidden", "events",
+    )  # fmt: skip
+    lines = t.summary_lines("Archive batch", summary, counts, flags=False)
     lines += [
         "",
         f"## Orchestration ({len(summary.get('dask_workers', []))} Dask workers)",
@@ -340,13 +322,7 @@ def _publish(summary: dict[str, Any], coverage: list[dict[str, Any]]) -> None:
         create_table_artifact(
             coverage, key="archive-batch-coverage", description="per-station coverage"
         )
-    reasons = summary.get("quarantine_reasons", {})
-    if reasons:
-        create_table_artifact(
-            [{"reason": k, "count": v} for k, v in sorted(reasons.items())],
-            key="archive-batch-quarantine",
-            description="quarantine reasons",
-        )
+    t.publish_quarantine(summary, "archive-batch-quarantine")
 
 
 _context_cache: dict[str, Any] = {}

@@ -27,7 +27,7 @@ from obspy import UTCDateTime
 
 from seismoflow.errors import BadInputError, ModelError, StoreError, require_ml
 from seismoflow.settings import Settings, load_settings
-from seismoflow.times import to_ns
+from seismoflow.times import parse_ns
 
 if TYPE_CHECKING:
     from seismoflow.store import Store
@@ -50,14 +50,7 @@ def _settings(settings: Settings | None, **overrides: Any) -> Settings:
 
 
 def _time(value: TimeLike | None, name: str) -> int | None:
-    if value is None:
-        return None
-    try:
-        return to_ns(value)
-    except Exception as exc:  # noqa: BLE001 - ObsPy raises several types for a bad time
-        raise BadInputError(
-            f"{name}={value!r} is not a UTC time; give ISO 8601 such as 2022-01-02T00:00"
-        ) from exc
+    return None if value is None else parse_ns(value, name)
 
 
 def _existing(path: str | Path | None, name: str) -> str | None:

@@ -28,7 +28,7 @@ from seismoflow.errors import (
     StoreError,
 )
 from seismoflow.settings import Settings, load_settings
-from seismoflow.times import from_ns, to_ns
+from seismoflow.times import from_ns, parse_ns
 
 EXIT_HELP = (
     "Exit codes: 0 done; 1 a bug in seismoflow (please report it, with --debug's traceback); "
@@ -192,14 +192,7 @@ def _region(**bounds: float | None) -> dict[str, float]:
 
 
 def _time(value: str | None, option: str) -> int | None:
-    if value is None:
-        return None
-    try:
-        return to_ns(value)
-    except Exception as exc:  # noqa: BLE001 - ObsPy raises several types for a bad time
-        raise BadInputError(
-            f"{option} {value!r} is not an ISO time; give e.g. 2022-01-02T00:00"
-        ) from exc
+    return None if value is None else parse_ns(value, option)
 
 
 def _when(value: str | None, option: str) -> UTCDateTime | None:

@@ -14,6 +14,8 @@ from fractions import Fraction
 import numpy as np
 from obspy import UTCDateTime
 
+from seismoflow.errors import BadInputError
+
 NS_PER_S = 1_000_000_000
 NS_PER_DAY = 86_400 * NS_PER_S
 NAT = int(np.iinfo(np.int64).min)
@@ -22,6 +24,17 @@ NAT = int(np.iinfo(np.int64).min)
 def to_ns(t: UTCDateTime | str | dt.datetime) -> int:
     """UTC time to integer nanoseconds since the epoch."""
     return int(UTCDateTime(t).ns)
+
+
+def parse_ns(value: UTCDateTime | str | dt.datetime, name: str) -> int:
+    """``value`` as :func:`to_ns`, or a :class:`BadInputError` naming ``name`` (an option or
+    a parameter) with an example of a time that works."""
+    try:
+        return to_ns(value)
+    except Exception as exc:  # noqa: BLE001 - ObsPy raises several types for a bad time
+        raise BadInputError(
+            f"{name} {value!r} is not a UTC time; give ISO 8601 such as 2022-01-02T00:00"
+        ) from exc
 
 
 def from_ns(ns: int) -> UTCDateTime:

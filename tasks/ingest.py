@@ -159,38 +159,47 @@ def ingest_steps(
     return summary
 
 
-def publish_ingest(summary: dict[str, Any]) -> None:
-    """The ingest summary and quarantine reasons as artifacts of the current run."""
-    lines = ["# Archive ingest", "", "| what | count |", "|---|---|"]
-    for key in (
-        "files",
-        "units",
-        "units_written",
-        "units_skipped",
-        "units_empty",
-        "units_failed",
-        "samples_written",
-        "quarantined",
-        "skipped_hidden",
-        "events",
-    ):
-        lines.append(f"| {key} | {summary.get(key, 0)} |")
+def summary_lines(
+    title: str, summary: dict[str, Any], counts: tuple[str, ...], flags: bool = True
+) -> list[str]:
+    """Markdown of an ingest summary (``ingest-archive``, ``archive-batch``): the ``counts``,
+    hidden files skipped, quality flags, event windows and seconds per stage."""
+    lines = [f"# {title}", "", "| what | count |", "|---|---|"]
+    lines += [f"| {key} | {summary.get(key, 0)} |" for key in counts]
     if summary.get("skipped_hidden_first"):
         shown = ", ".join(summary["skipped_hidden_first"])
         lines += ["", f"Hidden files skipped (name starts with '.'): {shown}"]
-    lines += ["", "## Quality flags (channel-days)", "", "| flag | channel-days |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in sorted(summary.get("flags", {}).items())]
+    if flags:
+        lines += ["", "## Quality flags (channel-days)", "", "| flag | channel-days |"]
+        lines += ["|---|---|", *(f"| {k} | {v} |" for k, v in sorted(summary["flags"].items()))]
     lines += ["", "## Event windows", "", "| what | traces |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in sorted(summary.get("windows", {}).items())]
     lines += ["", "## Seconds per stage", "", "| stage | s |", "|---|---|"]
     lines += [f"| {k} | {v} |" for k, v in summary.get("seconds", {}).items()]
-    create_markdown_artifact(
-        "\n".join(lines), key="ingest-summary", description="counts of an archive ingest"
-    )
+    return lines
+
+
+def publish_quarantine(summary: dict[str, Any], key: str) -> None:
+    """The quarantine reasons of a run as a table artifact (none when nothing was refused)."""
     reasons = summary.get("quarantine_reasons", {})
     if reasons:
         create_table_artifact(
             [{"reason": k, "count": v} for k, v in sorted(reasons.items())],
-            key="ingest-quarantine",
+            key=key,
             description="quarantine reasons",
         )
+
+
+def publish_ingest(summary: dict[str, Any]) -> None:
+    """The ingest summary and quarantine reasons as artifacts of the current run."""
+    counts = (
+        "files", "units", "units_written", "units_skipped", "units_empty", "units_failed",
+        "samples_written", "quarantined", "skipped_hidden", "events",
+    )  # fmt: skip
+    summary = {"flags": {}, **summary}
+    create_markdown_artifact(
+        "\n".join(summary_lines("Archive ingest", summary, counts)),
+        key="ingest-summary",
+        description="counts of an archive ingest",
+    )
+    publish_quarantine(summary, "ingest-quarantine")
