@@ -16,10 +16,12 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.futures import as_completed
 from prefect.utilities.annotations import unmapped
+from seismoflow.storage.location import store_exists
 from seismoflow.tasks import fetch as t
 from seismoflow.tasks import ingest as ingest_tasks
 from seismoflow.tasks.pool import TaskPool
 
+from seismoflow.archive.sources import Problem
 from seismoflow.fdsn.run import Request, Selection, staging_folder
 from seismoflow.progress import progress
 from seismoflow.settings import Settings
@@ -90,6 +92,10 @@ def fetch_fdsn(selection: dict[str, Any], settings: dict[str, Any]) -> dict[str,
         )
         ingest_tasks.publish_ingest(ingest)
         timings["ingest"] = time.perf_counter() - clock
+    if meta.problems and store_exists(s.store):
+        # Channels refused for their codes are bad input too: quarantined with the reason.
+        refused = [Problem(source="fdsnws-station", reason=p) for p in meta.problems]
+        ingest_tasks.record_problems(s.store, refused, "fetch")
     summary = {
         "events": len(meta.catalog),
         "stations": n_stations,

@@ -300,3 +300,27 @@ def test_fetch_flow_stores_the_other_events_past_a_trickle(
     events = {key.split("|", 1)[0] for key in trace_keys(open_root(str(store), "r")["events"])}
     assert UW_EVENT in events
     assert not events & CN_EVENTS
+
+
+@pytest.mark.slow
+def test_fetch_flow_quarantines_channels_refused_for_their_codes(
+    service: FDSNService, prefect_server: str, tmp_path: Path
+) -> None:
+    """Refused codes are bad input: the run goes on, and each refused channel is a row of the
+    store's quarantine table with the reason, not only a line of the summary."""
+    from seismoflow.flows.fetch import run_fetch
+    from seismoflow.storage.tables import read_table
+
+    service.faults = Faults(hostile_stations=HOSTILE)
+    store = tmp_path / "work" / "store.zarr"
+    settings = Settings(
+        store=str(store), fdsn_url=[service.url], max_distance_deg=0.6, fetch_attempts=2,
+        fetch_backoff_s=0.01, fetch_backoff_cap_s=0.05,
+    )  # fmt: skip
+    summary = run_fetch(settings, FEBRUARY_2022)
+    assert summary["ingest"]["units_written"] > 0  # the other stations are stored
+    quarantine = read_table(str(store), "quarantine")
+    refused = quarantine[quarantine["source"] == "fdsnws-station"]
+    for _, code in HOSTILE:
+        assert any(repr(code) in r and "refused" in r for r in refused["reason"]), code
+    assert files_under(tmp_path) == files_under(tmp_path / "work")  # nothing beside it
