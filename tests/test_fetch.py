@@ -109,10 +109,7 @@ def downloaded(store: Path) -> tuple[dict[str, bytes], dict[tuple[Any, ...], tup
     """What a fetch into ``store`` downloaded: staged files (name -> bytes) and the ledger
     (line -> status, bytes, file, event; the last row of a line asked twice)."""
     staged = Path(f"{store}.fetch") / "waveforms"
-    files = {
-        str(p.relative_to(staged)): p.read_bytes()
-        for p in sorted(staged.rglob("*.mseed"))
-    }
+    files = {str(p.relative_to(staged)): p.read_bytes() for p in sorted(staged.rglob("*.mseed"))}
     ledger = read_table(str(store), "fetch_requests").sort_values("fetched_at_ns", kind="stable")
     cols = ["provider", "network", "station", "location", "channel", "start_ns", "end_ns"]
     lines = {
