@@ -151,6 +151,32 @@ def link_sds(archive: Path, years: tuple[str, ...], dest: Path) -> Path:
     return dest
 
 
+# A few station-days of the archive for the mechanics tests (resume, concurrency, batches):
+# 2020-04-12 (day 103) holds two PNSN events whose windows at UW.AUG, UW.TDH, UW.VBE, UW.VFP
+# and UW.VLL are separated by a gap and off each other's sample grid (README: "not
+# sample-aligned"), and UW.VFP..EHZ is flat; 2021-03-03 (day 062) holds off-grid windows at
+# UW.LO2 and UW.RCS, RCS clipped, and channels without StationXML; GR.FUR..BHN is a 20 Hz
+# continuous record that runs over midnight from 2015-12-27 into 12-28. The archive holds no
+# overlapping segments (README, verification); the mechanics tests overlap their runs.
+SMALL_SUBSET = ("*.D.2020.103", "*.D.2021.062", "GR.FUR..BHN.D.2015.36[12]")
+
+
+def link_day_files(archive: Path, patterns: tuple[str, ...], dest: Path) -> Path:
+    """An SDS tree of links to the archive's day files matching ``patterns``."""
+    for pattern in patterns:
+        for src in (archive / "sds").rglob(pattern):
+            dst = dest / src.relative_to(archive / "sds")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.symlink_to(src)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def small_sds(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:data:`SMALL_SUBSET` of the archive as an SDS tree of links (41 day files)."""
+    return link_day_files(archive, SMALL_SUBSET, tmp_path_factory.mktemp("small") / "sds")
+
+
 def run_cli(args: list[str], prefect_url: str, **env: str) -> subprocess.CompletedProcess[str]:
     """Run ``seismoflow ARGS`` against the session's Prefect server; fail on a non-zero exit."""
     proc = subprocess.run(
