@@ -216,3 +216,42 @@ def copy_store(store: Path, dest: Path) -> Path:
     """A private copy of a local store (for tests that write into it)."""
     shutil.copytree(store, dest, symlinks=True)
     return dest
+
+
+# --- the session chain over the whole archive: ingest -> features -> model ------------------
+
+
+@pytest.fixture(scope="session")
+def featured_store(
+    archive_store: tuple[Path, dict[str, Any]],
+    archive: Path,
+    prefect_server: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, dict[str, Any], list[str]]:
+    """A copy of the archive store after ``seismoflow features`` (4 noise windows per channel
+    set, the archive's RockNet label lists kept out of noise): (store, summary, lists).
+
+    Read by the feature tests; ``trained_model`` trains on it and ``test_predict`` writes
+    its predictions into it (nothing else reads those).
+    """
+    store = copy_store(archive_store[0], tmp_path_factory.mktemp("features") / "s.zarr")
+    lists = [str(p) for p in sorted((archive / "sources" / "rocknet").glob("*_meta.csv"))]
+    args = ["features", "--store", str(store), "--per-channel-set", "4", "--json"]
+    for path in lists:
+        args += ["--noise-label-list", path]
+    return store, json.loads(run_cli(args, prefect_server).stdout), lists
+
+
+@pytest.fixture(scope="session")
+def trained_model(
+    featured_store: tuple[Path, dict[str, Any], list[str]],
+    prefect_server: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, Path, dict[str, Any]]:
+    """One fast ``seismoflow train`` (1 CNN epoch, 60 trees) on the featured store:
+    (store, model directory, summary). The training only reads the store."""
+    store = featured_store[0]
+    models = tmp_path_factory.mktemp("trained") / "models"
+    args = ["train", "--store", str(store), "--models-dir", str(models), "--json"]
+    out = json.loads(run_cli([*args, "--epochs", "1", "--trees", "60"], prefect_server).stdout)
+    return store, Path(str(out["model_dir"])), out
