@@ -151,6 +151,32 @@ def link_sds(archive: Path, years: tuple[str, ...], dest: Path) -> Path:
     return dest
 
 
+# A few station-days of the archive for the mechanics tests (resume, concurrency, batches):
+# 2020-04-12 (day 103) holds two PNSN events whose windows at UW.AUG, UW.TDH, UW.VBE, UW.VFP
+# and UW.VLL are separated by a gap and off each other's sample grid (README: "not
+# sample-aligned"), and UW.VFP..EHZ is flat; 2021-03-03 (day 062) holds off-grid windows at
+# UW.LO2 and UW.RCS, RCS clipped, and channels without StationXML; GR.FUR..BHN is a 20 Hz
+# continuous record that runs over midnight from 2015-12-27 into 12-28. The archive holds no
+# overlapping segments (README, verification); the mechanics tests overlap their runs.
+SMALL_SUBSET = ("*.D.2020.103", "*.D.2021.062", "GR.FUR..BHN.D.2015.36[12]")
+
+
+def link_day_files(archive: Path, patterns: tuple[str, ...], dest: Path) -> Path:
+    """An SDS tree of links to the archive's day files matching ``patterns``."""
+    for pattern in patterns:
+        for src in (archive / "sds").rglob(pattern):
+            dst = dest / src.relative_to(archive / "sds")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.symlink_to(src)
+    return dest
+
+
+@pytest.fixture(scope="session")
+def small_sds(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """:data:`SMALL_SUBSET` of the archive as an SDS tree of links (41 day files)."""
+    return link_day_files(archive, SMALL_SUBSET, tmp_path_factory.mktemp("small") / "sds")
+
+
 def run_cli(args: list[str], prefect_url: str, **env: str) -> subprocess.CompletedProcess[str]:
     """Run ``seismoflow ARGS`` against the session's Prefect server; fail on a non-zero exit."""
     proc = subprocess.run(
@@ -190,3 +216,42 @@ def copy_store(store: Path, dest: Path) -> Path:
     """A private copy of a local store (for tests that write into it)."""
     shutil.copytree(store, dest, symlinks=True)
     return dest
+
+
+# --- the session chain over the whole archive: ingest -> features -> model ------------------
+
+
+@pytest.fixture(scope="session")
+def featured_store(
+    archive_store: tuple[Path, dict[str, Any]],
+    archive: Path,
+    prefect_server: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, dict[str, Any], list[str]]:
+    """A copy of the archive store after ``seismoflow features`` (4 noise windows per channel
+    set, the archive's RockNet label lists kept out of noise): (store, summary, lists).
+
+    Read by the feature tests; ``trained_model`` trains on it and ``test_predict`` writes
+    its predictions into it (nothing else reads those).
+    """
+    store = copy_store(archive_store[0], tmp_path_factory.mktemp("features") / "s.zarr")
+    lists = [str(p) for p in sorted((archive / "sources" / "rocknet").glob("*_meta.csv"))]
+    args = ["features", "--store", str(store), "--per-channel-set", "4", "--json"]
+    for path in lists:
+        args += ["--noise-label-list", path]
+    return store, json.loads(run_cli(args, prefect_server).stdout), lists
+
+
+@pytest.fixture(scope="session")
+def trained_model(
+    featured_store: tuple[Path, dict[str, Any], list[str]],
+    prefect_server: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> tuple[Path, Path, dict[str, Any]]:
+    """One fast ``seismoflow train`` (1 CNN epoch, 60 trees) on the featured store:
+    (store, model directory, summary). The training only reads the store."""
+    store = featured_store[0]
+    models = tmp_path_factory.mktemp("trained") / "models"
+    args = ["train", "--store", str(store), "--models-dir", str(models), "--json"]
+    out = json.loads(run_cli([*args, "--epochs", "1", "--trees", "60"], prefect_server).stdout)
+    return store, Path(str(out["model_dir"])), out

@@ -46,6 +46,7 @@ def test_bad_arguments_raise_typed_errors(tmp_path: Path) -> None:
         seismoflow.predict(str(tmp_path / "s.zarr"), tmp_path)
 
 
+@pytest.mark.slow
 @pytest.mark.data
 def test_notebook_session(archive: Path, prefect_server: str, tmp_path: Path) -> None:
     path = str(tmp_path / "day.zarr")

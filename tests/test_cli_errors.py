@@ -72,6 +72,7 @@ def _closed_port() -> int:
         return int(s.getsockname()[1])
 
 
+@pytest.mark.slow
 def test_fetch_error_names_the_data_centre(prefect_server: str, tmp_path: Path) -> None:
     url = f"http://127.0.0.1:{_closed_port()}"
     env = cli_env(prefect_server, SEISMOFLOW_FETCH_ATTEMPTS="1", SEISMOFLOW_FETCH_TIMEOUT_S="5")

@@ -171,6 +171,8 @@ def subset(examples: pd.DataFrame, per_class: int, seed: int = 0) -> pd.DataFram
     return pd.concat(keep).sort_values(["group", "trace"]).reset_index(drop=True)
 
 
+@pytest.mark.slow
+@pytest.mark.data
 def test_stream_yields_the_direct_read_in_chunk_order(
     store: str, examples: pd.DataFrame, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -201,6 +203,8 @@ def test_stream_yields_the_direct_read_in_chunk_order(
     assert not np.allclose(direct_x[0], direct_x[1])
 
 
+@pytest.mark.slow
+@pytest.mark.data
 def test_training_is_deterministic_for_a_seed(store: str, examples: pd.DataFrame) -> None:
     rows = subset(examples, 16)
     split = np.where(np.arange(len(rows)) % 4 == 0, "val", "train")
@@ -218,6 +222,8 @@ def test_training_is_deterministic_for_a_seed(store: str, examples: pd.DataFrame
     assert not torch.equal(other.model.state_dict()["out.1.weight"], a["out.1.weight"])
 
 
+@pytest.mark.slow
+@pytest.mark.data
 def test_save_load_round_trip_and_refusals(
     store: str, examples: pd.DataFrame, tmp_path: Path
 ) -> None:
@@ -269,6 +275,8 @@ def _sprung() -> Trap:
     return Trap()
 
 
+@pytest.mark.slow
+@pytest.mark.data
 def test_short_training_learns_on_real_windows(store: str, examples: pd.DataFrame) -> None:
     """Earthquakes against surface events on whole held-out events: clearly above chance."""
     rows = subset(examples[examples["label"].isin(["earthquake", "surface_event"])], 300)
@@ -300,6 +308,8 @@ def test_short_training_learns_on_real_windows(store: str, examples: pd.DataFram
     assert val_auc > 0.55, val_auc  # measured: 0.65
 
 
+@pytest.mark.slow
+@pytest.mark.data
 def test_site_cv_runs_end_to_end(store: str, examples: pd.DataFrame) -> None:
     rows = subset(examples, 12)
     folds = site_folds(rows, 3, 0)

@@ -3,7 +3,6 @@ store through ``seismoflow features``."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,6 @@ from seismoflow.featurize.physics import (
     sta_lta,
     window_features,
 )
-from tests.conftest import copy_store, run_cli
 
 RATE = 100.0
 PRE = 40.0
@@ -261,19 +259,10 @@ def test_band_limit_uses_only_the_common_band() -> None:
 
 @pytest.fixture(scope="module")
 def featured(
-    archive_store: tuple[Path, dict[str, Any]],
-    archive: Path,
-    prefect_server: str,
-    tmp_path_factory: pytest.TempPathFactory,
+    featured_store: tuple[Path, dict[str, Any], list[str]],
 ) -> tuple[Path, dict[str, Any], list[str]]:
-    """A copy of the archive store after ``seismoflow features`` (4 noise windows per set)."""
-    store = copy_store(archive_store[0], tmp_path_factory.mktemp("features") / "s.zarr")
-    lists = [str(p) for p in sorted((archive / "sources" / "rocknet").glob("*_meta.csv"))]
-    args = ["features", "--store", str(store), "--per-channel-set", "4", "--json"]
-    for path in lists:
-        args += ["--noise-label-list", path]
-    proc = run_cli(args, prefect_server)
-    return store, json.loads(proc.stdout), lists
+    """The session's featured copy of the archive store (4 noise windows per set)."""
+    return featured_store
 
 
 @pytest.mark.data

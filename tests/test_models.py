@@ -293,42 +293,17 @@ def test_cnn_weights_with_pickled_object_refused(tmp_path: Path) -> None:
 
 # --- a training run on the real archive --------------------------------------------------
 
-_RUN: dict[str, tuple[Path, Path, dict[str, object]]] = {}
-FAST = ("--epochs", "1", "--trees", "60")
-
-
-def trained_run(
-    archive_store: tuple[Path, dict[str, object]],
-    prefect_server: str,
-    tmp_path_factory: pytest.TempPathFactory,
-) -> tuple[Path, Path, dict[str, object]]:
-    """One fast ``seismoflow train`` on a private copy of the archive store, shared by this
-    module and ``test_predict`` (store path, model directory, summary). The copy has no
-    features: ``seismoflow features`` computes them first (train refuses a store without)."""
-    from tests.conftest import copy_store, run_cli
-
-    if "run" not in _RUN:
-        base = tmp_path_factory.mktemp("trained")
-        store = copy_store(archive_store[0], base / "store.zarr")
-        run_cli(["features", "--store", str(store), "--json"], prefect_server)
-        args = ["train", "--store", str(store), "--models-dir", str(base / "models"), "--json"]
-        out = json.loads(run_cli([*args, *FAST], prefect_server).stdout)
-        _RUN["run"] = (store, Path(str(out["model_dir"])), out)
-    return _RUN["run"]
-
-
 @pytest.fixture
 def trained(
-    archive_store: tuple[Path, dict[str, object]],
-    prefect_server: str,
-    tmp_path_factory: pytest.TempPathFactory,
+    trained_model: tuple[Path, Path, dict[str, object]],
 ) -> tuple[Path, Path, dict[str, object]]:
-    return trained_run(archive_store, prefect_server, tmp_path_factory)
+    """The session's training run on the featured archive store (``conftest.trained_model``)."""
+    return trained_model
 
 
 @pytest.mark.slow
 @pytest.mark.data
-@pytest.mark.timeout(2400)  # the first one also builds the shared archive store
+@pytest.mark.timeout(2400)  # the first one may build the session chain
 def test_train_writes_model_directory(trained: tuple[Path, Path, dict[str, object]]) -> None:
     store, directory, out = trained
     assert directory.parent.name == "models" and directory.name == out["model_id"]
@@ -371,7 +346,7 @@ def test_train_writes_model_directory(trained: tuple[Path, Path, dict[str, objec
 
 @pytest.mark.slow
 @pytest.mark.data
-@pytest.mark.timeout(2400)  # the first one also builds the shared archive store
+@pytest.mark.timeout(2400)  # the first one may build the session chain
 def test_dead_channels_rank_among_most_anomalous(
     trained: tuple[Path, Path, dict[str, object]],
 ) -> None:

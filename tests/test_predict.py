@@ -17,7 +17,6 @@ from seismoflow.storage.schema import SchemaError
 from seismoflow.errors import StoreError
 from seismoflow.models.predict import TracePredictions, event_table, export_table, write_predictions
 from tests.conftest import run_cli
-from tests.test_models import trained_run
 
 CLASSES = ("earthquake", "explosion", "surface_event", "noise")
 
@@ -86,14 +85,13 @@ def test_write_and_read_versions(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.data
-@pytest.mark.timeout(2400)  # the first one also builds the shared archive store
+@pytest.mark.timeout(2400)  # the first one may build the session chain
 def test_predict_round_trip(
-    archive_store: tuple[Path, dict[str, object]],
+    trained_model: tuple[Path, Path, dict[str, object]],
     prefect_server: str,
-    tmp_path_factory: pytest.TempPathFactory,
     tmp_path: Path,
 ) -> None:
-    store, model, _ = trained_run(archive_store, prefect_server, tmp_path_factory)
+    store, model, _ = trained_model
     s = str(store)
     out = json.loads(
         run_cli(["predict", "--store", s, "--model", str(model), "--json"], prefect_server).stdout

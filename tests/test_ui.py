@@ -82,6 +82,7 @@ def _shoot(page: Any, name: str) -> str:
     return dom
 
 
+@pytest.mark.slow  # a Prefect server and a browser
 def test_run_page_shows_run_tasks_and_artifacts(prefect_server: str, tmp_path: Path) -> None:
     chromium = _chromium()
     from playwright.sync_api import sync_playwright

@@ -18,7 +18,7 @@ from seismoflow.settings import Settings
 from seismoflow.times import to_ns
 from tests.fdsnws import FDSNService
 
-pytestmark = [pytest.mark.data]
+pytestmark = [pytest.mark.slow, pytest.mark.data]
 
 # One day of the real archive holding a continuous record of five three-component stations
 # (RockNet, 2020-03-28): station-days to ingest and channel sets to draw noise from.

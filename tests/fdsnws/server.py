@@ -74,6 +74,12 @@ class FDSNService:
         with self._lock:
             self._faults = faults
 
+    def reseed(self, seed: int) -> None:
+        """Restart the fault draws from ``seed`` (a test's draws then never depend on how
+        many draws earlier tests made on the same service)."""
+        with self._lock:
+            self._rng = random.Random(seed)
+
     def draw(self, service: str, resource: str) -> tuple[Faults, str | None]:
         """The current faults and the random fault for one request to ``service/resource``."""
         with self._lock:
