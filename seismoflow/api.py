@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any, TypeAlias
 
 from obspy import UTCDateTime
 
-from seismoflow.errors import BadInputError, ModelError, StoreError, require_ml
+from seismoflow.errors import BadInputError, ModelError, require_ml
 from seismoflow.settings import Settings, load_settings
 from seismoflow.times import parse_ns
 
@@ -59,13 +59,6 @@ def _existing(path: str | Path | None, name: str) -> str | None:
     if not Path(path).exists():
         raise BadInputError(f"{name} {path} does not exist; check the path")
     return str(path)
-
-
-def _require_store(location: str, then: str) -> None:
-    from seismoflow.storage.location import store_exists
-
-    if not store_exists(location):
-        raise StoreError(f"no seismoflow store at {location}; {then}")
 
 
 def ingest(
@@ -141,7 +134,9 @@ def features(
     s = _settings(settings, store=store, max_workers=workers)
     for path in s.noise_label_lists:
         _existing(path, "noise label list")
-    _require_store(s.store, "run `seismoflow ingest` or `seismoflow fetch` first")
+    from seismoflow.storage.location import require_store
+
+    require_store(s.store, "run `seismoflow ingest` or `seismoflow fetch` first")
     return run_features(s, dask_address)
 
 
@@ -167,7 +162,9 @@ def train(
     from seismoflow.models.training import TrainOptions
 
     s = _settings(settings, store=store, max_workers=workers)
-    _require_store(s.store, "run `seismoflow ingest` and `seismoflow features` first")
+    from seismoflow.storage.location import require_store
+
+    require_store(s.store, "run `seismoflow ingest` and `seismoflow features` first")
     options = TrainOptions(
         seed=seed, cnn=cnn, epochs=epochs, device=device, n_estimators=trees,
         kmeans_k=clusters, tsne=tsne,
@@ -196,7 +193,9 @@ def predict(
             f"{model} is not a model directory (no {METADATA}); pass a directory that "
             "`seismoflow train --models-dir DIR` wrote under DIR"
         )
-    _require_store(s.store, "check the store location")
+    from seismoflow.storage.location import require_store
+
+    require_store(s.store, "check the store location")
     from seismoflow.flows.predict import run_predict
 
     return run_predict(s, str(model), tsne=tsne, device=device)

@@ -207,13 +207,6 @@ def _check_paths(*given: tuple[Path | None, str]) -> None:
             raise BadInputError(f"{option} {path} does not exist; check the path")
 
 
-def _require_store(location: str, then: str) -> None:
-    from seismoflow.storage.location import store_exists
-
-    if not store_exists(location):
-        raise StoreError(f"no seismoflow store at {location}; {then}")
-
-
 @app.command()
 def ingest(
     sds: Annotated[Path, typer.Option("--sds", help="SDS archive or folder of miniSEED/SAC")],
@@ -449,7 +442,9 @@ def export_waveforms(
     t0, t1 = _time(start, "--start"), _time(end, "--end")
     if station is not None and (t0 is None or t1 is None or "." not in station):
         raise BadInputError(f"--station {station} needs the form NET.STA, --start and --end")
-    _require_store(settings.store, "check --store")
+    from seismoflow.storage.location import require_store
+
+    require_store(settings.store, "check --store")
     if event is not None:
         stream = export_event(settings.store, event)
     else:
@@ -575,7 +570,9 @@ def export_predictions(
     from seismoflow.models.predict import export_table
 
     settings = _settings(config, store=store)
-    _require_store(settings.store, "check --store")
+    from seismoflow.storage.location import require_store
+
+    require_store(settings.store, "check --store")
     table = export_table(settings.store, per_trace=per_trace, version=version)
     table.to_csv(out, index=False)
     console.print(f"wrote {len(table)} rows to {out}")

@@ -18,6 +18,8 @@ from seismoflow.storage.chunkio import read_chunks, write_chunks, write_file
 from seismoflow.storage.schema import SCHEMA_VERSION
 from zarr.storage import FsspecStore, LocalStore
 
+from seismoflow.errors import StoreError
+
 
 def is_local(location: str) -> bool:
     return "://" not in location or location.startswith("file://")
@@ -61,6 +63,13 @@ def store_exists(location: str) -> bool:
     except (FileNotFoundError, zarr.errors.GroupNotFoundError):
         return False
     return "seismoflow_schema" in root.attrs
+
+
+def require_store(location: str, then: str) -> None:
+    """A :class:`StoreError` unless a seismoflow store is at ``location``; ``then`` says
+    what to do (the command that makes one, or the option to check)."""
+    if not store_exists(location):
+        raise StoreError(f"no seismoflow store at {location}; {then}")
 
 
 MISSING, PARTIAL, UNFINISHED, FINAL = "missing", "partial", "unfinished", "final"

@@ -14,11 +14,6 @@ from seismoflow.models import predict as p
 from seismoflow.models import registry, training
 
 
-@task(name="check-features", cache_policy=NO_CACHE)
-def features_missing(location: str) -> list[str]:
-    return training.features_missing(location)
-
-
 @task(name="load-examples", cache_policy=NO_CACHE)
 def load_inputs(location: str) -> tuple[pd.DataFrame, pd.DataFrame]:
     return training.load_inputs(location)
