@@ -338,8 +338,11 @@ def cut_noise(
             new = [a for a in accepted if a[0].trace_key not in existing]
             indices = append_traces(group, [_noise_row(s) for s, _, _ in new]) if new else []
         writer = TraceWriter(group)
-        for index, (_, block, flags) in zip(indices, new, strict=True):
-            writer.write(index, block, flags)
+        try:
+            for index, (_, block, flags) in zip(indices, new, strict=True):
+                writer.write(index, block, flags)
+        finally:
+            writer.flush(location)
         counts["written"] += len(new)
     return dict(counts)
 
