@@ -100,10 +100,26 @@ def choose_encoding(
         # One page per chunk only where chunks are full: zeros (unrecorded samples) in a
         # large page cost 10-15% more bytes for records of a few hours (measured).
         full = recorded_per_day >= WHOLE_DAYS * day_samples
-        return ContinuousEncoding(codec, chunk_setting, chunk_setting if full else PCODEC_PAGE)
+        chunk = fit_chunk(day_samples, chunk_setting)
+        return ContinuousEncoding(codec, chunk, chunk if full else PCODEC_PAGE)
     step = SPARSE_CHUNK_STEP
     chunk = max(2 * step, int(-(-2 * recorded_per_day // step)) * step)
-    return ContinuousEncoding(codec, min(chunk, chunk_setting), PCODEC_PAGE)
+    return ContinuousEncoding(codec, fit_chunk(day_samples, min(chunk, chunk_setting)), PCODEC_PAGE)
+
+
+def fit_chunk(day_samples: int, target: int) -> int:
+    """The inner chunk length nearest above ``target`` that divides the day's samples (so
+    every channel of one rate has rows of the same length, ``day_samples``); ``target``
+    itself where no divisor lies within 1.5x of it (the row is then padded)."""
+    n = int(day_samples)
+    divisors = set()
+    i = 1
+    while i * i <= n:
+        if n % i == 0:
+            divisors.update((i, n // i))
+        i += 1
+    near = [d for d in divisors if target <= d <= 1.5 * target]
+    return min(near) if near else int(target)
 
 
 class SchemaError(StoreError, ValueError):
@@ -211,7 +227,10 @@ class ContinuousLayout:
 
     @property
     def sample_dim(self) -> str:
-        return f"sample_{rate_tag(self.sampling_rate)}"
+        """``sample_100hz``; rows padded beyond the day (a rate whose day has no divisor
+        near the chunk length) name their length too, as xarray needs one size per name."""
+        name = f"sample_{rate_tag(self.sampling_rate)}"
+        return name if self.width == self.samples_per_day else f"{name}_{self.width}"
 
     def attrs(self) -> dict[str, Any]:
         return {

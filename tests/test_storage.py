@@ -341,7 +341,9 @@ def test_encoding_by_occupancy() -> None:
     hours = choose_encoding("auto", 360_000, 720_000, 8_640_000)
     assert hours == ContinuousEncoding("pcodec", 360_000, 16_384)
     snippet = choose_encoding("auto", 360_000, 15_000, 8_640_000)
-    assert snippet.codec == "delta-zstd" and snippet.chunk_samples == 32_768
+    assert snippet.codec == "delta-zstd" and snippet.chunk_samples == 33_750  # divides the day
+    forty = choose_encoding("auto", 360_000, 3_456_000, 3_456_000)
+    assert forty.chunk_samples == 384_000 and 3_456_000 % forty.chunk_samples == 0
 
 
 def test_sparse_chunks_round_trip_and_reopen(tmp_path: Path) -> None:
@@ -386,6 +388,7 @@ def test_day_long_rows_round_trip_with_a_padded_last_chunk(
     channel = ChannelArray(create_continuous(root, layout), layout)
     spd = channel.samples_per_day
     assert channel.width == 3_600_000 and spd == 3_456_000
+    assert layout.sample_dim == "sample_40hz_3600000"  # padded rows name their length
     data = np.cumsum(RNG.integers(-900, 900, spd)).astype(np.int32)
     mask = np.ones(spd, bool)
     mask[700_000:1_100_000] = False
