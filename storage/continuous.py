@@ -336,9 +336,9 @@ class ChannelArray:
         return out
 
 
-def open_channel(root: zarr.Group, channel: ChannelId) -> ChannelArray | None:
-    """The channel's array (``None`` if the store has none)."""
-    path = continuous_path(channel)
+def open_channel(root: zarr.Group, channel: ChannelId, rate: float) -> ChannelArray | None:
+    """The channel's array at ``rate`` (``None`` if the store has none)."""
+    path = continuous_path(channel, rate)
     try:
         arr = root[path]
     except KeyError:
@@ -354,7 +354,7 @@ class ContinuousReader:
     def __init__(self, root: zarr.Group, ledger: DayLedger | None = None) -> None:
         self.root = root
         self._ledger = ledger
-        self._channels: dict[str, ChannelArray | None] = {}
+        self._channels: dict[tuple[str, float], ChannelArray | None] = {}
 
     @property
     def ledger(self) -> DayLedger:
@@ -362,10 +362,11 @@ class ContinuousReader:
             self._ledger = DayLedger(store_location(self.root))
         return self._ledger
 
-    def channel(self, channel: ChannelId) -> ChannelArray | None:
-        if channel.nslc not in self._channels:
-            self._channels[channel.nslc] = open_channel(self.root, channel)
-        return self._channels[channel.nslc]
+    def channel(self, channel: ChannelId, rate: float) -> ChannelArray | None:
+        key = (channel.nslc, float(rate))
+        if key not in self._channels:
+            self._channels[key] = open_channel(self.root, channel, rate)
+        return self._channels[key]
 
     def pieces(self, channel: ChannelId, start_ns: int, end_ns: int) -> list[Piece]:
         """Recorded samples of ``channel`` with times in ``[start_ns, end_ns]``, as pieces.
@@ -374,13 +375,12 @@ class ContinuousReader:
         source segment started off the grid; start times are the source's exact times.
         """
         pieces: list[Piece] = []
-        handle = None
         # A day's grid holds only samples of that day, so no earlier day is read.
         day = (start_ns // NS_PER_DAY) * NS_PER_DAY
         while day <= end_ns:
             rec = self.ledger.get(channel.nslc, day)
             if rec is not None and rec.n_samples and rec.ingested_at_ns != NAT:
-                handle = handle or self.channel(channel)
+                handle = self.channel(channel, rec.sampling_rate)
                 if handle is not None:
                     pieces.extend(handle.pieces(rec, start_ns, end_ns))
             day += NS_PER_DAY

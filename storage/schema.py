@@ -167,7 +167,9 @@ def integer_codec_kwargs(codec: str, level: int, page: int = PCODEC_PAGE) -> dic
 
 # --- continuous data ------------------------------------------------------------------
 #
-# One array per channel, ``continuous/{NET.STA.LOC.CHA}``, over every day the store can hold
+# One array per channel and sampling rate, ``continuous/{NET.STA.LOC.CHA}@{rate}hz`` (a
+# channel recorded at another rate in other years gets a second array), over every day the
+# store can hold
 # (``day`` = days since 1970-01-01, shared by all channels through the ``continuous/day``
 # coordinate) and the samples of one day at the channel's rate. One shard per channel-day:
 # the day's only object, holding its inner chunks (only those with samples) and their
@@ -185,8 +187,13 @@ def rate_tag(rate: float) -> str:
     return f"{float(rate):g}".replace(".", "p").replace("-", "m") + "hz"
 
 
-def continuous_path(channel: ChannelId) -> str:
-    return f"{CONTINUOUS}/{channel.nslc}"
+def array_name(channel: ChannelId, rate: float) -> str:
+    """``CI.CCA..BHN@40hz``: the channel's array at one sampling rate."""
+    return f"{channel.nslc}@{rate_tag(rate)}"
+
+
+def continuous_path(channel: ChannelId, rate: float) -> str:
+    return f"{CONTINUOUS}/{array_name(channel, rate)}"
 
 
 def day_index(day_ns: int) -> int:
@@ -216,8 +223,12 @@ class ContinuousLayout:
         object.__setattr__(self, "samples_per_day", samples_per_day(self.sampling_rate))
 
     @property
+    def name(self) -> str:
+        return array_name(self.channel, self.sampling_rate)
+
+    @property
     def path(self) -> str:
-        return continuous_path(self.channel)
+        return continuous_path(self.channel, self.sampling_rate)
 
     @property
     def width(self) -> int:
@@ -289,36 +300,23 @@ def continuous_group(root: zarr.Group) -> zarr.Group:
 
 
 def create_continuous(root: zarr.Group, layout: ContinuousLayout) -> zarr.Array:
-    """Create a channel's array if absent; check an existing one has the layout's rate."""
-    rates = create_continuous_many(root, [layout])
-    check_continuous({"sampling_rate": rates[layout.path]}, layout)
+    """Create the array of a channel at a rate if absent."""
+    create_continuous_many(root, [layout])
     arr = root[layout.path]
     assert isinstance(arr, zarr.Array)
     return arr
 
 
-def create_continuous_many(
-    root: zarr.Group, layouts: Sequence[ContinuousLayout]
-) -> dict[str, float]:
-    """Create the channels' arrays that are absent (call under the store lock); return
-    every one's stored sampling rate.
-
-    An existing channel keeps its rate: the caller ingests at that rate, and segments at
-    another rate are quarantined (``mixed_rates``) rather than failing the run.
-    """
+def create_continuous_many(root: zarr.Group, layouts: Sequence[ContinuousLayout]) -> None:
+    """Create the arrays of ``layouts`` that are absent (call under the store lock). An
+    existing array keeps the chunking and codec it was created with."""
     group = continuous_group(root)
     existing = set(group.array_keys())
-    rates: dict[str, float] = {}
     for layout in layouts:
-        name = layout.channel.nslc
-        if layout.path in rates:
-            continue
-        if name in existing:
-            arr = group[name]
-            rates[layout.path] = float(arr.attrs["sampling_rate"])
+        if layout.name in existing:
             continue
         group.create_array(
-            name,
+            layout.name,
             shape=(N_DAYS, layout.width),
             chunks=(1, layout.chunk_samples),
             shards=(1, layout.width),
@@ -329,19 +327,7 @@ def create_continuous_many(
             attributes=layout.attrs(),
             **integer_codec_kwargs(layout.codec, layout.codec_level, layout.pcodec_page),
         )
-        existing.add(name)
-        rates[layout.path] = float(layout.sampling_rate)
-    return rates
-
-
-def check_continuous(attrs: Mapping[str, Any], layout: ContinuousLayout) -> None:
-    """Refuse a channel whose stored sampling rate differs from what the writer expects."""
-    rate = float(attrs.get("sampling_rate", np.nan))
-    if rate != float(layout.sampling_rate):
-        raise SchemaError(
-            f"{layout.path} holds {rate} Hz data but {layout.sampling_rate} Hz was written; "
-            "segments at another rate are quarantined, not mixed into one channel"
-        )
+        existing.add(layout.name)
 
 
 @dataclass(frozen=True)

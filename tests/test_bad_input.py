@@ -242,7 +242,7 @@ def test_new_rate_on_an_existing_channel_is_quarantined(archive: Path, tmp_path:
     q = read_table(location, "quarantine")
     assert q.reason.str.contains("mixed sampling rates").any()
     root = open_root(location, "r")
-    assert root["continuous/GR.FUR..BHN"].attrs["sampling_rate"] == 20.0  # type: ignore[index]
+    assert root["continuous/GR.FUR..BHN@20hz"].attrs["sampling_rate"] == 20.0  # type: ignore[index]
     kept = read_pieces(
         root,
         ChannelId.parse("GR.FUR..BHN"),

@@ -22,7 +22,6 @@ from seismoflow.storage.schema import Flag
 from seismoflow.storage.tables import read_table
 
 from seismoflow.times import NAT
-
 from tests.conftest import cli_env, ingest_args
 
 pytestmark = [pytest.mark.slow, pytest.mark.data]

@@ -12,7 +12,6 @@ import zarr
 from seismoflow.storage.continuous import (
     ChannelArray,
     DayLedger,
-    DayRecord,
     built_from,
     ledger_frame,
     open_channel,
@@ -102,7 +101,7 @@ def test_lossless_round_trip_and_xarray_view(tmp_path: Path, codec: str) -> None
     )
     assert not built_from(rec.ingested_at_ns, rec.state, [{**SRC, "mtime_ns": 2}])
     ds = xr.open_zarr(location, group="continuous", consolidated=False)
-    arr = ds[CH.nslc]
+    arr = ds[f"{CH.nslc}@100hz"]
     assert arr.dims == ("day", "sample_100hz")
     row = arr.sel(day=np.datetime64("2021-03-04")).values[350_000:850_000]
     assert row.dtype == np.int32
@@ -111,7 +110,7 @@ def test_lossless_round_trip_and_xarray_view(tmp_path: Path, codec: str) -> None
     assert rec.starttime_ns == DAY + 2_500_000 and rec.n_samples == 499_900
     assert arr.attrs["sampling_rate"] == 100.0 and arr.attrs["codec"] == codec
     # one shard for the channel-day: the only object beside the array's document
-    files = sorted(p.name for p in (Path(location) / "continuous" / CH.nslc).iterdir())
+    files = sorted(p.name for p in (Path(location) / channel.layout.path).iterdir())
     assert files == [f"c.{day_index(DAY)}.0", "zarr.json"]
 
 
@@ -161,11 +160,13 @@ def test_rewrite_removes_stale_chunks(tmp_path: Path) -> None:
     assert record.n_samples == 10 and record.runs == [(0, 10)]
 
 
-def test_rate_conflict_and_window_settings_conflict(tmp_path: Path) -> None:
+def test_rates_get_their_own_arrays_and_window_settings_conflict(tmp_path: Path) -> None:
     root = open_root(str(tmp_path / "s.zarr"))
-    create_continuous(root, ContinuousLayout(CH, 100.0, 360_000))
-    with pytest.raises(SchemaError, match="quarantined"):
-        create_continuous(root, ContinuousLayout(CH, 50.0, 360_000))
+    # another rate of the same channel is another array
+    a = create_continuous(root, ContinuousLayout(CH, 100.0, 360_000))
+    b = create_continuous(root, ContinuousLayout(CH, 50.0, 360_000))
+    assert a.path == "continuous/XX.TEST.00.HHZ@100hz"
+    assert b.path == "continuous/XX.TEST.00.HHZ@50hz"
     create_events(root, EventWindowLayout(100.0, 30.0, 90.0, "origin"))
     with pytest.raises(SchemaError, match="same window settings"):
         create_events(root, EventWindowLayout(50.0, 30.0, 90.0, "origin"))
@@ -351,7 +352,7 @@ def test_sparse_chunks_round_trip_and_reopen(tmp_path: Path) -> None:
     root = open_root(location)
     layout = ContinuousLayout(CH, 100.0, 8192, "delta-zstd")
     create_continuous(root, layout)
-    channel = open_channel(root, CH)
+    channel = open_channel(root, CH, 100.0)
     assert channel is not None and channel.chunk_samples == 8192 and channel.layout == layout
     data = RNG.integers(-500, 500, 15_000).astype(np.int32)
     seg = {"start_ns": DAY + 100 * NS_PER_S, "index": 10_000, "npts": 15_000}

@@ -189,14 +189,15 @@ def plan_ingest(
     for f in found.files:
         for day in f.days(start_ns, end_ns):
             by_unit[(f.channel, day)].append(f)
-    rates: dict[str, float] = {}
+    file_rates: dict[str, float | None] = {}
     units = []
     for (ch, day), files in sorted(by_unit.items()):
-        if ch.nslc not in rates:
-            header_rates = [r for r in (_read_header_rate(f.path) for f in files) if r]
-            if not header_rates:
-                header_rates = [0.0]
-            rates[ch.nslc] = Counter(header_rates).most_common(1)[0][0]
+        for f in files:
+            if f.path not in file_rates:
+                file_rates[f.path] = _read_header_rate(f.path)
+        # The day's rate: its files' most common; segments at another are quarantined.
+        header_rates = [r for r in (file_rates[f.path] for f in files) if r] or [0.0]
+        rate = Counter(header_rates).most_common(1)[0][0]
         info = metadata.channel(ch, day + NS_PER_DAY // 2) if metadata else None
         if info is None and metadata is not None:
             info = metadata.channel(ch, day)
@@ -209,7 +210,7 @@ def plan_ingest(
                     for f in files
                 ),
                 sources=tuple(f.fingerprint() for f in files),
-                sampling_rate=rates[ch.nslc],
+                sampling_rate=rate,
                 metadata_rate=info.sampling_rate if info else None,
                 has_metadata=info is not None,
                 size=sum(f.size for f in files),
@@ -236,10 +237,17 @@ def plan_ingest(
 def prepare_store(location: str, plan: IngestPlan, settings: Settings) -> IngestPlan:
     """Create every structure the units will write into (under the lock; idempotent).
 
-    Returns the plan with each unit's rate set to its channel's stored rate: a
-    channel made by an earlier run keeps its rate, and data at another rate are
-    quarantined by the unit instead of failing the run.
+    Returns the plan with each unit's rate set to the rate its day is stored at: a day
+    stored by an earlier run keeps its rate, and data at another rate are quarantined by
+    the unit instead of failing the run. Each rate of a channel has its own array.
     """
+    ledger = DayLedger(location, {u.channel for u in plan.units})
+    units = []
+    for u in plan.units:
+        stored = ledger.get(u.channel, u.day_ns)
+        if u.sampling_rate and stored is not None and stored.state not in ("", WRITING):
+            u = replace(u, sampling_rate=stored.sampling_rate)
+        units.append(u)
     with store_lock(location):
         root = open_root(location)
         for kind, path in plan.documents:
@@ -250,7 +258,7 @@ def prepare_store(location: str, plan: IngestPlan, settings: Settings) -> Ingest
         if len(plan.catalog):
             write_table(location, "catalog", plan.catalog)
         coverage: dict[tuple[str, float], list[int]] = defaultdict(list)
-        for u in plan.units:
+        for u in units:
             if u.sampling_rate:
                 coverage[(u.channel, u.sampling_rate)].append(u.covered_ns)
         layouts = [
@@ -267,13 +275,7 @@ def prepare_store(location: str, plan: IngestPlan, settings: Settings) -> Ingest
             )
             for (channel, rate), covered in sorted(coverage.items())
         ]
-        stored = create_continuous_many(root, layouts)
-    units = [
-        replace(u, sampling_rate=stored[_layout(u.channel, u.sampling_rate, settings).path])
-        if u.sampling_rate
-        else u
-        for u in plan.units
-    ]
+        create_continuous_many(root, layouts)
     return replace(plan, units=units)
 
 
@@ -318,13 +320,14 @@ def ingest_batch(
     """Ingest a batch of channel-day units; one bad unit never stops the others.
 
     Ledger rows are appended as parts of ``tables/channel_days`` after their shards are
-    written (every ``LEDGER_EVERY`` units and at the end); days it rewrites (built before from other files) are
-    first marked ``writing`` there, so a run killed between the two redoes them whole.
+    written (every ``LEDGER_EVERY`` units and at the end). Days it rewrites (built before
+    from other files) are first marked ``writing`` there, so a run killed between the two
+    redoes them whole.
     """
     root = open_root(location)
     ledger = DayLedger(location, {u.channel for u in units})
     cache: dict[str, tuple[list[Segment], list[Problem]]] = {}
-    channels: dict[str, ChannelArray] = {}
+    channels: dict[tuple[str, float], ChannelArray] = {}
     rewrites = []
     for u in units:
         done, state = ledger.state(u.channel, u.day_ns)
@@ -348,14 +351,16 @@ def ingest_batch(
                 if not unit.sampling_rate:
                     results.append(_unreadable_unit(unit))
                     continue
-                if unit.channel not in channels:
-                    opened = open_channel(root, ChannelId.parse(unit.channel))
+                key = (unit.channel, unit.sampling_rate)
+                if key not in channels:
+                    opened = open_channel(root, ChannelId.parse(unit.channel), unit.sampling_rate)
                     if opened is None:
                         raise SchemaError(
-                            f"continuous/{unit.channel} does not exist; run prepare_store first"
+                            f"no array for {unit.channel} at {unit.sampling_rate} Hz; run "
+                            "prepare_store first"
                         )
-                    channels[unit.channel] = opened
-                results.append(_ingest_unit(channels[unit.channel], ledger, unit, settings, cache))
+                    channels[key] = opened
+                results.append(_ingest_unit(channels[key], ledger, unit, settings, cache))
             except Exception as exc:  # noqa: BLE001 - quarantine the unit, keep going
                 prob = Problem(
                     ",".join(f.path for f in unit.files),
