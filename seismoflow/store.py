@@ -19,6 +19,7 @@ import xarray as xr
 from seismoflow.errors import BadInputError, StoreError
 from seismoflow.ids import ChannelId
 from seismoflow.inspect import export_event, read_channel_pieces, store_info
+from seismoflow.storage.continuous import stored_channels
 from seismoflow.storage.location import node_location, open_root, store_exists
 from seismoflow.storage.predictions import open_predictions
 from seismoflow.storage.schema import EVENTS, NOISE_GROUP
@@ -106,5 +107,4 @@ class Store:
         return open_predictions(self.location, None if version in (None, "latest") else version)
 
     def _continuous_channels(self) -> list[str]:
-        group = open_root(self.location, mode="r").get("continuous")
-        return sorted(group.group_keys()) if group is not None else []  # type: ignore[union-attr]
+        return stored_channels(self.location)

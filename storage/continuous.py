@@ -392,6 +392,12 @@ def read_pieces(root: zarr.Group, channel: ChannelId, start_ns: int, end_ns: int
     return ContinuousReader(root).pieces(channel, start_ns, end_ns)
 
 
+def stored_channels(location: str) -> list[str]:
+    """``NET.STA.LOC.CHA`` of every channel with a channel-day in the store, sorted."""
+    days = read_table(location, LEDGER)
+    return sorted(set(days["channel"].astype(str))) if len(days) else []
+
+
 def ledger_frame(records: Sequence[DayRecord]) -> pd.DataFrame:
     return pd.DataFrame([r.as_row() for r in records])
 
