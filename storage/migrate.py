@@ -101,12 +101,14 @@ def _migrate_channel(
         spd = target.samples_per_day
         year_start = np.datetime64(f"{int(a.get('year', year_name)):04d}-01-01", "ns")
         done = np.asarray(_array(year["ingested_at"])[:], dtype=np.int64)
-        state = np.asarray(_array(year["sources"])[:]).astype(object)
-        todo = [d for d in np.flatnonzero(done != NAT).tolist() if _text(state[d]) != "writing"]
+        sources = _array(year["sources"])
+        state = {d: _text(sources[d]) for d in np.flatnonzero(done != NAT).tolist()}
+        todo = [d for d, text in state.items() if text != "writing"]
         if not todo:
             continue
+        # one element per day: read the days that are done, not the whole year
         per_day = {
-            v: np.asarray(_array(year[v])[:]).astype(object)
+            v: {d: _array(year[v])[d] for d in todo}
             for v in ("starttime", "n_samples", "flags", "segments", "quarantine")
         }
         data, mask = _array(year["data"]), _array(year["mask"])

@@ -108,10 +108,6 @@ def write_schema2(src: str, dest: str) -> None:
         )
         day[:] = np.arange(n_days)
         start = int(np.datetime64(f"{year:04d}-01-01", "ns").astype(np.int64))
-        columns = {
-            name: np.full(n_days, fill, dtype=object if dtype == "str" else dtype)
-            for name, (dtype, fill) in DAY_VARS.items()
-        }
         for rec in recs:
             d = (rec.day_ns - start) // NS_PER_DAY
             if rec.n_samples:
@@ -131,9 +127,7 @@ def write_schema2(src: str, dest: str) -> None:
                 "ingested_at": rec.ingested_at_ns,
             }
             for name, value in values.items():
-                columns[name][d] = value
-        for name, values in columns.items():
-            arrays[name][:] = values
+                arrays[name][d] = value
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         for name in TABLE_KEYS:
