@@ -556,6 +556,48 @@ def cnn_site_cv(
     from seismoflow.labels import EVENT_CLASSES, NOISE
     from seismoflow.models.metrics import evaluate, restrict
 
+    started = time.perf_counter()
+    classes = tuple(CLASSES)
+    probs, per_fold = cnn_out_of_fold(location, examples, folds, config)
+    scored = np.flatnonzero(np.isfinite(probs).all(axis=1))
+    labels = examples["label"].astype(str).to_numpy()
+    events = examples["event_id"].astype(str).to_numpy()
+    metrics = evaluate(probs[scored], labels[scored], events[scored], classes)
+    # The event metric over catalogued events only; noise windows are scored by recall.
+    catalogued = scored[labels[scored] != NOISE]
+    on_events = evaluate(probs[catalogued], labels[catalogued], events[catalogued], classes)
+    event_classes = list(EVENT_CLASSES)
+    noise = metrics["trace"]["per_class"][NOISE]
+    return {
+        "config": config.to_dict(),
+        "n_folds": len(per_fold),
+        "n_scored": len(scored),
+        "n_events": on_events["event"]["n"],
+        "event_macro_f1": restrict(on_events["event"], event_classes)["macro_f1"],
+        "explosion_f1": on_events["event"]["per_class"]["explosion"]["f1"],
+        "event_per_class": {c: on_events["event"]["per_class"][c] for c in event_classes},
+        "event_confusion": on_events["event"]["confusion"],
+        "trace_macro_f1": restrict(on_events["trace"], event_classes)["macro_f1"],
+        "noise_recall": noise["recall"] if noise["support"] else None,
+        "noise_windows": noise["support"],
+        "event_macro_f1_with_noise": restrict(metrics["event"], event_classes)["macro_f1"],
+        "trace": metrics["trace"],
+        "event": metrics["event"],
+        "folds": per_fold,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def cnn_out_of_fold(
+    location: str,
+    examples: pd.DataFrame,
+    folds: np.ndarray,
+    config: CNNConfig,
+    device: str | None = None,
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Out-of-fold class probabilities (``CLASSES`` order; NaN where not scored: rows
+    without a vertical, or a fold id < 0) and per-fold details. For each fold ``k``: test on
+    ``k``, stop early on the next fold, train on the others (vertical components only)."""
     folds = np.asarray(folds, dtype=np.int64)
     if len(folds) != len(examples):
         raise ValueError(f"{len(folds)} fold ids for {len(examples)} examples")
@@ -570,17 +612,17 @@ def cnn_site_cv(
     horizontals = tuple(c for c in config.components if c != "Z")
     probs = np.full((len(examples), len(classes)), np.nan, dtype=np.float32)
     per_fold: list[dict[str, Any]] = []
-    started = time.perf_counter()
     for i, k in enumerate(fold_ids):
         val_fold = fold_ids[(i + 1) % len(fold_ids)]
         split = np.where(folds == k, "test", np.where(folds == val_fold, "val", "train"))
         split = np.where(usable | (split == "test"), split, "unused")
-        run = train_cnn(location, examples, split, config, classes=classes)
+        run = train_cnn(location, examples, split, config, classes=classes, device=device)
         test = np.flatnonzero((folds == k) & has_z)
         clock = time.perf_counter()
         p = predict_cnn(
-            run.model, location, examples.iloc[test], config, drop_components=horizontals
-        )
+            run.model, location, examples.iloc[test], config, device=device,
+            drop_components=horizontals,
+        )  # fmt: skip
         assert isinstance(p, np.ndarray)
         infer_s = time.perf_counter() - clock
         probs[test] = p
@@ -606,30 +648,4 @@ def cnn_site_cv(
             }
         )
         log.info("fold %s: %s", k, per_fold[-1])
-    scored = np.flatnonzero(np.isfinite(probs).all(axis=1))
-    labels = examples["label"].astype(str).to_numpy()
-    events = examples["event_id"].astype(str).to_numpy()
-    metrics = evaluate(probs[scored], labels[scored], events[scored], classes)
-    # The event metric over catalogued events only; noise windows are scored by recall.
-    catalogued = scored[labels[scored] != NOISE]
-    on_events = evaluate(probs[catalogued], labels[catalogued], events[catalogued], classes)
-    event_classes = list(EVENT_CLASSES)
-    noise = metrics["trace"]["per_class"][NOISE]
-    return {
-        "config": config.to_dict(),
-        "n_folds": len(fold_ids),
-        "n_scored": len(scored),
-        "n_events": on_events["event"]["n"],
-        "event_macro_f1": restrict(on_events["event"], event_classes)["macro_f1"],
-        "explosion_f1": on_events["event"]["per_class"]["explosion"]["f1"],
-        "event_per_class": {c: on_events["event"]["per_class"][c] for c in event_classes},
-        "event_confusion": on_events["event"]["confusion"],
-        "trace_macro_f1": restrict(on_events["trace"], event_classes)["macro_f1"],
-        "noise_recall": noise["recall"] if noise["support"] else None,
-        "noise_windows": noise["support"],
-        "event_macro_f1_with_noise": restrict(metrics["event"], event_classes)["macro_f1"],
-        "trace": metrics["trace"],
-        "event": metrics["event"],
-        "folds": per_fold,
-        "seconds": round(time.perf_counter() - started, 2),
-    }
+    return probs, per_fold
