@@ -14,8 +14,8 @@ from seismoflow.models import registry, training
 
 
 @task(name="load-examples", cache_policy=NO_CACHE)
-def load_inputs(location: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    return training.load_inputs(location)
+def load_inputs(location: str, unlabelled: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return training.load_inputs(location, unlabelled=unlabelled)
 
 
 @task(name="cross-validate", cache_policy=NO_CACHE)

@@ -140,3 +140,16 @@ def pick_gallery(
             take = np.sort(rng.choice(rows, size=min(per_class, len(rows)), replace=False))
             out[name] = examples.iloc[take]
     return out
+
+
+def thumbnail_png(samples: np.ndarray, path: Path, width_in: float = 2.4) -> Path:
+    """A small waveform sparkline (no axes) for tables: a few kilobytes of PNG."""
+    fig = Figure(figsize=(width_in, 0.45))
+    ax = fig.add_axes((0, 0, 1, 1))
+    y = np.asarray(samples, dtype=np.float64)
+    ax.plot(np.arange(len(y)), np.nan_to_num(y), lw=0.4, color="black")
+    ax.set_axis_off()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=60)
+    return path

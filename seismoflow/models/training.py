@@ -108,16 +108,19 @@ class TrainOptions:
         return base
 
 
-def load_inputs(location: str, analyst_labels: bool = True) -> tuple[pd.DataFrame, pd.DataFrame]:
+def load_inputs(
+    location: str, analyst_labels: bool = True, unlabelled: bool = False
+) -> tuple[pd.DataFrame, pd.DataFrame]:
     """The store's examples and their features (row-aligned; features without the
-    ``group``/``trace`` keys). With ``analyst_labels`` the store's analyst labels
+    ``group``/``trace`` keys); with ``unlabelled``, events whose type has no class too (for
+    prediction). With ``analyst_labels`` the store's analyst labels
     (``seismoflow.analyst``) replace the catalogue's classes of their events; the column
     ``label_source`` says which (``catalogue``, ``analyst`` or ``noise``)."""
     from seismoflow.analyst import apply_analyst_labels
     from seismoflow.examples import list_examples
     from seismoflow.featurize.extract import read_features
 
-    examples = list_examples(location)
+    examples = list_examples(location, unlabelled=unlabelled)
     if examples.empty:
         raise StoreError(
             f"{location} holds no labelled windows; ingest with --events (and run "
@@ -137,8 +140,10 @@ def load_inputs(location: str, analyst_labels: bool = True) -> tuple[pd.DataFram
 
 
 def training_rows(examples: pd.DataFrame) -> np.ndarray:
-    """The rows every model learns from and is scored on: windows with a vertical."""
-    return np.asarray(examples["has_z"].to_numpy(dtype=bool))
+    """The rows every model learns from and is scored on: windows with a usable vertical
+    (``z_usable``: recorded and not flat) and a class."""
+    column = "z_usable" if "z_usable" in examples else "has_z"
+    return np.asarray(examples[column].to_numpy(dtype=bool) & examples["label"].notna().to_numpy())
 
 
 @dataclass
