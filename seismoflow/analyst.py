@@ -21,6 +21,7 @@ import pandas as pd
 
 from seismoflow.errors import BadInputError
 from seismoflow.labels import CLASSES, EVENT_CLASSES
+from seismoflow.storage.location import store_lock
 from seismoflow.storage.tables import read_table, write_table
 
 TABLE = "analyst_labels"
@@ -67,14 +68,15 @@ def import_labels(location: str, path: str | Path) -> dict[str, object]:
             f"{path}: events not in the store's catalogue: {unknown[:5]}"
             + (f" (and {len(unknown) - 5} more)" if len(unknown) > 5 else "")
         )
-    old = read_table(location, TABLE)
-    version = int(old["version"].astype(np.int64).max()) + 1 if len(old) else 1
-    rows = df.assign(
-        version=np.int64(version),
-        imported_at=dt.datetime.now(dt.UTC).isoformat(),
-        source_file=str(Path(path).name),
-    )
-    write_table(location, TABLE, rows, replace_keys=KEY)
+    with store_lock(location):
+        old = read_table(location, TABLE)
+        version = int(old["version"].astype(np.int64).max()) + 1 if len(old) else 1
+        rows = df.assign(
+            version=np.int64(version),
+            imported_at=dt.datetime.now(dt.UTC).isoformat(),
+            source_file=str(Path(path).name),
+        )
+        write_table(location, TABLE, rows, replace_keys=KEY)
     return {
         "table": TABLE,
         "version": version,

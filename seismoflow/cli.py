@@ -46,6 +46,8 @@ app = typer.Typer(
 )
 export_app = typer.Typer(no_args_is_help=True, help="Export data from a store.")
 app.add_typer(export_app, name="export")
+labels_app = typer.Typer(no_args_is_help=True, help="Analyst labels kept in a store.")
+app.add_typer(labels_app, name="labels")
 console = Console(stderr=True)
 
 
@@ -597,6 +599,30 @@ def export_predictions(
     table = export_table(settings.store, per_trace=per_trace, version=version)
     table.to_csv(out, index=False)
     console.print(f"wrote {len(table)} rows to {out}")
+
+
+@labels_app.command("import")
+def labels_import(
+    csv: Annotated[Path, typer.Option("--csv", help="CSV: event_id, class, analyst, time")],
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record analyst labels as a new version of the store's overrides (the catalogue is
+    not touched); training uses them over the catalogue's event types."""
+    from seismoflow.analyst import import_labels
+    from seismoflow.storage.location import require_store
+
+    settings = _settings(config, store=store)
+    require_store(settings.store, "check --store")
+    summary = import_labels(settings.store, csv)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        console.print(
+            f"analyst labels version {summary['version']}: {summary['rows']} events "
+            f"{summary['classes']}"
+        )
 
 
 # --- orchestration (issue 5): the whole job, deployments ----------------------------------

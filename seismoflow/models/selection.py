@@ -96,7 +96,10 @@ def bootstrap_f1(
 
     point = scores(np.arange(n))
     rng = np.random.default_rng(seed)
-    draws = np.array([scores(rng.integers(0, n, n)) for _ in range(n_boot)]) if n else None
+    draws = None
+    if n:
+        index = np.asarray(rng.integers(0, n, size=(n_boot, n)))
+        draws = np.array([scores(i) for i in index])
     alpha = (1 - level) / 2
 
     def block(j: int | None) -> dict[str, float]:
