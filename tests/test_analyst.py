@@ -6,11 +6,11 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
+from seismoflow.storage.tables import read_table, write_table
 
 from seismoflow import analyst
 from seismoflow.errors import BadInputError
 from seismoflow.labels import CLASSES
-from seismoflow.storage.tables import read_table, write_table
 
 
 @pytest.fixture
