@@ -80,6 +80,7 @@ class TrainOptions:
     kmeans_k: int | None = None
     tsne: bool = True
     gallery_per_class: int = 4
+    cnn_overrides: dict[str, Any] | None = None  # CNNConfig fields (benches)
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
@@ -102,10 +103,10 @@ class TrainOptions:
     def cnn_config(self) -> Any:
         from seismoflow.models.cnn import CNNConfig
 
-        base = CNNConfig(seed=self.seed)
+        values = {**CNNConfig(seed=self.seed).to_dict(), **(self.cnn_overrides or {})}
         if self.epochs is not None:
-            base = CNNConfig.from_dict({**base.to_dict(), "epochs": self.epochs})
-        return base
+            values["epochs"] = self.epochs
+        return CNNConfig.from_dict(values)
 
 
 def load_inputs(
@@ -165,6 +166,12 @@ class Selection:
     oof: np.ndarray
     cnn_folds: list[list[dict[str, Any]]] = field(default_factory=list)
     seconds: float = 0.0
+    # Every candidate's out-of-fold probabilities per fold seed over the training rows, with
+    # those rows' labels, event ids and folds (for benches that score other combinations).
+    candidates_oof: dict[str, list[np.ndarray]] = field(default_factory=dict)
+    labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
+    event_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
+    fold_ids: list[np.ndarray] = field(default_factory=list)
 
     def headline(self, name: str) -> dict[str, Any]:
         s = self.scores[name]
@@ -248,7 +255,7 @@ def cross_validate(
     n_events = int(pd.Series(ids[np.isin(y, list(EVENT_CLASSES))]).nunique())
     return Selection(
         scores, primary, members, temperature, n_folds, tuple(options.cv_seeds), len(ex),
-        n_events, full, cnn_folds, time.perf_counter() - clock,
+        n_events, full, cnn_folds, time.perf_counter() - clock, oof, y, ids, folds_used,
     )  # fmt: skip
 
 
