@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader
 
 from seismoflow.errors import ModelDirectoryError, UnsafeModelError
 from seismoflow.labels import CLASSES
+from seismoflow.labels import NOISE as NOISE_CLASS
 from seismoflow.models.windows import Preprocess, StoreWindows, collate_windows, describe
 
 log = logging.getLogger(__name__)
@@ -66,9 +67,12 @@ class CNNConfig:
     removing each horizontal of a training window. With ``envelope_bands`` (Hz) the network
     reads log envelopes in those sub-bands at ``envelope_rate`` (Hz), otherwise the band-passed
     waveform. Training augmentation: a random crop of ``crop_s`` seconds (0: none) and, on
-    envelopes, random spectral tilts of std ``tilt`` (log10 units). ``block_size`` traces are
-    read per store access, a training epoch is shuffled within ``shuffle_buffer`` windows, and up
-    to ``cache_mb`` MiB of preprocessed input is kept between epochs.
+    envelopes, random spectral tilts of std ``tilt`` (log10 units) and, with ``noise_mix`` > 0,
+    the store's noise windows (the training rows labelled noise) mixed into that share of the
+    event windows at a random level in ``noise_level`` (log10 units,
+    ``StoreWindows.mix_noise``). ``block_size`` traces are read per store access, a training
+    epoch is shuffled within ``shuffle_buffer`` windows, and up to ``cache_mb`` MiB of
+    preprocessed input is kept between epochs.
     """
 
     sampling_rate: float = 20.0
@@ -89,6 +93,8 @@ class CNNConfig:
     envelope_rate: float = 2.0
     crop_s: float = 100.0
     tilt: float = 0.2
+    noise_mix: float = 0.0
+    noise_level: tuple[float, float] = (-1.0, 0.5)
     block_size: int = 32
     shuffle_buffer: int = 512
     cache_mb: float = 256.0
@@ -97,6 +103,7 @@ class CNNConfig:
         object.__setattr__(self, "band", tuple(float(b) for b in self.band))
         object.__setattr__(self, "components", tuple(str(c) for c in self.components))
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        object.__setattr__(self, "noise_level", tuple(float(v) for v in self.noise_level))
         object.__setattr__(
             self, "envelope_bands", tuple((float(lo), float(hi)) for lo, hi in self.envelope_bands)
         )
@@ -282,6 +289,24 @@ def event_macro_f1(
     return macro_f1(truth, mean.argmax(axis=1), labels)
 
 
+def noise_bank(
+    location: str,
+    examples: pd.DataFrame,
+    config: CNNConfig,
+    labels: np.ndarray,
+    classes: Sequence[str],
+) -> np.ndarray | None:
+    """The preprocessed input of the training rows labelled noise (for ``noise_mix``), or
+    None when the augmentation is off or there are none."""
+    if config.noise_mix <= 0 or not config.envelope_bands or NOISE_CLASS not in classes:
+        return None
+    rows = np.flatnonzero(labels == list(classes).index(NOISE_CLASS))
+    if not len(rows):
+        return None
+    data = _windows(location, examples.iloc[rows], config, labels[rows])
+    return np.stack([item[0] for item in data]).astype(np.float32)
+
+
 def _windows(
     location: str, examples: pd.DataFrame, config: CNNConfig, labels: np.ndarray | None, **kw: Any
 ) -> StoreWindows:
@@ -404,6 +429,9 @@ def train_cnn(
             location, examples.iloc[train], config, y[train], shuffle=True, seed=config.seed,
             component_dropout=config.component_dropout, tilt=config.tilt,
             crop=int(round(config.crop_s * config.input_rate)),
+            noise_bank=noise_bank(location, examples.iloc[train], config, y[train], classes),
+            noise_mix=config.noise_mix, noise_level=config.noise_level,
+            noise_label=list(classes).index(NOISE_CLASS) if NOISE_CLASS in classes else -1,
         )  # fmt: skip
         val_set = _windows(location, examples.iloc[val], config, y[val])
         weights = torch.tensor(class_weights(y[train], len(classes)), dtype=torch.float32)
