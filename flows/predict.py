@@ -29,14 +29,15 @@ def predict(
     require_ml("prediction")
     from seismoflow.tasks import models as t
 
-    from seismoflow.models.predict import event_table
+    from seismoflow.models.predict import event_table, unpredicted_events
     from seismoflow.models.registry import code_version
 
     logger = get_run_logger()
     bundle = t.load_model(model)
     require_features(store)
-    examples, features = t.load_inputs(store)
+    examples, features = t.load_inputs(store, unlabelled=True)
     preds = t.predict(store, examples, features, bundle, tsne, device)
+    missing = unpredicted_events(store, examples)
     run_id = str(flow_run.id) if flow_run.id else ""
     attrs: dict[str, Any] = {
         "model_id": bundle.model_id,
@@ -49,6 +50,9 @@ def predict(
         "tsne": "recomputed over this prediction set (t-SNE has no transform)"
         if tsne
         else "not computed",
+        "calibration": bundle.metadata.get("calibration", {}).get("method", "none"),
+        "temperature": preds.temperature,
+        "unpredicted_events": missing.to_dict(orient="records"),
     }
     version = t.write_predictions(store, preds, attrs)
     events = event_table(preds)
@@ -61,6 +65,7 @@ def predict(
         "n_events": len(events),
         "trace_classes": _counts(preds.predicted_class),
         "event_classes": _counts(events["event_class"].to_numpy()),
+        "unpredicted_events": missing.to_dict(orient="records"),
     }
     create_markdown_artifact(
         "\n".join(
@@ -76,6 +81,9 @@ def predict(
                     f"| {c} | {out['trace_classes'].get(c, 0)} | {out['event_classes'].get(c, 0)} |"
                     for c in bundle.classes
                 ),
+                "",
+                f"Catalogued events without a prediction (no usable trace): {len(missing)}",
+                *(f"- `{r.event_id}`: {r.reason}" for r in missing.itertuples(index=False)),
             ]
         ),
         key="predict-summary",
@@ -90,11 +98,36 @@ def predict(
         key="predict-anomalies",
         description="the 20 most anomalous windows",
     )
+    _publish_review(store, preds, version)
     logger.info(
         "predict: version %s, %d windows, %d events (%s)", version, out["n_traces"],
         out["n_events"], ", ".join(f"{k} {v}" for k, v in out["event_classes"].items()),
     )  # fmt: skip
     return out
+
+
+REVIEW_EVENTS = 20
+
+
+def _publish_review(store: str, preds: Any, version: str) -> None:
+    """The review table artifact: the least certain events, for an analyst to label."""
+    import tempfile
+    from pathlib import Path
+
+    from seismoflow.models.predict import review_markdown, review_table
+
+    review = review_table(preds, REVIEW_EVENTS)
+    if review.empty:
+        return
+    with tempfile.TemporaryDirectory() as tmp:
+        table = review_markdown(store, review, Path(tmp))
+    create_markdown_artifact(
+        f"# Events to review ({version})\n\nThe {len(review)} least certain events "
+        "(uncertainty = 1 - margin between the two most probable classes, calibrated event "
+        "probabilities). Label them with `seismoflow labels import`.\n\n" + table,
+        key="predict-review",
+        description="the least certain events of a prediction run",
+    )
 
 
 def _counts(values: Any) -> dict[str, int]:

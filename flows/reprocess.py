@@ -314,7 +314,7 @@ def catalog_reprocess(params: ReprocessParams) -> dict[str, Any]:
     out["model_dir"] = str(model) if model else None
     if model is not None:
         from seismoflow.models.registry import read_metadata
-    out["model_metrics"] = read_metadata(model).get("metrics", {}) if model else {}
+    out["model_metrics"] = read_metadata(model).get("headline", {}) if model else {}
 
     images: dict[str, Path] = {}
     if model is not None:
@@ -424,13 +424,13 @@ def publish_report(out: dict[str, Any], notes: list[str], images: dict[str, Path
 
 
 def per_class_rows(metrics: dict[str, Any]) -> list[dict[str, Any]]:
-    """Event-level per-class test metrics of each model (a model directory's ``metrics``)."""
+    """Event-level per-class F1 of each candidate in the site-grouped CV (a model
+    directory's ``headline``): mean over fold seeds and its 95% bootstrap interval."""
     rows = []
-    for model, by_split in sorted(metrics.items()):
-        block = (by_split.get("test") or {}).get("event") or {}
-        for name, m in (block.get("per_class") or {}).items():
-            keep = ("precision", "recall", "f1", "support")
-            rows.append({"model": model, "class": name, **{k: m[k] for k in keep if k in m}})
+    for model, block in sorted(metrics.items()):
+        for name, m in (block.get("event_f1") or {}).items():
+            rows.append({"model": model, "class": name, "f1": m.get("mean"),
+                         "f1_low": m.get("low"), "f1_high": m.get("high")})  # fmt: skip
     return rows
 
 

@@ -26,8 +26,9 @@ def train_models(
     options: dict[str, Any] | None = None,
     settings: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Train the CNN and the feature models, evaluate on held-out events, write the model
-    directory and its plots, publish the metrics; returns the summary.
+    """Choose the model by site-grouped cross-validation, refit the CNN and the feature
+    models on every window, write the model directory and its plots, publish the metrics;
+    returns the summary.
 
     The store must hold features (``seismoflow features`` or the ``extract-features``
     flow); ``settings`` are the run's settings (its task runner comes from
@@ -43,35 +44,34 @@ def train_models(
     clock = time.perf_counter()
     require_features(store)
     examples, features = t.load_inputs(store)
-    split = t.split(examples, opts)
     seconds["load"] = time.perf_counter() - clock
     logger.info(
-        "%d windows (%s), split %s",
-        len(examples),
-        examples["label"].astype(str).value_counts().to_dict(),
-        {s: int((split == s).sum()) for s in ("train", "val", "test")},
-    )
+        "%d windows (%s); %d-fold site-grouped CV over fold seeds %s",
+        len(examples), examples["label"].astype(str).value_counts().to_dict(), opts.folds,
+        list(opts.cv_seeds),
+    )  # fmt: skip
     clock = time.perf_counter()
-    # The feature models train on the pool while the CNN trains in the flow's thread.
+    selection = t.cross_validate(store, examples, features, opts)
+    seconds["cross_validate"] = time.perf_counter() - clock
+    clock = time.perf_counter()
+    # Refit on every window: the feature models on the pool, the CNN in the flow's thread.
     with TaskPool(Settings(**(settings or {})).max_workers) as pool:
-        fm_future = pool.submit(t.train_feature_models, features, examples, split, opts)
-        cnn_run = t.train_cnn(store, examples, split, opts) if opts.cnn else None
+        fm_future = pool.submit(t.train_feature_models, features, examples, opts)
+        cnn_run = t.train_cnn(store, examples, opts) if opts.cnn else None
         feature_models = fm_future.result()
-    seconds["train"] = time.perf_counter() - clock
+    seconds["refit"] = time.perf_counter() - clock
     clock = time.perf_counter()
-    evaluation = t.evaluate(store, examples, features, split, feature_models, cnn_run, opts)
     run_id = str(flow_run.id) if flow_run.id else None
     directory = t.write_model_dir(
-        models_dir, store, examples, features, split, feature_models, cnn_run, evaluation,
-        opts, run_id,
-    )  # fmt: skip
-    made = t.plot_training(directory, store, examples, features, feature_models, evaluation, opts)
-    seconds["evaluate_write_plot"] = time.perf_counter() - clock
-    out = summary(directory, evaluation, examples, split)
+        models_dir, store, examples, features, feature_models, cnn_run, selection, opts, run_id
+    )
+    made = t.plot_training(directory, store, examples, features, feature_models, selection, opts)
+    seconds["write_plot"] = time.perf_counter() - clock
+    out = summary(directory, selection, examples)
     out["plots"] = {k: str(v) for k, v in made.items()}
     out["flow_run_id"] = run_id
     out["seconds"] = {k: round(v, 2) for k, v in seconds.items()}
-    _publish(out, evaluation.metrics, made)
+    _publish(out, selection, made)
     logger.info(
         "train: %d windows, primary %s, model %s (%s)", len(examples), out["primary"],
         directory.name, ", ".join(f"{k} {v:.1f} s" for k, v in seconds.items()),
@@ -79,42 +79,52 @@ def train_models(
     return out
 
 
-def _publish(
-    out: dict[str, Any], metrics: dict[str, dict[str, dict[str, Any]]], made: dict[str, Path]
-) -> None:
+def _interval(block: dict[str, Any]) -> str:
+    return f"{block['mean']:.3f} [{block['low']:.3f}, {block['high']:.3f}]"
+
+
+def _publish(out: dict[str, Any], selection: Any, made: dict[str, Path]) -> None:
     from seismoflow.models import plots
 
+    sel = out["selection"]
     lines = [
         f"# Model {out['model_id']}",
         "",
-        f"Directory `{out['model_dir']}`; chosen classifier **{out['primary']}** (best "
-        "event-level macro-F1 on the validation events). Held-out test events, vertical "
-        "component only:",
+        f"Directory `{out['model_dir']}`; chosen classifier **{out['primary']}**: the best "
+        f"mean event-level macro-F1 in {sel['folds']}-fold cross-validation grouped by source "
+        f"site, fold seeds {sel['seeds']} ({sel['n_events']} catalogued events, "
+        f"{sel['n_windows']} vertical windows), then refit on all of them. Mean over seeds "
+        "[95% bootstrap interval over events]:",
         "",
-        "| model | event macro-F1 (eq/ex/su) | explosion F1 | trace macro-F1 | noise recall "
-        "| val event macro-F1 |",
-        "|---|---|---|---|---|---|",
+        "| model | event macro-F1 (eq/ex/su) | earthquake F1 | explosion F1 | surface event F1 "
+        "| ECE | ECE, calibrated |",
+        "|---|---|---|---|---|---|---|",
     ]
-    for model, h in sorted(out["test"].items()):
+    for model, h in sorted(out["cv"].items()):
+        f1 = h["event_f1"]
         lines.append(
-            f"| {model} | {h['event_macro_f1']:.3f} | {_num(h['explosion_f1'])} | "
-            f"{h['trace_macro_f1']:.3f} | {_num(h['noise_recall'])} | "
-            f"{_num(out['val_event_macro_f1'].get(model))} |"
+            f"| {model} | {_interval(h['event_macro_f1'])} | {_interval(f1['earthquake'])} | "
+            f"{_interval(f1['explosion'])} | {_interval(f1['surface_event'])} | "
+            f"{h['ece']:.3f} | {h['ece_calibrated']:.3f} |"
         )
-    lines += ["", f"Windows: {out['labels']}; split (traces): {out['splits']}"]
+    cal = out["calibration"]
+    lines += [
+        "",
+        f"Calibration: temperature {cal['temperature']:.3f} on event probabilities; CV ECE "
+        f"{cal['cv_ece_uncalibrated']:.3f} -> {cal['cv_ece']:.3f}.",
+        "",
+        f"Labels: {out['labels']}",
+    ]
     create_markdown_artifact(
         "\n".join(lines), key="train-summary", description="metrics of a training run"
     )
     rows = []
-    for model, by_split in sorted(metrics.items()):
-        for level in ("event", "trace"):
-            block = by_split.get("test", {}).get(level)
-            if not block:
-                continue
-            for name, m in block["per_class"].items():
-                rows.append({"model": model, "level": level, "class": name, **m})
+    for model, h in sorted(out["cv"].items()):
+        for name, block in h["event_f1"].items():
+            rows.append({"model": model, "level": "event", "class": name, "f1": block["mean"],
+                         "f1_low": block["low"], "f1_high": block["high"]})  # fmt: skip
     if rows:
-        create_table_artifact(rows, key="train-per-class", description="per-class test metrics")
+        create_table_artifact(rows, key="train-per-class", description="per-class CV F1")
     images = [f"## {name}\n\n![{name}]({plots.data_uri(path)})" for name, path in made.items()]
     if images:
         create_markdown_artifact(

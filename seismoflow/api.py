@@ -150,13 +150,18 @@ def train(
     trees: int = 300,
     clusters: int | None = None,
     seed: int = 0,
+    folds: int = 5,
+    cv_seeds: tuple[int, ...] = (0, 1, 2),
+    cnn_cv: bool = False,
     device: str | None = None,
     workers: int | None = None,
     settings: Settings | None = None,
 ) -> dict[str, Any]:
-    """Train the CNN and the feature models on ``store`` (which must hold features) and
-    write a new model directory under ``models_dir`` (the ``train-models`` flow); the summary
-    holds ``model_dir``, the chosen ``primary`` classifier and the test metrics."""
+    """Choose the model by cross-validation grouped by source site (``folds`` folds for each
+    of ``cv_seeds``; the CNN takes part with ``cnn_cv``), refit the CNN and the feature
+    models on ``store`` (which must hold features) and write a new model directory under
+    ``models_dir`` (the ``train-models`` flow); the summary holds ``model_dir``, the chosen
+    ``primary`` classifier and every candidate's CV metrics (``cv``)."""
     require_ml("training")
     from seismoflow.flows.train import run_train
     from seismoflow.models.training import TrainOptions
@@ -167,7 +172,7 @@ def train(
     require_store(s.store, "run `seismoflow ingest` and `seismoflow features` first")
     options = TrainOptions(
         seed=seed, cnn=cnn, epochs=epochs, device=device, n_estimators=trees,
-        kmeans_k=clusters, tsne=tsne,
+        kmeans_k=clusters, tsne=tsne, folds=folds, cv_seeds=tuple(cv_seeds), cnn_cv=cnn_cv,
     )  # fmt: skip
     return run_train(s, str(models_dir), options)
 

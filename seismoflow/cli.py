@@ -46,6 +46,8 @@ app = typer.Typer(
 )
 export_app = typer.Typer(no_args_is_help=True, help="Export data from a store.")
 app.add_typer(export_app, name="export")
+labels_app = typer.Typer(no_args_is_help=True, help="Analyst labels kept in a store.")
+app.add_typer(labels_app, name="labels")
 console = Console(stderr=True)
 
 
@@ -545,27 +547,48 @@ def train(
     tsne: Annotated[bool, typer.Option("--tsne/--no-tsne", help="t-SNE map plots")] = True,
     trees: Annotated[int, typer.Option(help="random forest / isolation forest trees")] = 300,
     clusters: Annotated[int | None, typer.Option(help="K-Means k (default: silhouette)")] = None,
-    seed: Annotated[int, typer.Option(help="seed of splits and models")] = 0,
+    seed: Annotated[int, typer.Option(help="seed of the models")] = 0,
+    folds: Annotated[int, typer.Option(help="site-grouped CV folds")] = 5,
+    cv_seeds: Annotated[
+        str, typer.Option("--cv-seeds", help="fold seeds of the CV, comma-separated")
+    ] = "0,1,2",
+    cnn_cv: Annotated[
+        bool,
+        typer.Option(
+            "--cnn-cv/--no-cnn-cv",
+            help="cross-validate the CNN too (folds x seeds trainings); without it the CNN "
+            "is trained and saved but never chosen",
+        ),
+    ] = False,
     device: Annotated[str | None, typer.Option(help="torch device (default: auto)")] = None,
     workers: WorkersOpt = None,
     config: ConfigOpt = None,
     as_json: JsonOpt = False,
 ) -> None:
-    """Train the CNN and the feature models on a store (runs the ``train-models`` flow);
-    writes a new model directory under --models-dir."""
+    """Choose the classifier by cross-validation grouped by source site, refit on every
+    window and write a new model directory under --models-dir (runs the ``train-models``
+    flow)."""
+    try:
+        seeds = tuple(int(v) for v in cv_seeds.split(",") if v.strip())
+    except ValueError as exc:
+        raise BadInputError(f"--cv-seeds {cv_seeds!r}: give integers, e.g. 0,1,2") from exc
+    if not seeds:
+        raise BadInputError("--cv-seeds needs at least one seed")
     settings = _settings(config, store=store, max_workers=workers)
     summary = api.train(
         models_dir=models_dir, epochs=epochs, cnn=cnn, tsne=tsne, trees=trees,
-        clusters=clusters, seed=seed, device=device, settings=settings,
+        clusters=clusters, seed=seed, folds=folds, cv_seeds=seeds, cnn_cv=cnn_cv,
+        device=device, settings=settings,
     )  # fmt: skip
     if as_json:
         typer.echo(json.dumps(summary, indent=2, sort_keys=True))
     else:
         console.print(f"model written to {summary['model_dir']} (primary: {summary['primary']})")
-        for model, h in sorted(summary["test"].items()):
+        for model, h in sorted(summary["cv"].items()):
+            m, ex = h["event_macro_f1"], h["event_f1"]["explosion"]
             console.print(
-                f"  {model}: test event macro-F1 {h['event_macro_f1']:.3f}, "
-                f"explosion F1 {h['explosion_f1']}"
+                f"  {model}: CV event macro-F1 {m['mean']:.3f} [{m['low']:.3f}, {m['high']:.3f}], "
+                f"explosion F1 {ex['mean']:.3f} [{ex['low']:.3f}, {ex['high']:.3f}]"
             )
 
 
@@ -609,6 +632,30 @@ def export_predictions(
     table = export_table(settings.store, per_trace=per_trace, version=version)
     table.to_csv(out, index=False)
     console.print(f"wrote {len(table)} rows to {out}")
+
+
+@labels_app.command("import")
+def labels_import(
+    csv: Annotated[Path, typer.Option("--csv", help="CSV: event_id, class, analyst, time")],
+    store: StoreOpt = None,
+    config: ConfigOpt = None,
+    as_json: JsonOpt = False,
+) -> None:
+    """Record analyst labels as a new version of the store's overrides (the catalogue is
+    not touched); training uses them over the catalogue's event types."""
+    from seismoflow.analyst import import_labels
+    from seismoflow.storage.location import require_store
+
+    settings = _settings(config, store=store)
+    require_store(settings.store, "check --store")
+    summary = import_labels(settings.store, csv)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, sort_keys=True))
+    else:
+        console.print(
+            f"analyst labels version {summary['version']}: {summary['rows']} events "
+            f"{summary['classes']}"
+        )
 
 
 # --- orchestration (issue 5): the whole job, deployments ----------------------------------

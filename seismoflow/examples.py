@@ -42,8 +42,10 @@ EXAMPLE_COLUMNS: tuple[str, ...] = (
     "has_z",
     "has_n",
     "has_e",
+    "z_usable",
     "site",
     "origin_time",
+    "event_type",
 )
 _COORDS = (
     "trace_key",
@@ -108,10 +110,13 @@ def _flat_channels(location: str) -> set[tuple[str, int]]:
     return {(str(c), int(d)) for c, d in zip(flat["channel"], flat["day_ns"], strict=True)}
 
 
-def _mark_flat(df: pd.DataFrame, flat: set[tuple[str, int]]) -> np.ndarray:
+def _mark_flat(df: pd.DataFrame, flat: set[tuple[str, int]]) -> tuple[np.ndarray, np.ndarray]:
+    """The flags with ``flat`` added where a component's channel-day is dead, and whether
+    the vertical (the first channel of ``channels``) is the dead one."""
     flags = df["flags"].to_numpy().astype(np.int64)
+    z_flat = np.zeros(len(df), dtype=bool)
     if not flat:
-        return flags
+        return flags, z_flat
     for i, (net, sta, loc, chans, start) in enumerate(
         zip(
             df["network"],
@@ -123,27 +128,31 @@ def _mark_flat(df: pd.DataFrame, flat: set[tuple[str, int]]) -> np.ndarray:
         )
     ):
         day = int(start) // NS_PER_DAY * NS_PER_DAY
-        for code in str(chans).split(","):
+        for j, code in enumerate(str(chans).split(",")):
             nslc = f"{net}.{sta}.{loc}.{code}"
             if code and ((nslc, day) in flat or (nslc, day + NS_PER_DAY) in flat):
                 flags[i] |= int(Flag.FLAT)
-    return flags
+                z_flat[i] |= j == 0
+    return flags, z_flat
 
 
-def list_examples(location: str) -> pd.DataFrame:
+def list_examples(location: str, unlabelled: bool = False) -> pd.DataFrame:
     """One row per learnable window of ``events/`` and ``noise/``, in store order.
 
     Columns: ``group`` (``events`` | ``noise``), ``trace`` (index in that group),
     ``trace_key``, ``event_id`` (noise: a unique pseudo id ``noise:<trace_key>``),
     ``network``, ``station``, ``location``, ``channel_set``, ``label`` (a value of
     :data:`CLASSES`), ``flags`` (quality flags, with ``flat`` added where a component's
-    channel-day is dead) and ``flag_names``, ``has_z``/``has_n``/``has_e``, ``site`` (the
+    channel-day is dead) and ``flag_names``, ``has_z``/``has_n``/``has_e``, ``z_usable`` (a
+    vertical component whose channel-day is not flat: what a vertical-only model can
+    score), ``site`` (the
     0.25-degree cell of the event location, for noise of the station; ``event:<id>``, or for
     noise ``day:<YYYY-MM-DD>``, where the location is unknown) and ``origin_time`` (UTC; noise: the
-    window's reference time).
+    window's reference time) and ``event_type`` (the catalogue's; noise: empty).
 
-    Events whose type maps to no class, and windows not written yet, are left out (logged
-    with counts); flagged windows are kept and marked in ``flags``.
+    Windows not written yet are left out, and so are events whose type maps to no class
+    unless ``unlabelled`` (then their ``label`` is missing: prediction scores them too);
+    both logged with counts. Flagged windows are kept and marked in ``flags``.
     """
     root = _open(location)
     if root is None:
@@ -202,7 +211,7 @@ def list_examples(location: str) -> pd.DataFrame:
                 df["origin_time"].to_numpy() != NAT, df["window_start"]
             )
         df["site"] = sites
-        keep = df["label"].notna().to_numpy() & ~unwritten
+        keep = (df["label"].notna().to_numpy() | unlabelled) & ~unwritten
         if (~keep).any():
             log.info(
                 "%s: %d windows left out (%d unwritten, %d without a class)",
@@ -211,13 +220,18 @@ def list_examples(location: str) -> pd.DataFrame:
                 int(unwritten.sum()),
                 int(df["label"].isna().sum()),
             )
-        df["flags"] = _mark_flat(df, flat)
+        df["flags"], z_flat = _mark_flat(df, flat)
+        df["z_flat"] = z_flat
+        if "event_type" not in df:
+            df["event_type"] = ""
         df = df[keep]
         comps = [str(c).split(",") + ["", "", ""] for c in df["channels"]]
         df = df.assign(
             has_z=[bool(c[0]) for c in comps],
             has_n=[bool(c[1]) for c in comps],
             has_e=[bool(c[2]) for c in comps],
+            z_usable=np.array([bool(c[0]) for c in comps], dtype=bool)
+            & ~df["z_flat"].to_numpy(dtype=bool),
             flag_names=[
                 ",".join(f.name.lower() for f in Flag if f.name and int(v) & f) for v in df["flags"]
             ],
@@ -231,6 +245,7 @@ def list_examples(location: str) -> pd.DataFrame:
     out["flags"] = out["flags"].astype(np.int64)
     for col in ("trace_key", "event_id", "network", "station", "location", "channel_set"):
         out[col] = out[col].astype(str)
+    out["event_type"] = out["event_type"].fillna("").astype(str)
     out["label"] = pd.Categorical(out["label"].astype(str), categories=list(CLASSES))
     return out[list(EXAMPLE_COLUMNS)].reset_index(drop=True)
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pandas as pd
 from prefect import task
 from prefect.cache_policies import NO_CACHE
@@ -15,45 +14,30 @@ from seismoflow.models import registry, training
 
 
 @task(name="load-examples", cache_policy=NO_CACHE)
-def load_inputs(location: str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    return training.load_inputs(location)
+def load_inputs(location: str, unlabelled: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+    return training.load_inputs(location, unlabelled=unlabelled)
 
 
-@task(name="split-by-event", cache_policy=NO_CACHE)
-def split(examples: pd.DataFrame, options: training.TrainOptions) -> np.ndarray:
-    return training.split_examples(examples, options)
+@task(name="cross-validate", cache_policy=NO_CACHE)
+def cross_validate(
+    location: str,
+    examples: pd.DataFrame,
+    features: pd.DataFrame,
+    options: training.TrainOptions,
+) -> training.Selection:
+    return training.cross_validate(location, examples, features, options)
 
 
 @task(name="train-feature-models", cache_policy=NO_CACHE)
 def train_feature_models(
-    features: pd.DataFrame,
-    examples: pd.DataFrame,
-    split: np.ndarray,
-    options: training.TrainOptions,
+    features: pd.DataFrame, examples: pd.DataFrame, options: training.TrainOptions
 ) -> Any:
-    return training.train_feature_models(features, examples, split, options)
+    return training.train_feature_models(features, examples, options)
 
 
 @task(name="train-cnn", cache_policy=NO_CACHE)
-def train_cnn(
-    location: str, examples: pd.DataFrame, split: np.ndarray, options: training.TrainOptions
-) -> Any:
-    return training.train_cnn_model(location, examples, split, options)
-
-
-@task(name="evaluate-models", cache_policy=NO_CACHE)
-def evaluate(
-    location: str,
-    examples: pd.DataFrame,
-    features: pd.DataFrame,
-    split: np.ndarray,
-    feature_models: Any,
-    cnn_run: Any,
-    options: training.TrainOptions,
-) -> training.Evaluation:
-    return training.evaluate_models(
-        location, examples, features, split, feature_models, cnn_run, options
-    )
+def train_cnn(location: str, examples: pd.DataFrame, options: training.TrainOptions) -> Any:
+    return training.train_cnn_model(location, examples, options)
 
 
 @task(name="write-model-dir", cache_policy=NO_CACHE)
@@ -62,15 +46,14 @@ def write_model_dir(
     location: str,
     examples: pd.DataFrame,
     features: pd.DataFrame,
-    split: np.ndarray,
     feature_models: Any,
     cnn_run: Any,
-    evaluation: training.Evaluation,
+    selection: training.Selection,
     options: training.TrainOptions,
     flow_run_id: str | None,
 ) -> Path:
     return training.write_model_dir(
-        models_dir, location, examples, features, split, feature_models, cnn_run, evaluation,
+        models_dir, location, examples, features, feature_models, cnn_run, selection,
         options, flow_run_id,
     )  # fmt: skip
 
@@ -82,11 +65,11 @@ def plot_training(
     examples: pd.DataFrame,
     features: pd.DataFrame,
     feature_models: Any,
-    evaluation: training.Evaluation,
+    selection: training.Selection,
     options: training.TrainOptions,
 ) -> dict[str, Path]:
     return training.plot_training(
-        directory, location, examples, features, feature_models, evaluation, options
+        directory, location, examples, features, feature_models, selection, options
     )
 
 

@@ -248,10 +248,11 @@ def trained_model(
     prefect_server: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> tuple[Path, Path, dict[str, Any]]:
-    """One fast ``seismoflow train`` (1 CNN epoch, 60 trees) on the featured store:
-    (store, model directory, summary). The training only reads the store."""
+    """One fast ``seismoflow train`` (1 CNN epoch, 60 trees, one CV fold seed) on the featured
+    store: (store, model directory, summary). The training only reads the store."""
     store = featured_store[0]
     models = tmp_path_factory.mktemp("trained") / "models"
     args = ["train", "--store", str(store), "--models-dir", str(models), "--json"]
-    out = json.loads(run_cli([*args, "--epochs", "1", "--trees", "60"], prefect_server).stdout)
+    fast = ["--epochs", "1", "--trees", "60", "--cv-seeds", "0"]
+    out = json.loads(run_cli([*args, *fast], prefect_server).stdout)
     return store, Path(str(out["model_dir"])), out

@@ -319,3 +319,31 @@ def test_site_cv_runs_end_to_end(store: str, examples: pd.DataFrame) -> None:
     assert 0.0 <= result["event_macro_f1"] <= 1.0
     assert result["noise_recall"] is None or 0.0 <= result["noise_recall"] <= 1.0
     assert sum(f["n_test"] for f in result["folds"]) == result["n_scored"]
+
+
+def test_noise_mixing_adds_power_in_log_envelopes() -> None:
+    """Noise mixed at a level far below the event leaves its envelope; far above, the window
+    becomes the noise's (both median-free); noise windows and masked channels are untouched."""
+    from seismoflow.models.windows import Preprocess, StoreWindows
+
+    rng = np.random.default_rng(0)
+    prep = Preprocess(20.0, (1.0, 8.0), ("Z",), envelope_bands=((1.0, 2.0), (2.0, 4.0)))
+    signal = rng.normal(0, 1, (3, 2, 50)).astype(np.float32)
+    signal -= np.median(signal, axis=-1, keepdims=True)
+    signal[1, 1] = 0.0  # a masked channel
+    bank = rng.normal(0, 0.2, (5, 2, 50)).astype(np.float32)
+    labels = np.array([0, 1, 3])  # earthquake, explosion, noise (label 3)
+
+    def mixed(level: float) -> np.ndarray:
+        ds = StoreWindows("unused", ["events"], [0], prep, noise_bank=bank, noise_mix=1.0,
+                          noise_level=(level, level), noise_label=3)  # fmt: skip
+        return ds.mix_noise(signal, labels, np.random.default_rng(1))
+
+    quiet, loud = mixed(-6.0), mixed(6.0)
+    np.testing.assert_allclose(quiet[0], signal[0], atol=1e-3)
+    np.testing.assert_array_equal(quiet[2], signal[2])  # a noise window gets no more noise
+    assert (loud[1, 1] == 0).all()  # masked stays masked
+    np.testing.assert_allclose(np.median(loud[0], axis=-1), 0.0, atol=1e-5)
+    # far above the event, the window is one of the bank's noise windows (less its median)
+    candidates = bank - np.median(bank, axis=-1, keepdims=True)
+    assert min(np.abs(loud[0] - c).max() for c in candidates) < 1e-3

@@ -13,9 +13,17 @@ import xarray as xr
 import zarr
 from seismoflow.storage.predictions import latest_version, list_versions, open_predictions
 from seismoflow.storage.schema import SchemaError
+from seismoflow.storage.tables import read_table
 
 from seismoflow.errors import StoreError
-from seismoflow.models.predict import TracePredictions, event_table, export_table, write_predictions
+from seismoflow.models.predict import (
+    TracePredictions,
+    event_table,
+    export_table,
+    review_table,
+    uncertainty,
+    write_predictions,
+)
 from tests.conftest import run_cli
 
 CLASSES = ("earthquake", "explosion", "surface_event", "noise")
@@ -58,10 +66,34 @@ def test_event_table_aggregates_traces() -> None:
     assert a["event_anomaly_score"] == pytest.approx(0.5)
 
 
+def test_uncertainty_is_one_minus_the_top_two_margin() -> None:
+    p = np.array([[1.0, 0, 0, 0], [0.4, 0.4, 0.2, 0], [0.5, 0.2, 0.3, 0.0]])
+    np.testing.assert_allclose(uncertainty(p), [0.0, 1.0, 0.8])
+    assert uncertainty(np.zeros((0, 4))).shape == (0,)
+
+
+def test_event_table_uses_usable_traces_and_the_temperature() -> None:
+    preds = tiny_predictions()
+    preds.usable = np.array([True, False, True, True])  # S2's vertical is dead
+    events = event_table(preds).set_index("event_id")
+    assert events.loc["A", "event_class"] == "explosion" and events.loc["A", "event_n_traces"] == 1
+    preds.temperature = 2.0
+    soft = event_table(preds)
+    p = soft.attrs["probability"][list(soft["event_id"]).index("A")]
+    assert p.argmax() == 1 and p.max() < 0.7 and p.sum() == pytest.approx(1.0)
+    np.testing.assert_allclose(soft["uncertainty"], uncertainty(soft.attrs["probability"]))
+    review = review_table(preds, n=2)
+    assert len(review) == 2 and review["uncertainty"].is_monotonic_decreasing
+    assert set(review.columns) >= {"class_1", "class_2", "stations", "group", "trace"}
+
+
 def test_write_and_read_versions(tmp_path: Path) -> None:
     store = str(tmp_path / "s.zarr")
     zarr.open_group(store, mode="w", zarr_format=3).attrs["seismoflow_schema"] = 1
-    attrs = {"model_id": "m1", "code_version": "x", "flow_run_id": "r1", "created_at": "t"}
+    attrs = {
+        "model_id": "m1", "code_version": "x", "flow_run_id": "r1", "created_at": "t",
+        "unpredicted_events": [{"event_id": "C", "reason": "no vertical", "n_windows": 1}],
+    }  # fmt: skip
     first = write_predictions(store, tiny_predictions(), attrs)
     second = write_predictions(store, tiny_predictions(), {**attrs, "model_id": "m2"})
     assert list_versions(store) == [first, second] and latest_version(store) == second
@@ -73,10 +105,15 @@ def test_write_and_read_versions(tmp_path: Path) -> None:
         "event_id",
         "predicted_class",
         "probability",
+        "uncertainty",
         "cluster",
         "anomaly_score",
+        "reason",
     ]
     assert table.set_index("event_id").loc["A", "probability"] == pytest.approx(0.55)
+    assert table.set_index("event_id").loc["A", "uncertainty"] == pytest.approx(0.825)
+    c = table.set_index("event_id").loc["C"]
+    assert c["predicted_class"] == "" and c["reason"] == "no vertical"
     with pytest.raises(SchemaError, match="provenance"):
         write_predictions(store, tiny_predictions(), {"model_id": "m3"})
     with pytest.raises(StoreError, match="not a complete version"):
@@ -133,16 +170,29 @@ def test_predict_round_trip(
         "event_id",
         "predicted_class",
         "probability",
+        "uncertainty",
         "cluster",
         "anomaly_score",
+        "reason",
     ]
-    assert table["event_id"].tolist() == [str(e) for e in ds["event"].values]
-    assert table["predicted_class"].tolist() == [str(c) for c in ds["event_class"].values]
+    # every catalogued event is a row: predicted, or listed with the reason it is not
+    missing = out["unpredicted_events"]
+    assert isinstance(missing, list)
+    catalog = read_table(s, "catalog")
+    events_rows = table[~table["event_id"].str.startswith("noise:")]
+    assert set(events_rows["event_id"]) == set(catalog["event_id"].astype(str))
+    assert (table["reason"] != "").sum() == len(missing)
+    predicted = table[table["reason"] == ""]
+    assert predicted["event_id"].tolist() == [str(e) for e in ds["event"].values]
+    assert predicted["predicted_class"].tolist() == [str(c) for c in ds["event_class"].values]
     np.testing.assert_allclose(
-        table["probability"], ds["event_probability"].values.max(axis=1), rtol=1e-6
+        predicted["probability"].astype(float), ds["event_probability"].values.max(axis=1),
+        rtol=1e-6,
+    )  # fmt: skip
+    np.testing.assert_array_equal(predicted["cluster"], ds["event_cluster"].values)
+    np.testing.assert_allclose(
+        predicted["anomaly_score"].astype(float), ds["event_anomaly_score"].values, rtol=1e-6
     )
-    np.testing.assert_array_equal(table["cluster"], ds["event_cluster"].values)
-    np.testing.assert_allclose(table["anomaly_score"], ds["event_anomaly_score"].values, rtol=1e-6)
     per_trace = tmp_path / "traces.csv"
     run_cli(
         ["export", "predictions", "--store", s, "--out", str(per_trace), "--per-trace"],

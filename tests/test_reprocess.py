@@ -82,14 +82,12 @@ def test_new_data_and_counts_from_summaries() -> None:
 
 def test_per_class_rows_from_model_metrics() -> None:
     metrics = {
-        "rf": {"test": {"event": {"per_class": {
-            "earthquake": {"precision": 1.0, "recall": 0.5, "f1": 0.667, "support": 2, "x": 0}}}}},
-        "cnn": {"val": {}},
+        "rf": {"event_f1": {"earthquake": {"mean": 0.667, "low": 0.5, "high": 0.8}}},
+        "svm": {},
     }  # fmt: skip
     assert per_class_rows(metrics) == [
-        {"model": "rf", "class": "earthquake", "precision": 1.0, "recall": 0.5, "f1": 0.667,
-         "support": 2}
-    ]  # fmt: skip
+        {"model": "rf", "class": "earthquake", "f1": 0.667, "f1_low": 0.5, "f1_high": 0.8}
+    ]
 
 
 # --- monitoring helpers ----------------------------------------------------------------------

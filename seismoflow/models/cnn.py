@@ -39,6 +39,7 @@ from torch.utils.data import DataLoader
 
 from seismoflow.errors import ModelDirectoryError, UnsafeModelError
 from seismoflow.labels import CLASSES
+from seismoflow.labels import NOISE as NOISE_CLASS
 from seismoflow.models.windows import Preprocess, StoreWindows, collate_windows, describe
 
 log = logging.getLogger(__name__)
@@ -66,9 +67,12 @@ class CNNConfig:
     removing each horizontal of a training window. With ``envelope_bands`` (Hz) the network
     reads log envelopes in those sub-bands at ``envelope_rate`` (Hz), otherwise the band-passed
     waveform. Training augmentation: a random crop of ``crop_s`` seconds (0: none) and, on
-    envelopes, random spectral tilts of std ``tilt`` (log10 units). ``block_size`` traces are
-    read per store access, a training epoch is shuffled within ``shuffle_buffer`` windows, and up
-    to ``cache_mb`` MiB of preprocessed input is kept between epochs.
+    envelopes, random spectral tilts of std ``tilt`` (log10 units) and, with ``noise_mix`` > 0,
+    the store's noise windows (the training rows labelled noise) mixed into that share of the
+    event windows at a random level in ``noise_level`` (log10 units,
+    ``StoreWindows.mix_noise``). ``block_size`` traces are read per store access, a training
+    epoch is shuffled within ``shuffle_buffer`` windows, and up to ``cache_mb`` MiB of
+    preprocessed input is kept between epochs.
     """
 
     sampling_rate: float = 20.0
@@ -89,6 +93,8 @@ class CNNConfig:
     envelope_rate: float = 2.0
     crop_s: float = 100.0
     tilt: float = 0.2
+    noise_mix: float = 0.0
+    noise_level: tuple[float, float] = (-1.0, 0.5)
     block_size: int = 32
     shuffle_buffer: int = 512
     cache_mb: float = 256.0
@@ -97,6 +103,7 @@ class CNNConfig:
         object.__setattr__(self, "band", tuple(float(b) for b in self.band))
         object.__setattr__(self, "components", tuple(str(c) for c in self.components))
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        object.__setattr__(self, "noise_level", tuple(float(v) for v in self.noise_level))
         object.__setattr__(
             self, "envelope_bands", tuple((float(lo), float(hi)) for lo, hi in self.envelope_bands)
         )
@@ -282,6 +289,24 @@ def event_macro_f1(
     return macro_f1(truth, mean.argmax(axis=1), labels)
 
 
+def noise_bank(
+    location: str,
+    examples: pd.DataFrame,
+    config: CNNConfig,
+    labels: np.ndarray,
+    classes: Sequence[str],
+) -> np.ndarray | None:
+    """The preprocessed input of the training rows labelled noise (for ``noise_mix``), or
+    None when the augmentation is off or there are none."""
+    if config.noise_mix <= 0 or not config.envelope_bands or NOISE_CLASS not in classes:
+        return None
+    rows = np.flatnonzero(labels == list(classes).index(NOISE_CLASS))
+    if not len(rows):
+        return None
+    data = _windows(location, examples.iloc[rows], config, labels[rows])
+    return np.stack([item[0] for item in data]).astype(np.float32)
+
+
 def _windows(
     location: str, examples: pd.DataFrame, config: CNNConfig, labels: np.ndarray | None, **kw: Any
 ) -> StoreWindows:
@@ -404,6 +429,9 @@ def train_cnn(
             location, examples.iloc[train], config, y[train], shuffle=True, seed=config.seed,
             component_dropout=config.component_dropout, tilt=config.tilt,
             crop=int(round(config.crop_s * config.input_rate)),
+            noise_bank=noise_bank(location, examples.iloc[train], config, y[train], classes),
+            noise_mix=config.noise_mix, noise_level=config.noise_level,
+            noise_label=list(classes).index(NOISE_CLASS) if NOISE_CLASS in classes else -1,
         )  # fmt: skip
         val_set = _windows(location, examples.iloc[val], config, y[val])
         weights = torch.tensor(class_weights(y[train], len(classes)), dtype=torch.float32)
@@ -556,6 +584,48 @@ def cnn_site_cv(
     from seismoflow.labels import EVENT_CLASSES, NOISE
     from seismoflow.models.metrics import evaluate, restrict
 
+    started = time.perf_counter()
+    classes = tuple(CLASSES)
+    probs, per_fold = cnn_out_of_fold(location, examples, folds, config)
+    scored = np.flatnonzero(np.isfinite(probs).all(axis=1))
+    labels = examples["label"].astype(str).to_numpy()
+    events = examples["event_id"].astype(str).to_numpy()
+    metrics = evaluate(probs[scored], labels[scored], events[scored], classes)
+    # The event metric over catalogued events only; noise windows are scored by recall.
+    catalogued = scored[labels[scored] != NOISE]
+    on_events = evaluate(probs[catalogued], labels[catalogued], events[catalogued], classes)
+    event_classes = list(EVENT_CLASSES)
+    noise = metrics["trace"]["per_class"][NOISE]
+    return {
+        "config": config.to_dict(),
+        "n_folds": len(per_fold),
+        "n_scored": len(scored),
+        "n_events": on_events["event"]["n"],
+        "event_macro_f1": restrict(on_events["event"], event_classes)["macro_f1"],
+        "explosion_f1": on_events["event"]["per_class"]["explosion"]["f1"],
+        "event_per_class": {c: on_events["event"]["per_class"][c] for c in event_classes},
+        "event_confusion": on_events["event"]["confusion"],
+        "trace_macro_f1": restrict(on_events["trace"], event_classes)["macro_f1"],
+        "noise_recall": noise["recall"] if noise["support"] else None,
+        "noise_windows": noise["support"],
+        "event_macro_f1_with_noise": restrict(metrics["event"], event_classes)["macro_f1"],
+        "trace": metrics["trace"],
+        "event": metrics["event"],
+        "folds": per_fold,
+        "seconds": round(time.perf_counter() - started, 2),
+    }
+
+
+def cnn_out_of_fold(
+    location: str,
+    examples: pd.DataFrame,
+    folds: np.ndarray,
+    config: CNNConfig,
+    device: str | None = None,
+) -> tuple[np.ndarray, list[dict[str, Any]]]:
+    """Out-of-fold class probabilities (``CLASSES`` order; NaN where not scored: rows
+    without a vertical, or a fold id < 0) and per-fold details. For each fold ``k``: test on
+    ``k``, stop early on the next fold, train on the others (vertical components only)."""
     folds = np.asarray(folds, dtype=np.int64)
     if len(folds) != len(examples):
         raise ValueError(f"{len(folds)} fold ids for {len(examples)} examples")
@@ -570,17 +640,17 @@ def cnn_site_cv(
     horizontals = tuple(c for c in config.components if c != "Z")
     probs = np.full((len(examples), len(classes)), np.nan, dtype=np.float32)
     per_fold: list[dict[str, Any]] = []
-    started = time.perf_counter()
     for i, k in enumerate(fold_ids):
         val_fold = fold_ids[(i + 1) % len(fold_ids)]
         split = np.where(folds == k, "test", np.where(folds == val_fold, "val", "train"))
         split = np.where(usable | (split == "test"), split, "unused")
-        run = train_cnn(location, examples, split, config, classes=classes)
+        run = train_cnn(location, examples, split, config, classes=classes, device=device)
         test = np.flatnonzero((folds == k) & has_z)
         clock = time.perf_counter()
         p = predict_cnn(
-            run.model, location, examples.iloc[test], config, drop_components=horizontals
-        )
+            run.model, location, examples.iloc[test], config, device=device,
+            drop_components=horizontals,
+        )  # fmt: skip
         assert isinstance(p, np.ndarray)
         infer_s = time.perf_counter() - clock
         probs[test] = p
@@ -606,30 +676,4 @@ def cnn_site_cv(
             }
         )
         log.info("fold %s: %s", k, per_fold[-1])
-    scored = np.flatnonzero(np.isfinite(probs).all(axis=1))
-    labels = examples["label"].astype(str).to_numpy()
-    events = examples["event_id"].astype(str).to_numpy()
-    metrics = evaluate(probs[scored], labels[scored], events[scored], classes)
-    # The event metric over catalogued events only; noise windows are scored by recall.
-    catalogued = scored[labels[scored] != NOISE]
-    on_events = evaluate(probs[catalogued], labels[catalogued], events[catalogued], classes)
-    event_classes = list(EVENT_CLASSES)
-    noise = metrics["trace"]["per_class"][NOISE]
-    return {
-        "config": config.to_dict(),
-        "n_folds": len(fold_ids),
-        "n_scored": len(scored),
-        "n_events": on_events["event"]["n"],
-        "event_macro_f1": restrict(on_events["event"], event_classes)["macro_f1"],
-        "explosion_f1": on_events["event"]["per_class"]["explosion"]["f1"],
-        "event_per_class": {c: on_events["event"]["per_class"][c] for c in event_classes},
-        "event_confusion": on_events["event"]["confusion"],
-        "trace_macro_f1": restrict(on_events["trace"], event_classes)["macro_f1"],
-        "noise_recall": noise["recall"] if noise["support"] else None,
-        "noise_windows": noise["support"],
-        "event_macro_f1_with_noise": restrict(metrics["event"], event_classes)["macro_f1"],
-        "trace": metrics["trace"],
-        "event": metrics["event"],
-        "folds": per_fold,
-        "seconds": round(time.perf_counter() - started, 2),
-    }
+    return probs, per_fold

@@ -54,6 +54,29 @@ def confusion_png(metrics: Mapping[str, Any], title: str, path: Path) -> Path:
     return _save(fig, path)
 
 
+def reliability_png(
+    bins: Mapping[str, Sequence[Mapping[str, float]]], title: str, path: Path
+) -> Path:
+    """Reliability diagram: accuracy against mean confidence per confidence bin, one line per
+    entry of ``bins`` (e.g. before and after calibration; points sized by count)."""
+    fig = Figure(figsize=(4.5, 4.5))
+    ax = fig.add_subplot()
+    ax.plot([0, 1], [0, 1], color="grey", linestyle="--", linewidth=1, label="perfect")
+    for name, points in bins.items():
+        conf = [p["confidence"] for p in points]
+        acc = [p["accuracy"] for p in points]
+        size = [10 + 2 * p["n"] for p in points]
+        ax.plot(conf, acc, marker="", label=name)
+        ax.scatter(conf, acc, s=size, alpha=0.6)
+    ax.set_xlim(0, 1)
+    ax.set_ylim(0, 1)
+    ax.set_xlabel("mean confidence (top class)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    ax.legend(loc="upper left", fontsize="small")
+    return _save(fig, path)
+
+
 def embedding_png(
     xy: np.ndarray, labels: Sequence[Any] | np.ndarray, title: str, path: Path, legend: str = ""
 ) -> Path:
@@ -117,3 +140,16 @@ def pick_gallery(
             take = np.sort(rng.choice(rows, size=min(per_class, len(rows)), replace=False))
             out[name] = examples.iloc[take]
     return out
+
+
+def thumbnail_png(samples: np.ndarray, path: Path, width_in: float = 2.4) -> Path:
+    """A small waveform sparkline (no axes) for tables: a few kilobytes of PNG."""
+    fig = Figure(figsize=(width_in, 0.45))
+    ax = fig.add_axes((0, 0, 1, 1))
+    y = np.asarray(samples, dtype=np.float64)
+    ax.plot(np.arange(len(y)), np.nan_to_num(y), lw=0.4, color="black")
+    ax.set_axis_off()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=60)
+    return path

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -20,8 +21,10 @@ import pandas as pd
 
 from seismoflow.models.metrics import event_probabilities
 from seismoflow.models.registry import ModelBundle
+from seismoflow.models.selection import apply_temperature
 from seismoflow.models.sklearn_models import FeatureModelConfig, tsne_embedding
 from seismoflow.storage.predictions import PredictionWriter, open_predictions
+from seismoflow.storage.tables import read_table
 
 CNN = "cnn"
 ENSEMBLE = "ensemble"
@@ -63,6 +66,8 @@ class TracePredictions:
     anomaly: np.ndarray
     pca: np.ndarray  # (trace, 2)
     tsne: np.ndarray  # (trace, 2)
+    usable: np.ndarray | None = None  # rows an event's prediction uses (None: all)
+    temperature: float = 1.0  # of the event probabilities (``calibration`` in model.json)
 
     @property
     def predicted_class(self) -> np.ndarray:
@@ -115,9 +120,69 @@ def predict_examples(
         from seismoflow.models.sklearn_models import feature_matrix
 
         emb = tsne_embedding(feature_matrix(features, fm.feature_names), config)
+    usable = usable_rows(examples)
+    temperature = float((meta.get("calibration") or {}).get("temperature", 1.0))
     return TracePredictions(
-        examples.reset_index(drop=True), classes, probs, probability, cluster, anomaly, pca, emb
-    )
+        examples.reset_index(drop=True), classes, probs, probability, cluster, anomaly, pca, emb,
+        usable, temperature,
+    )  # fmt: skip
+
+
+def usable_rows(examples: pd.DataFrame) -> np.ndarray:
+    """Rows a vertical-only model can score: a recorded vertical that is not flat."""
+    for column in ("z_usable", "has_z"):
+        if column in examples:
+            return np.asarray(examples[column].to_numpy(dtype=bool))
+    return np.ones(len(examples), dtype=bool)
+
+
+def uncertainty(probabilities: np.ndarray) -> np.ndarray:
+    """``1 - (p1 - p2)`` per row, p1 and p2 the two largest class probabilities: 0 when one
+    class takes everything, 1 when the top two tie."""
+    p = np.asarray(probabilities, dtype=np.float64)
+    if p.shape[0] == 0:
+        return np.zeros(0)
+    if p.shape[1] < 2:
+        return np.zeros(p.shape[0])
+    top = np.sort(p, axis=1)[:, ::-1]
+    return np.asarray(1.0 - (top[:, 0] - top[:, 1]))
+
+
+NO_WINDOWS = "no event window in the store (no station recorded it)"
+NO_VERTICAL = "no vertical component (horizontal channels only)"
+FLAT_VERTICAL = "every vertical channel flagged flat (dead)"
+
+
+def unpredicted_events(location: str, examples: pd.DataFrame) -> pd.DataFrame:
+    """Catalogued events with no usable trace, and why (``event_id``, ``reason``,
+    ``n_windows``): no window at all, no vertical, or every vertical flat."""
+    catalog = read_table(location, "catalog")
+    ids = catalog["event_id"].astype(str) if len(catalog) else pd.Series([], dtype=str)
+    events = examples[examples["group"].astype(str) == "events"]
+    usable = usable_rows(events)
+    by_event = pd.DataFrame(
+        {
+            "event_id": events["event_id"].astype(str).to_numpy(),
+            "usable": usable,
+            "has_z": events["has_z"].to_numpy(dtype=bool) if "has_z" in events else usable,
+        }
+    ).groupby("event_id")
+    n = by_event.size()
+    any_usable = by_event["usable"].any()
+    any_z = by_event["has_z"].any()
+    rows = []
+    for event in sorted(set(ids)):
+        if event in any_usable.index and bool(any_usable[event]):
+            continue
+        windows = int(n.get(event, 0))
+        if windows == 0:
+            reason = NO_WINDOWS
+        elif not bool(any_z[event]):
+            reason = NO_VERTICAL
+        else:
+            reason = FLAT_VERTICAL
+        rows.append({"event_id": event, "reason": reason, "n_windows": windows})
+    return pd.DataFrame(rows, columns=["event_id", "reason", "n_windows"])
 
 
 def _reorder(p: np.ndarray, have: Sequence[str], want: Sequence[str]) -> np.ndarray:
@@ -129,12 +194,19 @@ def _reorder(p: np.ndarray, have: Sequence[str], want: Sequence[str]) -> np.ndar
 
 
 def event_table(preds: TracePredictions) -> pd.DataFrame:
-    """One row per event: mean class probability over its traces, argmax class, most
-    common cluster (ties: the lowest), mean anomaly score, number of traces."""
-    ids = preds.examples["event_id"].astype(str).to_numpy()
-    events, probs = event_probabilities(preds.probability, ids)
+    """One row per event with a usable trace: mean class probability over its usable
+    traces, calibrated by the model's temperature, argmax class, its ``uncertainty``, most
+    common cluster (ties: the lowest), mean anomaly score, number of traces used."""
+    usable = np.ones(len(preds.examples), bool) if preds.usable is None else preds.usable
+    rows = np.flatnonzero(usable)
+    ids = preds.examples["event_id"].astype(str).to_numpy()[rows]
+    events, probs = event_probabilities(preds.probability[rows], ids)
+    if len(probs) and preds.temperature != 1.0:
+        probs = apply_temperature(probs, preds.temperature)
     names = np.asarray(preds.classes, dtype=object)
-    frame = pd.DataFrame({"event": ids, "cluster": preds.cluster, "anomaly": preds.anomaly})
+    frame = pd.DataFrame(
+        {"event": ids, "cluster": preds.cluster[rows], "anomaly": preds.anomaly[rows]}
+    )
     grouped = frame.groupby("event", sort=True)
     cluster = grouped["cluster"].agg(lambda s: int(s.value_counts().sort_index().idxmax()))
     out = pd.DataFrame(
@@ -144,6 +216,7 @@ def event_table(preds: TracePredictions) -> pd.DataFrame:
             "event_cluster": cluster.reindex(events).to_numpy(dtype=np.int32),
             "event_anomaly_score": grouped["anomaly"].mean().reindex(events).to_numpy(),
             "event_n_traces": grouped.size().reindex(events).to_numpy(dtype=np.int32),
+            "uncertainty": uncertainty(probs),
         }
     )
     out.attrs["probability"] = probs
@@ -177,7 +250,15 @@ def write_predictions(location: str, preds: TracePredictions, attrs: Mapping[str
     return writer.version
 
 
-EVENT_COLUMNS = ("event_id", "predicted_class", "probability", "cluster", "anomaly_score")
+EVENT_COLUMNS = (
+    "event_id",
+    "predicted_class",
+    "probability",
+    "uncertainty",
+    "cluster",
+    "anomaly_score",
+    "reason",
+)
 TRACE_COLUMNS = (
     "event_id",
     "trace_key",
@@ -187,6 +268,7 @@ TRACE_COLUMNS = (
     "channel_set",
     "predicted_class",
     "probability",
+    "uncertainty",
     "cluster",
     "anomaly_score",
 )
@@ -196,8 +278,10 @@ def export_table(
     location: str, per_trace: bool = False, version: str | None = None
 ) -> pd.DataFrame:
     """A prediction version as rows: one per event (``event_id, predicted_class,
-    probability, cluster, anomaly_score``) or, ``per_trace``, one per trace with its codes.
-    ``probability`` is that of the predicted class."""
+    probability, uncertainty, cluster, anomaly_score, reason``) or, ``per_trace``, one per
+    trace with its codes. ``probability`` is that of the predicted class, ``uncertainty``
+    1 minus the margin between the two most probable classes. Events that got no prediction
+    (no usable trace) are rows with an empty class and the ``reason``."""
     ds = open_predictions(location, version)
     if per_trace:
         prob = ds["probability"].values
@@ -206,23 +290,92 @@ def export_table(
                 **{c: _strings(ds[c].values) for c in TRACE_COLUMNS[:6]},
                 "predicted_class": _strings(ds["predicted_class"].values),
                 "probability": prob.max(axis=1) if len(prob) else prob[:, 0],
+                "uncertainty": uncertainty(prob),
                 "cluster": ds["cluster"].values,
                 "anomaly_score": ds["anomaly_score"].values,
             }
         )
         return out[list(TRACE_COLUMNS)]
     prob = ds["event_probability"].values
-    return pd.DataFrame(
+    out = pd.DataFrame(
         {
             "event_id": _strings(ds["event"].values),
             "predicted_class": _strings(ds["event_class"].values),
             "probability": prob.max(axis=1) if len(prob) else prob[:, 0],
+            "uncertainty": uncertainty(prob),
             "cluster": ds["event_cluster"].values,
             "anomaly_score": ds["event_anomaly_score"].values,
+            "reason": "",
         }
-    )[list(EVENT_COLUMNS)]
+    )
+    missing = pd.DataFrame(list(ds.attrs.get("unpredicted_events") or []))
+    if len(missing):
+        missing = missing.assign(predicted_class="", probability=np.nan, uncertainty=np.nan,
+                                 cluster=-1, anomaly_score=np.nan)  # fmt: skip
+        out = pd.concat([out, missing[list(EVENT_COLUMNS)]], ignore_index=True)
+    return out[list(EVENT_COLUMNS)]
 
 
 def _strings(values: np.ndarray) -> np.ndarray:
     """Stored strings (numpy StringDType or object) as an object array of ``str``."""
     return np.array([str(v) for v in np.asarray(values).tolist()], dtype=object)
+
+
+def review_table(preds: TracePredictions, n: int = 20) -> pd.DataFrame:
+    """The ``n`` least certain events (largest ``uncertainty``): top two classes with their
+    probabilities, the stations of the traces used and the trace whose waveform stands for
+    the event (the first usable one, for a thumbnail)."""
+    events = event_table(preds)
+    if events.empty:
+        return pd.DataFrame()
+    probs = events.attrs["probability"]
+    order = np.argsort(-probs, axis=1)
+    names = np.asarray(preds.classes, dtype=object)
+    usable = np.ones(len(preds.examples), bool) if preds.usable is None else preds.usable
+    ex = preds.examples[usable]
+    stations = ex.groupby(ex["event_id"].astype(str)).apply(
+        lambda g: ", ".join(sorted(set(g["network"].astype(str) + "." + g["station"].astype(str))))
+    )
+    first = ex.groupby(ex["event_id"].astype(str))[["group", "trace"]].first()
+    rows = np.arange(len(events))
+    out = pd.DataFrame(
+        {
+            "event_id": events["event_id"].to_numpy(),
+            "class_1": names[order[:, 0]],
+            "probability_1": probs[rows, order[:, 0]],
+            "class_2": names[order[:, 1]],
+            "probability_2": probs[rows, order[:, 1]],
+            "uncertainty": events["uncertainty"].to_numpy(),
+            "n_traces": events["event_n_traces"].to_numpy(),
+        }
+    )
+    out["stations"] = stations.reindex(out["event_id"]).to_numpy()
+    out["group"] = first["group"].reindex(out["event_id"]).to_numpy()
+    out["trace"] = first["trace"].reindex(out["event_id"]).to_numpy()
+    return out.sort_values("uncertainty", ascending=False, kind="stable").head(n)
+
+
+def review_markdown(location: str, review: pd.DataFrame, workdir: Path) -> str:
+    """The review table as markdown, each event with a waveform thumbnail of its first
+    usable vertical (1-8 Hz, 20 Hz) as a ``data:image/png;base64`` URI."""
+    from seismoflow.models import plots
+    from seismoflow.models.windows import Preprocess, read_windows
+
+    prep = Preprocess(20.0, (1.0, 8.0), ("Z",))
+    lines = [
+        "| event | class 1 | p | class 2 | p | uncertainty | stations | waveform (Z) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for i, row in enumerate(review.itertuples(index=False)):
+        image = ""
+        try:
+            x, _ = read_windows(location, str(row.group), [int(row.trace)], prep)
+            path = plots.thumbnail_png(x[0, 0], workdir / f"thumb{i}.png")
+            image = f"![waveform]({plots.data_uri(path)})"
+        except (KeyError, ValueError, IndexError) as exc:
+            image = f"(no thumbnail: {type(exc).__name__})"
+        lines.append(
+            f"| {row.event_id} | {row.class_1} | {row.probability_1:.2f} | {row.class_2} | "
+            f"{row.probability_2:.2f} | {row.uncertainty:.2f} | {row.stations} | {image} |"
+        )
+    return "\n".join(lines)

@@ -279,6 +279,10 @@ class StoreWindows(IterableDataset[Item]):
         crop: int = 0,
         tilt: float = 0.0,
         cache_bytes: int = 0,
+        noise_bank: np.ndarray | None = None,
+        noise_mix: float = 0.0,
+        noise_level: tuple[float, float] = (-1.0, 0.5),
+        noise_label: int = -1,
     ) -> None:
         super().__init__()
         if len(groups) != len(traces):
@@ -301,6 +305,10 @@ class StoreWindows(IterableDataset[Item]):
         self.crop = crop
         self.tilt = tilt
         self.cache_bytes = cache_bytes
+        self.noise_bank = noise_bank
+        self.noise_mix = noise_mix
+        self.noise_level = noise_level
+        self.noise_label = noise_label
         self._cache: dict[int, tuple[np.ndarray, ...]] = {}
         self._cached = 0
         self.epoch = 0
@@ -337,6 +345,29 @@ class StoreWindows(IterableDataset[Item]):
         offset = slope.reshape(n, ch) + rng.normal(0.0, self.tilt / 2, (n, ch))
         return np.where(x != 0, x + offset[..., None].astype(np.float32), x)
 
+    def mix_noise(self, x: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        """Training only, log envelopes: with probability ``noise_mix`` an event window
+        (label >= 0 and not ``noise_label``) gets a real noise window of
+        ``noise_bank`` added at a random level. Envelopes are log10 RMS less the trace's
+        median, so powers add: ``0.5 log10(10^(2 s) + 10^(2 (n + level)))``, ``level``
+        uniform in ``noise_level`` (log10 units against the event's median: 0 puts the noise
+        at the event window's median envelope), then the median is removed again."""
+        bank = self.noise_bank
+        if bank is None or not len(bank) or self.noise_mix <= 0:
+            return x
+        hit = (rng.random(len(x)) < self.noise_mix) & (labels >= 0) & (labels != self.noise_label)
+        if not hit.any():
+            return x
+        out = x.copy()
+        pick = bank[rng.integers(0, len(bank), int(hit.sum()))]
+        level = rng.uniform(*self.noise_level, (len(pick), 1, 1))
+        signal = out[hit]
+        live = signal != 0
+        mixed = 0.5 * np.log10(10 ** (2 * signal) + 10 ** (2 * (pick + level)))
+        mixed -= np.median(mixed, axis=-1, keepdims=True)
+        out[hit] = np.where(live, mixed, signal).astype(np.float32)
+        return out
+
     def preprocessed(self, b: int) -> tuple[np.ndarray, ...]:
         """Block ``b`` preprocessed, from the cache while it holds at most ``cache_bytes``."""
         if b in self._cache:
@@ -372,6 +403,8 @@ class StoreWindows(IterableDataset[Item]):
                     for ci in (i for i, c in enumerate(channels) if c == comp):
                         x[drop[:, j], ci] = 0.0
                         mask[drop[:, j], ci] = False
+            if self.noise_bank is not None and self.noise_mix > 0:
+                x = self.mix_noise(x, self.labels[positions], rng)
             if self.tilt > 0:
                 x = self.jitter(x, rng)
             if self.crop and self.crop < x.shape[-1]:
