@@ -37,6 +37,8 @@ TABLE_KEYS: dict[str, tuple[str, ...]] = {
     ),
     # the window ledger: one row per written window trace
     "windows": ("group", "trace"),
+    # analyst labels, versioned: one row per event and import (seismoflow.analyst)
+    "analyst_labels": ("event_id", "version"),
 }
 ORDER = "_written_ns"
 PART_SUFFIX = ".parquet"
