@@ -177,6 +177,24 @@ def small_sds(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return link_day_files(archive, SMALL_SUBSET, tmp_path_factory.mktemp("small") / "sds")
 
 
+@pytest.fixture(scope="session")
+def small_store(
+    archive: Path, small_sds: Path, prefect_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> tuple[Path, dict[str, Any]]:
+    """:func:`small_sds` ingested once, in this process, by an uninterrupted run: the
+    reference store of the mechanics tests (resume, concurrency, batches). Read-only.
+
+    The summary is as ``seismoflow ingest --json`` prints it (a JSON round trip)."""
+    from seismoflow import api
+
+    store = tmp_path_factory.mktemp("small-store") / "store.zarr"
+    summary = api.ingest(
+        small_sds, str(store), stations=archive / "stations.xml.gz",
+        events=archive / "events.xml", workers=2,
+    )  # fmt: skip
+    return store, json.loads(json.dumps(summary, default=str))
+
+
 def run_cli(args: list[str], prefect_url: str, **env: str) -> subprocess.CompletedProcess[str]:
     """Run ``seismoflow ARGS`` against the session's Prefect server; fail on a non-zero exit."""
     proc = subprocess.run(

@@ -4,7 +4,8 @@ Starts a Dask scheduler and two single-threaded worker processes on 127.0.0.1 wi
 ``dask`` CLI, runs ``seismoflow archive-batch --dask-address`` (a Prefect flow on the session
 server) over a few station-days of the real archive (``small_sds``: gaps, off-grid
 segments, a record over midnight; linked, not copied) in batches of 4 station-days, and
-compares the store array by array with ``seismoflow ingest`` of the same subset.
+compares the store array by array with the local ingest of the same subset (``small_store``,
+the session's uninterrupted run, shared with ``test_resume``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from distributed import Client
@@ -38,7 +40,7 @@ from seismoflow.scaleout import (
     work_estimate,
 )
 from seismoflow.times import NS_PER_DAY
-from tests.conftest import OUTPUT, REPO, _free_port, cli_env, ingest_args, run_cli
+from tests.conftest import OUTPUT, REPO, _free_port, cli_env, run_cli
 from tests.test_resume import assert_same, snapshot
 
 DASK = str(Path(sys.executable).parent / "dask")
@@ -113,11 +115,15 @@ def _channel_days(store: Path) -> list[tuple[object, ...]]:
 @pytest.mark.slow
 @pytest.mark.data
 def test_archive_batch_on_dask_cluster_matches_local_ingest(
-    archive: Path, small_sds: Path, prefect_server: str, dask_scheduler: str, tmp_path: Path
+    archive: Path,
+    small_sds: Path,
+    small_store: tuple[Path, dict[str, Any]],
+    prefect_server: str,
+    dask_scheduler: str,
+    tmp_path: Path,
 ) -> None:
     sds = small_sds
-    local = tmp_path / "local.zarr"
-    ref = json.loads(run_cli(ingest_args(archive, sds, local)[3:], prefect_server).stdout)
+    local, ref = small_store  # the session's local ingest of the same subset
 
     store = tmp_path / "dask.zarr"
     args = [

@@ -73,23 +73,7 @@ def test_deploy_and_run_reprocessing_on_a_process_worker(
         "archive-batches/archive",
         "train-models/retrain",
     }
-    # `seismoflow deploy` does the same; re-running updates, it does not duplicate.
-    args = ["deploy", "--api-url", prefect_server, "--store", str(store),
-            "--models-dir", str(tmp_path / "models")]  # fmt: skip
-    shown = run_cli(args, prefect_server).stdout
-    for name, deployment_id in made.items():
-        assert f"deployment {name}: {deployment_id}" in shown
-    with get_client(sync_client=True) as client:
-        for pool in (CPU_POOL, GPU_POOL):
-            assert client.read_work_pool(pool).type == "process"
-        nightly = client.read_deployment_by_name("catalog-reprocess/nightly")
-        assert nightly.work_pool_name == CPU_POOL
-        assert [getattr(s.schedule, "cron", None) for s in nightly.schedules] == ["30 2 * * *"]
-        assert nightly.entrypoint.startswith("seismoflow.flows.reprocess")
-        assert nightly.path in (None, "", ".") and not nightly.pull_steps, nightly
-        retrain = client.read_deployment_by_name("train-models/retrain")
-        assert retrain.work_pool_name == GPU_POOL and retrain.schedules
-
+    # The worker boots (its imports take seconds) while `seismoflow deploy` runs below.
     log_path = tmp_path / "worker.log"
     prefect = shutil.which("prefect", path=str(Path(sys.executable).parent)) or "prefect"
     env = cli_env(prefect_server, PREFECT_WORKER_QUERY_SECONDS="2")
@@ -100,6 +84,25 @@ def test_deploy_and_run_reprocessing_on_a_process_worker(
             env=env, stdout=log, stderr=subprocess.STDOUT, cwd=tmp_path,
         )  # fmt: skip
         try:
+            # `seismoflow deploy` does the same; re-running updates, it does not duplicate.
+            args = ["deploy", "--api-url", prefect_server, "--store", str(store),
+                    "--models-dir", str(tmp_path / "models")]  # fmt: skip
+            shown = run_cli(args, prefect_server).stdout
+            for name, deployment_id in made.items():
+                assert f"deployment {name}: {deployment_id}" in shown
+            with get_client(sync_client=True) as client:
+                for pool in (CPU_POOL, GPU_POOL):
+                    assert client.read_work_pool(pool).type == "process"
+                nightly = client.read_deployment_by_name("catalog-reprocess/nightly")
+                assert nightly.work_pool_name == CPU_POOL
+                assert [getattr(s.schedule, "cron", None) for s in nightly.schedules] == [
+                    "30 2 * * *"
+                ]
+                assert nightly.entrypoint.startswith("seismoflow.flows.reprocess")
+                assert nightly.path in (None, "", ".") and not nightly.pull_steps, nightly
+                retrain = client.read_deployment_by_name("train-models/retrain")
+                assert retrain.work_pool_name == GPU_POOL and retrain.schedules
+
             # One month of the real archive, ingested: small and quick.
             params = {
                 "store": str(store),

@@ -151,10 +151,11 @@ def assert_same_continuous(a: Path, b: Path) -> None:
 def fetched_archive(
     service: FDSNService, prefect_server: str, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Path, dict[str, Any]]:
+    """The whole archive fetched in this process (the flow the command runs; the command
+    itself is run by the kill and credential tests below)."""
     store = tmp_path_factory.mktemp("fetch-all") / "store.zarr"
-    args = fetch_args(service, store, "2002-01-01", "2025-01-01")
-    summary = json.loads(run_cli(args, prefect_server).stdout)
-    return store, summary
+    selection = Selection(to_ns("2002-01-01"), to_ns("2025-01-01"))
+    return store, run_fetch(settings_for(store, service), selection)
 
 
 def test_fetch_equals_archive_ingest(

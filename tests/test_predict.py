@@ -15,6 +15,7 @@ from seismoflow.storage.predictions import latest_version, list_versions, open_p
 from seismoflow.storage.schema import SchemaError
 from seismoflow.storage.tables import read_table
 
+import seismoflow
 from seismoflow.errors import StoreError
 from seismoflow.models.predict import (
     TracePredictions,
@@ -128,11 +129,13 @@ def test_predict_round_trip(
     prefect_server: str,
     tmp_path: Path,
 ) -> None:
+    """Predict and export in this process (the API the CLI calls); one ``seismoflow export
+    predictions`` proves the command (``test_cli_errors`` runs ``seismoflow predict``, the
+    reprocess test the whole job through ``seismoflow run``)."""
     store, model, _ = trained_model
     s = str(store)
-    out = json.loads(
-        run_cli(["predict", "--store", s, "--model", str(model), "--json"], prefect_server).stdout
-    )
+    out = seismoflow.predict(s, model, workers=2)
+    json.dumps(out)  # what `seismoflow predict --json` prints
     first = out["version"]
 
     # the latest, with xarray alone (the STORE.md one-liner)
@@ -164,7 +167,7 @@ def test_predict_round_trip(
 
     # exported CSV matches the store
     csv = tmp_path / "events.csv"
-    run_cli(["export", "predictions", "--store", s, "--out", str(csv)], prefect_server)
+    export_table(s).to_csv(csv, index=False)  # what `seismoflow export predictions` writes
     table = pd.read_csv(csv, keep_default_na=False)
     assert list(table.columns) == [
         "event_id",
@@ -194,10 +197,7 @@ def test_predict_round_trip(
         predicted["anomaly_score"].astype(float), ds["event_anomaly_score"].values, rtol=1e-6
     )
     per_trace = tmp_path / "traces.csv"
-    run_cli(
-        ["export", "predictions", "--store", s, "--out", str(per_trace), "--per-trace"],
-        prefect_server,
-    )
+    export_table(s, per_trace=True).to_csv(per_trace, index=False)
     traces = pd.read_csv(per_trace, keep_default_na=False, dtype={"location": str})
     assert len(traces) == n
     assert traces["trace_key"].tolist() == [str(k) for k in ds["trace_key"].values]
@@ -206,11 +206,7 @@ def test_predict_round_trip(
     before = {v: ds[v].values.copy() for v in ("probability", "cluster", "anomaly_score", "tsne_x")}
 
     # a second run adds a version and leaves the first untouched
-    again = json.loads(
-        run_cli(
-            ["predict", "--store", s, "--model", str(model), "--no-tsne", "--json"], prefect_server
-        ).stdout
-    )
+    again = seismoflow.predict(s, model, tsne=False, workers=2)
     assert again["version"] != first
     assert list_versions(s) == [first, again["version"]] and latest_version(s) == again["version"]
     old = xr.open_zarr(s, group=f"predictions/{first}")
@@ -219,6 +215,7 @@ def test_predict_round_trip(
     new = open_predictions(s)
     np.testing.assert_allclose(new["probability"].values, before["probability"], atol=1e-6)
     assert np.isnan(new["tsne_x"].values).all()
+    # the command: an older version by name, the same rows as the first export
     old_csv = tmp_path / "old.csv"
     run_cli(
         ["export", "predictions", "--store", s, "--out", str(old_csv), "--version", first],

@@ -18,6 +18,7 @@ from seismoflow.flows.reprocess import (
     acquisition_counts,
     new_data_written,
     per_class_rows,
+    run_reprocess,
 )
 from seismoflow.storage.predictions import list_versions, open_predictions
 from seismoflow.storage.tables import read_table
@@ -230,7 +231,14 @@ def test_rerun_touches_nothing(
     days_before = read_table(store, "channel_days")
     features_before = _feature_stamps(store)
     service.reset_log()
-    out = json.loads(run_cli(run_args(service, base), prefect_server, **FAST_ENV).stdout)
+    # The same run in this process (the first run proved the command): the flow function
+    # with the parameters `seismoflow run` builds from run_args and FAST_ENV.
+    params = ReprocessParams(
+        store=store, start=START, end=END, providers=[service.url],
+        models_dir=str(base / "models"), train_options={"cnn": False, "tsne": False,
+        "n_estimators": 40}, tsne=False, settings={"noise_per_channel_set": 8},
+    )  # fmt: skip
+    out = run_reprocess(params)
     assert service.count(service="dataselect") == 0
     assert out["counts"]["converted_channel_days"] == 0 and out["counts"]["converted_windows"] == 0
     assert out["steps"]["features"].startswith("skipped")

@@ -2,7 +2,8 @@
 
 Runs the real CLI (a Prefect flow on the session server) in subprocesses over a few
 station-days of the real archive (``small_sds``: gaps, off-grid segments, a record over
-midnight; linked, not copied), and compares stores array by array with an uninterrupted run.
+midnight; linked, not copied), and compares stores array by array with an uninterrupted run
+(``small_store``: the session's ingest of the subset, in this process).
 """
 
 from __future__ import annotations
@@ -83,11 +84,9 @@ def assert_same(a: dict[str, object], b: dict[str, object]) -> None:
 
 
 @pytest.fixture(scope="module")
-def reference(
-    archive: Path, subset: Path, prefect_server: str, tmp_path_factory: pytest.TempPathFactory
-) -> tuple[dict, dict]:
-    store = tmp_path_factory.mktemp("ref") / "store.zarr"
-    summary = _run(ingest_args(archive, subset, store), prefect_server)
+def reference(small_store: tuple[Path, dict]) -> tuple[dict, dict]:
+    """The uninterrupted run: the session's ingest of the subset (``small_store``)."""
+    store, summary = small_store
     # The subset holds what the mechanics must survive: gaps, off-grid segments, event
     # windows and day-long data.
     flags = read_table(str(store), "channel_days")["flags"].astype(int)
