@@ -40,7 +40,7 @@ def node_location(location: str, path: str) -> str:
 
 def check_schema(location: str, root: zarr.Group) -> None:
     """A :class:`StoreError` naming ``seismoflow migrate`` for a store of an older schema."""
-    version = int(root.attrs.get("seismoflow_schema", SCHEMA_VERSION))
+    version = int(str(root.attrs.get("seismoflow_schema", SCHEMA_VERSION)))
     if version < SCHEMA_VERSION:
         raise StoreError(
             f"{location} is a seismoflow store of schema {version}; this version reads "

@@ -77,7 +77,7 @@ def _migrate_channel(
     years = sorted(old.groups(), key=lambda kv: kv[0])
     if not years:
         return {"days": 0, "samples": 0}
-    attrs = [dict(g.attrs) for _, g in years]
+    attrs: list[dict[str, Any]] = [dict(g.attrs) for _, g in years]
     targets: dict[float, ChannelArray] = {}
     for a, (_, year) in zip(attrs, years, strict=True):
         rate = float(a["sampling_rate"])
@@ -99,7 +99,7 @@ def _migrate_channel(
     for (year_name, year), a in zip(years, attrs, strict=True):
         target = targets[float(a["sampling_rate"])]
         spd = target.samples_per_day
-        year_start = np.datetime64(f"{int(a.get('year', year_name)):04d}-01-01", "ns")
+        year_start = np.datetime64(f"{int(a.get('year', year_name)):04d}-01-01T00:00", "ns")
         done = np.asarray(_array(year["ingested_at"])[:], dtype=np.int64)
         sources = _array(year["sources"])
         state = {d: _text(sources[d]) for d in np.flatnonzero(done != NAT).tolist()}
@@ -107,7 +107,7 @@ def _migrate_channel(
         if not todo:
             continue
         # one element per day: read the days that are done, not the whole year
-        per_day = {
+        per_day: dict[str, dict[int, Any]] = {
             v: {d: _array(year[v])[d] for d in todo}
             for v in ("starttime", "n_samples", "flags", "segments", "quarantine")
         }
@@ -149,7 +149,7 @@ def _flush(dest: str, rows: list[DayRecord], force: bool = False) -> None:
 
 
 def _copy_array(src: zarr.Array, group: zarr.Group, name: str) -> None:
-    meta = src.metadata.to_dict()
+    meta: dict[str, Any] = dict(src.metadata.to_dict())
     kind = str(meta.get("data_type"))
     dtype: Any = "str" if kind == "string" else src.dtype
     arr = group.create_array(
@@ -176,7 +176,7 @@ def _copy_group(src: zarr.Group, dest_root: zarr.Group, path: str) -> None:
 
 
 def _migrate_windows(old: zarr.Group, name: str, new_root: zarr.Group, dest: str) -> int:
-    a = dict(old.attrs)
+    a: dict[str, Any] = dict(old.attrs)
     layout = EventWindowLayout(
         float(a["sampling_rate"]), float(a["pre_s"]), float(a["post_s"]), str(a["reference"])
     )
@@ -231,7 +231,7 @@ def migrate_store(location: str, out: str | None = None) -> dict[str, Any]:
             old = zarr.open_group(location, mode="r", zarr_format=3, use_consolidated=False)
         except (FileNotFoundError, zarr.errors.GroupNotFoundError) as exc:
             raise StoreError(f"no seismoflow store at {location}; check --store") from exc
-    version = int(old.attrs.get("seismoflow_schema", 0))
+    version = int(str(old.attrs.get("seismoflow_schema", 0)))
     if version == SCHEMA_VERSION:
         raise StoreError(f"{location} is already schema {SCHEMA_VERSION}; nothing to migrate")
     if version not in MIGRATABLE:
@@ -276,7 +276,7 @@ def migrate_store(location: str, out: str | None = None) -> dict[str, Any]:
             _copy_group(_group(old[path]), new_root, path)
     if SOURCES in old:
         for _, doc in _group(old[SOURCES]).arrays():
-            a = dict(doc.attrs)
+            a: dict[str, Any] = dict(doc.attrs)
             content = np.asarray(doc[:], dtype=np.uint8).tobytes()
             write_source_document(
                 new_root, str(a["kind"]), content, str(a["filename"]), str(a["media_type"])

@@ -112,7 +112,7 @@ def fit_chunk(day_samples: int, target: int) -> int:
     every channel of one rate has rows of the same length, ``day_samples``); ``target``
     itself where no divisor lies within 1.5x of it (the row is then padded)."""
     n = int(day_samples)
-    divisors = set()
+    divisors: set[int] = set()
     i = 1
     while i * i <= n:
         if n % i == 0:
