@@ -169,7 +169,8 @@ def main() -> None:
             )
             try:
                 env = overlay_env(tree, tmp)
-                results[args.baseline] = measure(args.archive, tmp / "old.zarr", env, tree)
+                # run from outside the worktree: with -c, the current folder is imported first
+                results[args.baseline] = measure(args.archive, tmp / "old.zarr", env, tmp)
                 print(args.baseline, json.dumps(results[args.baseline]), flush=True)
             finally:
                 subprocess.run(

@@ -71,7 +71,7 @@ def station_day_batches(
     memory and make a large archive many tasks. Under those caps a batch gets the
     :func:`guided_target` share of the estimated work still to batch (:func:`work_estimate`),
     so the first batches are the largest and the last ones small. Station-days go in station
-    then day order (one station's channel-years are opened by few tasks). Batches are built
+    then day order (one station's channels are opened by few tasks). Batches are built
     lazily, as the flow submits them."""
     if per_batch < 1 or batch_bytes < 1:
         raise ValueError(f"per_batch ({per_batch}) and batch_bytes ({batch_bytes}) must be > 0")

@@ -39,7 +39,7 @@ class Settings(BaseSettings):
     store: str = Field("seismoflow.zarr", description="store location: a path or any fsspec URL")
     codec: CodecName = Field(
         "auto",
-        description="lossless codec for counts: 'auto' picks pcodec for channel-years mostly "
+        description="lossless codec for counts: 'auto' picks pcodec for channels mostly "
         "covered by data and delta-zstd for sparse ones (event snippets); see BENCHMARKS.md",
     )
     codec_level: int = Field(6, ge=0, le=12, description="pcodec level (zstd level capped at 9)")

@@ -165,7 +165,7 @@ def consolidate(location: str) -> None:
     On a local store the documents are gathered from the files directly (the same root
     document zarr's ``consolidate_metadata`` writes, tested): zarr walks the hierarchy node
     by node through its event loop, ~1 ms per node, and a store holds ~15 nodes per
-    channel-year. Other stores go through zarr.
+    channel. Other stores go through zarr.
     """
     if not is_local(location):
         with warnings.catch_warnings():
@@ -209,7 +209,7 @@ def unconsolidate(location: str) -> None:
     """Drop the root's consolidated metadata before a run writes into the store.
 
     It would be stale once the run adds nodes, and zarr reads the whole root document
-    (tens of MB for a store of many channel-years) whenever it touches a node's parents,
+    (megabytes for a store of many channels) whenever it touches a node's parents,
     which made every table and array creation cost ~1 s. ``finalize`` consolidates again.
     Read and written straight through the store, before zarr opens (and parses) the root.
     """

@@ -54,12 +54,12 @@ TIME_ATTRS: dict[str, str] = {
 INTEGER_CODECS = ("pcodec", "delta-zstd")
 # pcodec pages of 16384 values: a page of unrecorded (zero) samples costs almost nothing,
 # where one large page mixes zeros and waveform and costs ~0.3 bit per zero (measured).
-# Dense channel-years (no zeros to isolate) take one page per chunk: 1% more bytes, ~30%
+# Dense channels (no zeros to isolate) take one page per chunk: 1% more bytes, ~30%
 # faster encoding (bench/codecs.py).
 PCODEC_PAGE = 16_384
 # Days recording less than half a chunk of samples: delta + zstd beats pcodec (BENCHMARKS.md).
 DENSE_COVERAGE = 0.5
-# Sparse channel-years (event snippets) get chunks of about twice the samples they record per
+# Sparse channels (event snippets) get chunks of about twice the samples they record per
 # day, in multiples of this, so reading a snippet decodes ~2 snippets' worth, not 360 000.
 SPARSE_CHUNK_STEP = 4_096
 # Channel-years recording at least this share of every day on average count as whole days.
@@ -67,7 +67,7 @@ WHOLE_DAYS = 0.9
 
 
 def choose_codec(setting: str, coverage: float) -> str:
-    """The codec for a new channel-year: the setting, or for ``auto`` by ``coverage``: the
+    """The codec for a new channel array: the setting, or for ``auto`` by ``coverage``: the
     recorded samples per day as a share of one chunk. Snippets much shorter than a chunk
     leave chunks mostly empty, where delta + zstd wins; longer records favour pcodec."""
     if setting != "auto":
@@ -77,7 +77,7 @@ def choose_codec(setting: str, coverage: float) -> str:
 
 @dataclass(frozen=True)
 class ContinuousEncoding:
-    """How a channel-year is chunked and encoded, fixed when it is created."""
+    """How a channel's array is chunked and encoded, fixed when it is created."""
 
     codec: str
     chunk_samples: int
@@ -87,10 +87,10 @@ class ContinuousEncoding:
 def choose_encoding(
     setting: str, chunk_setting: int, recorded_per_day: float, day_samples: int
 ) -> ContinuousEncoding:
-    """Codec, chunk length and pcodec page of a new channel-year, from the samples its files
+    """Codec, chunk length and pcodec page of a new channel array, from the samples its files
     record per day on average (``recorded_per_day``).
 
-    Dense channel-years keep ``chunk_setting`` samples per chunk with one pcodec page per
+    Dense channels keep ``chunk_setting`` samples per chunk with one pcodec page per
     chunk. Sparse ones (less than half a chunk per day) get chunks of about twice their
     recorded samples per day, so an event snippet is one or two small chunks.
     """

@@ -12,7 +12,7 @@ import pytest
 import xarray as xr
 import zarr
 from seismoflow.storage.predictions import latest_version, list_versions, open_predictions
-from seismoflow.storage.schema import SchemaError
+from seismoflow.storage.schema import SCHEMA_VERSION, SchemaError
 from seismoflow.storage.tables import read_table
 
 import seismoflow
@@ -90,7 +90,7 @@ def test_event_table_uses_usable_traces_and_the_temperature() -> None:
 
 def test_write_and_read_versions(tmp_path: Path) -> None:
     store = str(tmp_path / "s.zarr")
-    zarr.open_group(store, mode="w", zarr_format=3).attrs["seismoflow_schema"] = 1
+    zarr.open_group(store, mode="w", zarr_format=3).attrs["seismoflow_schema"] = SCHEMA_VERSION
     attrs = {
         "model_id": "m1", "code_version": "x", "flow_run_id": "r1", "created_at": "t",
         "unpredicted_events": [{"event_id": "C", "reason": "no vertical", "n_windows": 1}],
