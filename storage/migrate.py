@@ -100,36 +100,47 @@ def _migrate_channel(
         target = targets[float(a["sampling_rate"])]
         spd = target.samples_per_day
         year_start = np.datetime64(f"{int(a.get('year', year_name)):04d}-01-01T00:00", "ns")
-        done = np.asarray(_array(year["ingested_at"])[:], dtype=np.int64)
-        sources = _array(year["sources"])
-        state = {d: _text(sources[d]) for d in np.flatnonzero(done != NAT).tolist()}
-        todo = [d for d, text in state.items() if text != "writing"]
-        if not todo:
+        arrays = {name: _array(arr) for name, arr in year.arrays()}
+        done = np.asarray(arrays["ingested_at"][:], dtype=np.int64)
+        finished = np.flatnonzero(done != NAT)
+        if not finished.size:
             continue
-        # one element per day: read the days that are done, not the whole year
-        per_day: dict[str, dict[int, Any]] = {
-            v: {d: _array(year[v])[d] for d in todo}
+        # one element per day: read the days that are done (one call per variable)
+        texts = np.asarray(arrays["sources"].oindex[finished]).astype(object)
+        keep = [i for i, text in enumerate(texts) if _text(text) != "writing"]
+        todo = finished[keep]
+        if not todo.size:
+            continue
+        per_day = {
+            v: dict(zip(todo.tolist(), np.asarray(arrays[v].oindex[todo]).tolist(), strict=True))
             for v in ("starttime", "n_samples", "flags", "segments", "quarantine")
         }
-        data, mask = _array(year["data"]), _array(year["mask"])
-        for d in todo:
+        state = dict(zip(finished.tolist(), texts.tolist(), strict=True))
+        data, mask = arrays["data"], arrays["mask"]
+        for d in todo.tolist():
             day_ns = int((year_start + np.timedelta64(d, "D")).astype(np.int64))
             n = int(per_day["n_samples"][d])
-            row = np.asarray(data[d, :], dtype=np.int32) if n else np.zeros(0, np.int32)
-            valid = np.asarray(mask[d, :], dtype=bool) if n else np.zeros(0, bool)
+            valid = np.asarray(mask[d, :spd], dtype=bool) if n else np.zeros(0, bool)
             if n and int(np.count_nonzero(valid)) != n:
                 raise StoreError(
                     f"{year.path} day {d}: the mask holds {int(np.count_nonzero(valid))} "
                     f"samples, n_samples says {n}; the schema-2 store is inconsistent, "
                     "re-ingest this channel instead of migrating it"
                 )
+            if n:  # read only the recorded extent of the row
+                hits = np.flatnonzero(valid)
+                lo, hi = int(hits[0]), int(hits[-1]) + 1
+                row = np.asarray(data[d, lo:hi], dtype=np.int32)
+                valid = valid[lo:hi]
+            else:
+                lo, row = 0, np.zeros(0, np.int32)
             segments = json.loads(_text(per_day["segments"][d]) or "[]")
             record = target.write_day(
                 day_ns,
                 t0_ns=int(per_day["starttime"][d]),
-                offset=0,
-                data=row[:spd],
-                mask=valid[:spd],
+                offset=lo,
+                data=row,
+                mask=valid,
                 flags=int(per_day["flags"][d]),
                 segments=segments,
                 quarantine=json.loads(_text(per_day["quarantine"][d]) or "[]"),
@@ -201,7 +212,7 @@ def _migrate_windows(old: zarr.Group, name: str, new_root: zarr.Group, dest: str
                 {
                     "group": name,
                     "trace": done.astype(np.int64),
-                    "trace_key": columns["trace_key"][done].astype(str),
+                    "trace_key": [str(k) for k in columns["trace_key"][done].tolist()],
                     "flags": columns["flags"][done].astype(np.int64),
                     "written_at_ns": written[done],
                 }
