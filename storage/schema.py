@@ -62,7 +62,9 @@ DENSE_COVERAGE = 0.5
 # Sparse channels (event snippets) get chunks of about twice the samples they record per
 # day, in multiples of this, so reading a snippet decodes ~2 snippets' worth, not 360 000.
 SPARSE_CHUNK_STEP = 4_096
-# Channel-years recording at least this share of every day on average count as whole days.
+# At most this many inner chunks per shard for sparse channels (1 KiB of shard index).
+MAX_INNER_CHUNKS = 64
+# Channels recording at least this share of every day on average count as whole days.
 WHOLE_DAYS = 0.9
 
 
@@ -103,7 +105,13 @@ def choose_encoding(
         chunk = fit_chunk(day_samples, chunk_setting)
         return ContinuousEncoding(codec, chunk, chunk if full else PCODEC_PAGE)
     step = SPARSE_CHUNK_STEP
-    chunk = max(2 * step, int(-(-2 * recorded_per_day // step)) * step)
+    chunk = max(
+        2 * step,
+        int(-(-2 * recorded_per_day // step)) * step,
+        # A shard's index holds 16 bytes per inner chunk, stored or not (the index has a
+        # fixed size): more than MAX_INNER_CHUNKS would outweigh a short record's samples.
+        -(-day_samples // MAX_INNER_CHUNKS),
+    )
     return ContinuousEncoding(codec, fit_chunk(day_samples, min(chunk, chunk_setting)), PCODEC_PAGE)
 
 
