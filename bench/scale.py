@@ -254,9 +254,7 @@ def main() -> None:
         rows = []
         for channels in args.channels:
             for days in args.days:
-                row = measure(
-                    tmp, channels, days, args.record_s, args.rate, args.repeat, fixed_s
-                )
+                row = measure(tmp, channels, days, args.record_s, args.rate, args.repeat, fixed_s)
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 if args.keep is None:  # a large store in schema 2 is many files: free them
