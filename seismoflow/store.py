@@ -266,9 +266,10 @@ class Store:
     # --- results ---------------------------------------------------------------------------
 
     def windows(self, group: str = EVENTS) -> xr.Dataset:
-        """Event windows (``"events"``) or noise windows (``"noise"``) as a lazy Dataset:
+        """Event windows (``"events"``) or noise windows (``"noise"``) as a Dataset:
         ``waveform`` (trace x component x sample, float32 counts at the window rate, NaN
-        without data) with one coordinate per trace (event, station, window start, flags).
+        without data; lazy, read on use) with per-trace coordinates loaded (event, station,
+        window start, flags).
 
         >>> ds = store.windows("events")                        # doctest: +SKIP
         >>> quakes = ds.where(ds.event_type == "earthquake", drop=True)   # doctest: +SKIP
@@ -282,7 +283,11 @@ class Store:
             )
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            return xr.open_zarr(node_location(self.location, group), consolidated=False)
+            ds = xr.open_zarr(node_location(self.location, group), consolidated=False)
+        # The 1-D per-trace values are small: loaded, they select traces directly
+        # (``where(..., drop=True)`` refuses a lazy boolean index); waveforms stay lazy.
+        small = [name for name, v in ds.variables.items() if v.ndim == 1]
+        return ds.assign_coords({name: ds[name].load() for name in small if name in ds.coords})
 
     def predictions(self, version: str | None = "latest") -> xr.Dataset:
         """One prediction version (``"latest"``, the default, or a version id) as a Dataset

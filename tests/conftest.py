@@ -177,6 +177,23 @@ def small_sds(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return link_day_files(archive, SMALL_SUBSET, tmp_path_factory.mktemp("small") / "sds")
 
 
+@pytest.fixture(scope="session")
+def small_store(
+    archive: Path, small_sds: Path, prefect_server: str, tmp_path_factory: pytest.TempPathFactory
+) -> str:
+    """``small_sds`` ingested in-process (``seismoflow.ingest``) with the archive's
+    StationXML and QuakeML, event windows included. Read-only: copy it to write."""
+    import seismoflow
+    from seismoflow.settings import Settings
+
+    path = str(tmp_path_factory.mktemp("small-store") / "small.zarr")
+    seismoflow.ingest(
+        small_sds, stations=archive / "stations.xml.gz", events=archive / "events.xml",
+        settings=Settings(store=path, max_workers=2),
+    )  # fmt: skip
+    return path
+
+
 def run_cli(args: list[str], prefect_url: str, **env: str) -> subprocess.CompletedProcess[str]:
     """Run ``seismoflow ARGS`` against the session's Prefect server; fail on a non-zero exit."""
     proc = subprocess.run(

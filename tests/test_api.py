@@ -91,20 +91,6 @@ def test_notebook_session(archive: Path, prefect_server: str, tmp_path: Path) ->
 # --- the read API (seismoflow.store) against ObsPy reading the same miniSEED files ---------
 
 
-@pytest.fixture(scope="module")
-def small_store(
-    archive: Path, small_sds: Path, prefect_server: str, tmp_path_factory: pytest.TempPathFactory
-) -> str:
-    """The small real subset (``small_sds``) ingested in-process with its StationXML and
-    QuakeML (event windows included); read-only for the tests."""
-    path = str(tmp_path_factory.mktemp("api") / "small.zarr")
-    seismoflow.ingest(
-        small_sds, stations=archive / "stations.xml.gz", events=archive / "events.xml",
-        settings=Settings(store=path, max_workers=2),
-    )  # fmt: skip
-    return path
-
-
 def _obspy(small_sds: Path, pattern: str, t0: obspy.UTCDateTime, t1: obspy.UTCDateTime):
     """ObsPy's reading of the day files matching ``pattern``, trimmed to ``[t0, t1]``."""
     st = obspy.Stream()
