@@ -22,12 +22,13 @@ Example::
 
 from __future__ import annotations
 
+import datetime as dt
 import gzip
 import io
 import warnings
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
-from typing import Any, Literal
+from typing import Any, Literal, TypeAlias
 
 import numpy as np
 import obspy
@@ -45,7 +46,8 @@ from seismoflow.storage.tables import read_source_document, read_table
 from seismoflow.times import NS_PER_DAY, NS_PER_S, from_ns, parse_ns, rate_fraction
 
 WINDOW_GROUPS = (EVENTS, NOISE_GROUP)
-TimeLike = obspy.UTCDateTime | str
+# A UTC time: ObsPy's, a datetime, or ISO 8601 text ("2020-04-12T19:30").
+TimeLike: TypeAlias = obspy.UTCDateTime | dt.datetime | str
 # A piece whose first sample lies within this of the time axis is on it (ObsPy and miniSEED
 # times carry microseconds; see storage.continuous.TIME_TOLERANCE_NS).
 ON_GRID_NS = 1_000
