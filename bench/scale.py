@@ -53,8 +53,11 @@ def channel_codes(i: int) -> tuple[str, str, str, str]:
     return NETWORK, f"S{i // 3:04d}", "00", f"HH{COMPONENTS[i % 3]}"
 
 
-def write_archive(root: Path, channels: int, days: int, record_s: float, rate: float) -> Path:
-    """An SDS tree of ``channels`` x ``days`` day files and ``stations.xml``; returns ``root``."""
+def write_archive(
+    root: Path, channels: int, days: int, record_s: float, rate: float, day_step: int = 1
+) -> Path:
+    """An SDS tree of ``channels`` x ``days`` day files (one every ``day_step`` days) and
+    ``stations.xml``; returns ``root``."""
     rng = np.random.default_rng(0)
     npts = round(record_s * rate)
     stations: dict[str, Station] = {}
@@ -67,7 +70,7 @@ def write_archive(root: Path, channels: int, days: int, record_s: float, rate: f
             Channel(cha, loc, 46.0, 7.0, 500.0, 0.0, sample_rate=rate, start_date=FIRST_DAY)
         )
         for d in range(days):
-            day = FIRST_DAY + d * 86400
+            day = FIRST_DAY + d * day_step * 86400
             data = np.cumsum(rng.integers(-200, 201, npts)).astype(np.int32)
             header = {"network": net, "station": sta, "location": loc, "channel": cha,
                       "sampling_rate": rate, "starttime": day}  # fmt: skip
@@ -168,10 +171,11 @@ def measure(
     rate: float,
     repeat: int,
     fixed: tuple[float, float],
+    day_step: int = 1,
 ) -> dict[str, Any]:
     root = tmp / f"archive-{channels}x{days}"
     t = time.perf_counter()
-    write_archive(root, channels, days, record_s, rate)
+    write_archive(root, channels, days, record_s, rate, day_step)
     write_s = time.perf_counter() - t
     store = tmp / f"store-{channels}x{days}.zarr"
     ingest_s, ingest_cpu_s = ingest(root, store)
@@ -181,6 +185,8 @@ def measure(
     return {
         "channels": channels,
         "days": days,
+        "day_step": day_step,
+        "years": len({(FIRST_DAY + d * day_step * 86400).year for d in range(days)}),
         "channel_days": cd,
         "source_files": cd,
         "source_bytes": source_bytes,
@@ -216,6 +222,12 @@ def mib(n: float) -> str:
     return f"{n / 2**20:.2f}"
 
 
+def label(r: dict[str, Any]) -> str:
+    """``channels x days``, with the years they span when spread (``--day-step``)."""
+    spread = f" over {r['years']} years" if r.get("day_step", 1) > 1 else ""
+    return f"{r['channels']} x {r['days']}{spread}"
+
+
 def report(fixed: tuple[float, float], rows: list[dict[str, Any]]) -> str:
     """Markdown tables of the results."""
     out = [
@@ -226,7 +238,7 @@ def report(fixed: tuple[float, float], rows: list[dict[str, Any]]) -> str:
     ]
     for r in rows:
         out.append(
-            f"| {r['channels']} x {r['days']} | {r['channel_days']:,} | {r['files']:,} | "
+            f"| {label(r)} | {r['channel_days']:,} | {r['files']:,} | "
             f"{r['dirs']:,} | {r['nodes']:,} | {r['data_chunks']:,} | "
             f"{r['files_per_channel_day']:.2f} | {r['nodes_per_channel']:.1f} | "
             f"{mib(r['meta_bytes'])} | {r['meta_bytes_per_channel_day']:,.0f} | "
@@ -240,7 +252,7 @@ def report(fixed: tuple[float, float], rows: list[dict[str, Any]]) -> str:
     ]
     for r in rows:
         out.append(
-            f"| {r['channels']} x {r['days']} | {r['open_s']:.2f} ({r['open_cpu_s']:.2f}) | "
+            f"| {label(r)} | {r['open_s']:.2f} ({r['open_cpu_s']:.2f}) | "
             f"{r['walk_s']:.3f} | {r['find_s']:.3f} | "
             f"{r['ingest_s']:.1f} ({r['ingest_cpu_s']:.1f}) | "
             f"{r['ingest_ms_per_channel_day']:.1f} ({r['ingest_cpu_ms_per_channel_day']:.1f}) | "
@@ -260,6 +272,9 @@ def main() -> None:
     ap.add_argument("--days", type=int, nargs="+", default=[30])
     ap.add_argument("--record-s", type=float, default=60.0, help="seconds recorded per day")
     ap.add_argument("--rate", type=float, default=100.0, help="sampling rate, Hz")
+    ap.add_argument(
+        "--day-step", type=int, default=1, help="days between records (spread over years)"
+    )
     ap.add_argument("--repeat", type=int, default=3, help="timings: best of this many")
     ap.add_argument("--keep", type=Path, help="write archives and stores here and keep them")
     ap.add_argument("--json", type=Path, help="also write the results here")
@@ -278,7 +293,9 @@ def main() -> None:
         rows = []
         for channels in args.channels:
             for days in args.days:
-                row = measure(tmp, channels, days, args.record_s, args.rate, args.repeat, fixed)
+                row = measure(
+                    tmp, channels, days, args.record_s, args.rate, args.repeat, fixed, args.day_step
+                )
                 rows.append(row)
                 print(json.dumps(row), flush=True)
                 if args.keep is None:  # a large store in schema 2 is many files: free them
