@@ -211,3 +211,24 @@ def test_events_and_inventory_from_the_stored_documents(small_store: str, archiv
         c.code for c in expected.select("GR", "FUR", channel="BH?")[0][0]
     ]
     assert fur[0][0].channels[0].response is not None
+
+
+@pytest.mark.parametrize("rate", [100.0, 120.0, 40.0, 20.0, 0.1, 1 / 3])
+def test_time_axis_arithmetic_is_exact(rate: float) -> None:
+    """The DataArray's axis: sample ``k`` at ``round(k * 1e9 / rate)`` ns, exactly, over a
+    decade of samples (no float accumulation), and nearest/ceil/floor indices agree."""
+    from fractions import Fraction
+
+    from seismoflow.store import _ceil_index, _floor_index, _nearest_index, _offsets_ns
+    from seismoflow.times import rate_fraction
+
+    fr = rate_fraction(rate)
+    k = np.array([0, 1, 7, 12_345, 10 * 365 * 86_400 * int(np.ceil(rate)), -3])
+    exact = [round(Fraction(int(i) * 1_000_000_000) / fr) for i in k]
+    assert _offsets_ns(k, rate).tolist() == exact
+    for i, t in zip(k.tolist(), exact, strict=True):
+        assert _nearest_index(t, rate) == (i, 0)
+        assert _nearest_index(t + 1_000, rate) == (i, 1_000)
+        # times are rounded to whole ns (120 Hz): bounds allow 1 us, as get_dataarray does
+        assert _ceil_index(t - 1_000, rate) == i == _floor_index(t + 1_000, rate)
+        assert _ceil_index(t + 1_000, rate) == i + 1 and _floor_index(t - 1_000, rate) == i - 1
