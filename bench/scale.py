@@ -19,8 +19,9 @@ counts from 00:00:00 UTC, Steim-2, plus a StationXML of the channels; ``--record
   On a shared machine the CPU times are the steadier figures; each row notes the load.
 
 Channel ``i`` is ``XS.S{i // 3:04d}.00.HH{ZNE[i % 3]}``; records start at 00:00:00 UTC each
-day from 2021-01-01 (at the start of any chunking of the day). Run from the repository root;
-the temporary archives and stores are removed at the end (``--keep DIR`` keeps them)::
+day from 2021-01-01 (2011-01-01 with ``--day-step``), at the start of any chunking of the day.
+Run from the repository root; the temporary archives and stores are removed at the end
+(``--keep DIR`` keeps them)::
 
     .venv/bin/python bench/scale.py --channels 10 100 --days 30
     .venv/bin/python bench/scale.py --channels 100 --days 30 90     # flatness in days
@@ -46,6 +47,13 @@ from obspy.core.inventory import Channel, Inventory, Network, Site, Station
 COMPONENTS = "ZNE"
 NETWORK = "XS"
 FIRST_DAY = obspy.UTCDateTime("2021-01-01T00:00:00")
+# Days spread over years start earlier: ingest quarantines data from the future.
+FIRST_SPREAD_DAY = obspy.UTCDateTime("2011-01-01T00:00:00")
+
+
+def day_of(d: int, day_step: int) -> obspy.UTCDateTime:
+    """Start of the ``d``-th recorded day."""
+    return (FIRST_DAY if day_step == 1 else FIRST_SPREAD_DAY) + d * day_step * 86400
 
 
 def channel_codes(i: int) -> tuple[str, str, str, str]:
@@ -61,16 +69,17 @@ def write_archive(
     rng = np.random.default_rng(0)
     npts = round(record_s * rate)
     stations: dict[str, Station] = {}
+    first = day_of(0, day_step)
     for i in range(channels):
         net, sta, loc, cha = channel_codes(i)
         if sta not in stations:
             stations[sta] = Station(sta, 46.0, 7.0 + 0.01 * len(stations), 500.0,
-                                    site=Site(name=sta), start_date=FIRST_DAY)  # fmt: skip
+                                    site=Site(name=sta), start_date=first)  # fmt: skip
         stations[sta].channels.append(
-            Channel(cha, loc, 46.0, 7.0, 500.0, 0.0, sample_rate=rate, start_date=FIRST_DAY)
+            Channel(cha, loc, 46.0, 7.0, 500.0, 0.0, sample_rate=rate, start_date=first)
         )
         for d in range(days):
-            day = FIRST_DAY + d * day_step * 86400
+            day = day_of(d, day_step)
             data = np.cumsum(rng.integers(-200, 201, npts)).astype(np.int32)
             header = {"network": net, "station": sta, "location": loc, "channel": cha,
                       "sampling_rate": rate, "starttime": day}  # fmt: skip
@@ -186,7 +195,7 @@ def measure(
         "channels": channels,
         "days": days,
         "day_step": day_step,
-        "years": len({(FIRST_DAY + d * day_step * 86400).year for d in range(days)}),
+        "years": len({day_of(d, day_step).year for d in range(days)}),
         "channel_days": cd,
         "source_files": cd,
         "source_bytes": source_bytes,
