@@ -17,10 +17,14 @@ QuakeML (what the flow runs, without Prefect): plan, prepare, channel-days, reco
 planning, cutting and finalize, each in CPU seconds and as a multiple of ObsPy's decode of the
 same files (measured in the same run).
 
+``--baseline REV`` runs this same measurement with the code of git revision ``REV`` (e.g.
+the last commit of the schema-2 layout) in a child process, in the same run, and prints
+both side by side: the old layout is the baseline of the new one.
+
 Times are the best of ``--repeat`` runs; ratios use process CPU time (per core) and, in
 brackets, wall time. Run from the repository root:
 
-    .venv/bin/python bench/ingest.py --json /tmp/bench_ingest.json
+    .venv/bin/python bench/ingest.py --json /tmp/bench_ingest.json --baseline a977ace
 """
 
 from __future__ import annotations
@@ -41,9 +45,10 @@ from typing import Any, TypeVar
 import numpy as np
 import obspy
 import zarr
-from seismoflow.storage.continuous import ContinuousReader, SampleRows, open_channel_year
+from numcodecs import Blosc, PCodec
+from seismoflow.storage.continuous import ContinuousReader
 from seismoflow.storage.location import open_root
-from seismoflow.storage.schema import CONTINUOUS
+from seismoflow.storage.schema import CONTINUOUS, continuous_path, day_index
 
 from seismoflow.archive.ingest import (
     UnitResult,
@@ -57,7 +62,7 @@ from seismoflow.archive.ingest import (
 )
 from seismoflow.ids import ChannelId
 from seismoflow.settings import Settings
-from seismoflow.times import NS_PER_DAY, rate_fraction
+from seismoflow.times import rate_fraction
 
 T = TypeVar("T")
 DEFAULT_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "archive"
@@ -138,58 +143,62 @@ def read_reader(location: str, rows: list[dict[str, Any]]) -> int:
 
 
 def read_zarr(location: str, rows: list[dict[str, Any]]) -> int:
-    """Slice each channel-day's ``data`` row over the same recorded extent."""
+    """Slice each channel-day's row of its channel's array over the same recorded extent."""
     root = zarr.open_group(location, mode="r", use_consolidated=False)
     arrays: dict[str, Any] = {}
     n = 0
     for r in rows:
-        year = str(np.datetime64(r["day_ns"], "ns").astype("datetime64[Y]"))
-        path = f"continuous/{r['channel']}/{year}"
+        path = continuous_path(ChannelId.parse(r["channel"]), r["sampling_rate"])
         if path not in arrays:
-            arrays[path] = root[f"{path}/data"]
+            arrays[path] = root[path]
         fr = rate_fraction(r["sampling_rate"])
-        d = (r["day_ns"] - int(np.datetime64(f"{year}-01-01", "ns").astype(np.int64))) // NS_PER_DAY
         lo = round((r["first_ns"] - r["starttime_ns"]) * fr / 1_000_000_000)
         hi = round((r["last_ns"] - r["starttime_ns"]) * fr / 1_000_000_000) + 1
-        n += np.asarray(arrays[path][d, lo:hi]).size
+        n += np.asarray(arrays[path][day_index(r["day_ns"]), lo:hi]).size
     return n
 
 
-def stored_chunks(location: str) -> list[tuple[SampleRows, int, int, int, bytes]]:
-    """Every ``data`` chunk of the store: (its rows, day, first, stop sample, bytes)."""
-    root = open_root(location, "r")
+def _shard_chunks(raw: bytes, n_inner: int) -> list[bytes | None]:
+    """The inner chunks of one shard, by the sharding codec's index (Zarr v3 spec: at the
+    end, one (offset, nbytes) pair of little-endian uint64 per inner chunk, then a crc32c;
+    2**64 - 1 marks a chunk not stored)."""
+    index = np.frombuffer(raw[-(16 * n_inner + 4) : -4], dtype="<u8").reshape(n_inner, 2)
+    empty = np.uint64(2**64 - 1)
+    return [None if o == empty else raw[int(o) : int(o) + int(m)] for o, m in index]
+
+
+def stored_chunks(location: str) -> list[tuple[Any, int, bytes]]:
+    """Every stored inner chunk of the continuous arrays: (codec, chunk length, bytes)."""
     out = []
-    for group in sorted(Path(location).glob(f"{CONTINUOUS}/*/*/zarr.json")):
-        path = str(group.parent.relative_to(location))
-        year = open_channel_year(root, path)
-        assert year is not None
-        rows, cs = year.samples, year.chunk_samples
-        for f in sorted((group.parent / "data" / "c").glob("*/*")):
-            d, c = int(f.parent.name), int(f.name)
-            out.append((rows, d, c * cs, min(rows.width, (c + 1) * cs), f.read_bytes()))
+    for doc in sorted(Path(location).glob(f"{CONTINUOUS}/*@*/zarr.json")):
+        attrs = json.loads(doc.read_bytes())["attributes"]
+        cs = int(attrs["chunk_samples"])
+        n_inner = -(-int(attrs["samples_per_day"]) // cs)
+        codec = PCodec() if attrs["codec"] == "pcodec" else Blosc()
+        for f in sorted(doc.parent.glob("c.*")):
+            out += [(codec, cs, c) for c in _shard_chunks(f.read_bytes(), n_inner) if c]
     return out
 
 
+def _decode(codec: Any, cs: int, raw: bytes) -> np.ndarray:
+    if isinstance(codec, PCodec):
+        return np.asarray(codec.decode(raw), dtype=np.int32)
+    return np.cumsum(np.frombuffer(codec.decode(raw), dtype="<i4"), dtype=np.int32)
+
+
 def codec_alone(location: str) -> tuple[Clock, Clock]:
-    """Decoding every stored ``data`` chunk, then encoding it again, with the store's codecs
+    """Decoding every stored inner chunk, then encoding it again, with the store's codecs
     and nothing else (no I/O, no zarr, no assembly): the ceiling of read-back and ingest."""
     chunks = stored_chunks(location)
-    decoded, dec = timed(
-        lambda: [rows.decode((lo // rows.chunk, [raw]), lo, hi) for rows, _, lo, hi, raw in chunks]
-    )
-    _, enc = timed(
-        lambda: [
-            rows.encode(d, lo, block)
-            for (rows, d, lo, _, _), block in zip(chunks, decoded, strict=True)
-        ]
-    )
+    decoded, dec = timed(lambda: [_decode(c, cs, raw) for c, cs, raw in chunks])
+    pcodec = PCodec(level=6)
+    _, enc = timed(lambda: [pcodec.encode(block) for block in decoded])
     return dec, enc
 
 
 def chunk_bytes(location: str) -> int:
-    return sum(
-        f.stat().st_size for f in Path(location).glob("continuous/*/*/data/c/**/*") if f.is_file()
-    )
+    """Bytes of the continuous arrays' shards (the samples; array documents left out)."""
+    return sum(f.stat().st_size for f in Path(location).glob(f"{CONTINUOUS}/*/c.*"))
 
 
 def measure_kind(
@@ -363,6 +372,40 @@ def stages(archive: Path, stations: Path, tmp: Path, repeat: int) -> dict[str, A
     }
 
 
+def baseline(rev: str, argv: list[str]) -> dict[str, Any]:
+    """This benchmark as revision ``rev`` had it, run on that revision's code in a child
+    process (a git worktree, imported ahead of the installed package): the old layout's
+    figures, measured in the same run as the new one's."""
+    repo = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory(prefix="bench_baseline_") as name:
+        tmp = Path(name)
+        tree = tmp / "tree"
+        subprocess.run(
+            ["git", "-C", str(repo), "worktree", "add", "--detach", "-q", str(tree), rev],
+            check=True,
+        )
+        try:
+            overlay = tmp / "overlay" / "seismoflow"
+            overlay.mkdir(parents=True)
+            for entry in (tree / "seismoflow").iterdir():
+                (overlay / entry.name).symlink_to(entry)
+            for folder in ("storage", "tasks", "flows", "deployments"):
+                (overlay / folder).symlink_to(tree / folder)
+            out = tmp / "baseline.json"
+            env = {**os.environ, "PYTHONPATH": str(overlay.parent)}
+            subprocess.run(
+                [sys.executable, str(tree / "bench" / "ingest.py"), *argv, "--json", str(out)],
+                cwd=tree,
+                env=env,
+                check=True,
+            )
+            return dict(json.loads(out.read_text()))
+        finally:
+            subprocess.run(
+                ["git", "-C", str(repo), "worktree", "remove", "--force", str(tree)], check=False
+            )
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--archive", type=Path, default=DEFAULT_ARCHIVE)
@@ -373,6 +416,7 @@ def main() -> None:
     ap.add_argument("--no-memory", action="store_true", help="skip the peak-RSS cases")
     ap.add_argument("--json", type=Path, help="write the results here")
     ap.add_argument("--stages", action="store_true", help="time every step of an ingest")
+    ap.add_argument("--baseline", help="git revision whose layout to measure in the same run")
     ap.add_argument("--child-tree", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--child-copies", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
@@ -382,17 +426,28 @@ def main() -> None:
         return child(args.child_tree, args.stations, args.child_copies, args.child_out, args.codec)
     stations = args.stations or args.archive / "stations.xml.gz"
     sds = args.archive / "sds"
+    common = ["--archive", str(args.archive), "--repeat", str(args.repeat), "--cpu", str(args.cpu)]
     if args.stages:
+        old = baseline(args.baseline, [*common, "--stages"]) if args.baseline else None
         with tempfile.TemporaryDirectory(prefix="bench_stages_") as name:
             out = stages(args.archive, stations, Path(name), args.repeat)
-        print("| step | CPU s | x ObsPy decode |\n|---|---|---|")
+        head = f" {args.baseline} CPU s | x ObsPy |" if old else ""
+        print(
+            f"| step | CPU s | x ObsPy decode |{head}\n|---|---|---|" + ("---|---|" if old else "")
+        )
         for k in out["cpu_s"]:
-            print(f"| {k} | {out['cpu_s'][k]:.2f} | {out['x_obspy_decode'][k]:.1f} |")
+            cells = f" {out['cpu_s'][k]:.2f} | {out['x_obspy_decode'][k]:.1f} |"
+            if old and k in old["cpu_s"]:
+                cells += f" {old['cpu_s'][k]:.2f} | {old['x_obspy_decode'][k]:.1f} |"
+            print(f"| {k} |{cells}")
         if args.json:
-            args.json.write_text(json.dumps({**vars(args), **out}, indent=2, default=str))
+            args.json.write_text(
+                json.dumps({**vars(args), **out, "baseline": old}, indent=2, default=str)
+            )
         return
+    old = baseline(args.baseline, [*common, "--no-memory"]) if args.baseline else None
     by_kind = classify(sds)
-    result: dict[str, Any] = {**vars(args), "kinds": {}, "memory": {}}
+    result: dict[str, Any] = {**vars(args), "kinds": {}, "memory": {}, "baseline": old}
     with tempfile.TemporaryDirectory(prefix="bench_ingest_") as name:
         tmp = Path(name)
         for kind, files in by_kind.items():
@@ -410,6 +465,9 @@ def main() -> None:
             }
             print(kind, "memory", json.dumps(result["memory"][kind]), flush=True)
     print(report(result))
+    if old:
+        print(f"\nbaseline {args.baseline} (same run):")
+        print(report({**old, "memory": {}}))
     if args.json:
         args.json.write_text(json.dumps(result, indent=2, default=str))
 

@@ -423,6 +423,39 @@ def info(
         _print_info(summary)
 
 
+@app.command()
+def migrate(
+    store: StoreOpt = None,
+    out: Annotated[
+        str | None,
+        typer.Option("--out", help="write the new store here and leave the old one as is"),
+    ] = None,
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """Rewrite a store of an older schema as the current one, every sample identical.
+
+    Without --out the new store takes the old one's place and the old one is kept beside
+    it as STORE.schema2 (delete it once satisfied); a stopped migration leaves the old
+    store untouched and can be run again."""
+    settings = _settings(config, store=store)
+    from seismoflow.storage.migrate import migrate_store
+
+    summary = migrate_store(settings.store, out)
+    if as_json:
+        typer.echo(json.dumps(summary, indent=2, sort_keys=True, default=str))
+    else:
+        console.print(
+            f"migrated {summary['channels']} channels, {summary['channel_days']} channel-days, "
+            f"{summary['samples']} samples, windows {summary['traces']} into {summary['store']}"
+            + (
+                f"; the old store is kept at {summary['old_store_kept_at']}"
+                if "old_store_kept_at" in summary
+                else ""
+            )
+        )
+
+
 @export_app.command("waveforms")
 def export_waveforms(
     out: Annotated[Path, typer.Option("--out", help="miniSEED file to write")],

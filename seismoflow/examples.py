@@ -18,6 +18,7 @@ import zarr
 
 from seismoflow.errors import StoreError
 from seismoflow.labels import CLASSES, event_class
+from seismoflow.storage.events import written_traces
 from seismoflow.storage.schema import EVENTS, NOISE_GROUP, Flag
 from seismoflow.storage.tables import read_table
 from seismoflow.times import NAT, NS_PER_DAY
@@ -165,6 +166,11 @@ def list_examples(location: str) -> pd.DataFrame:
         df = _group_frame(group, name)
         if df.empty:
             continue
+        # The window ledger is the record of written traces (the arrays' copies are
+        # refreshed when a run finalizes the store).
+        done = written_traces(location, group)
+        df["written_at"] = [done.get(t, (0, NAT))[1] for t in df["trace"]]
+        df["flags"] = np.array([done.get(t, (0, NAT))[0] for t in df["trace"]], dtype=np.uint32)
         unwritten = df["written_at"].to_numpy() == NAT
         if name == EVENTS:
             labels, unknown = [], set()

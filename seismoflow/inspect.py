@@ -12,7 +12,7 @@ import xarray as xr
 
 from seismoflow.errors import BadInputError
 from seismoflow.ids import ChannelId
-from seismoflow.storage.continuous import read_pieces
+from seismoflow.storage.continuous import read_pieces, stored_channels
 from seismoflow.storage.location import (
     FINAL,
     UNFINISHED,
@@ -92,10 +92,7 @@ def export_station(location: str, station: str, start_ns: int, end_ns: int) -> o
     root = open_root(location, mode="r")
     net, sta = station.split(".", 1)
     st = obspy.Stream()
-    group = root.get("continuous")
-    if group is None:
-        return st
-    for name in sorted(group.group_keys()):  # type: ignore[union-attr]
+    for name in stored_channels(location):
         ch = ChannelId.parse(name)
         if ch.network == net and ch.station == sta:
             st += _to_stream(read_pieces(root, ch, start_ns, end_ns))

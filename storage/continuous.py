@@ -1,50 +1,46 @@
-"""Region writes and reads of continuous channel-day data (layout in :mod:`storage.schema`)."""
+"""Writes and reads of continuous channel-day data (layout in :mod:`storage.schema`).
+
+Samples live in one array per channel (``continuous/{NSLC}``), one shard per channel-day,
+written and read through zarr's public array API. What is known about each day (its grid
+start time, recorded runs, source segments, flags, source files and the completion time)
+is a row of ``tables/channel_days``: :class:`DayLedger` reads it, and the ingest appends
+it once the day's shard is written.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Any, TypeVar, cast
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import zarr
-from numcodecs import Blosc, PCodec, VLenUTF8, Zstd
-from seismoflow.storage.chunkio import put_chunks, read_chunks, write_chunks
 from seismoflow.storage.schema import (
-    CONTINUOUS,
     ContinuousLayout,
     SchemaError,
+    continuous_path,
+    day_index,
+    describe_flags,
     layout_from_attrs,
-    layout_shape,
-    template_documents,
 )
-from zarr.core.array import AsyncArray
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.metadata import ArrayV3Metadata
-from zarr.core.sync import sync
-from zarr.storage import StorePath
+from seismoflow.storage.tables import read_table
+from zarr.storage import FsspecStore, LocalStore
 
 from seismoflow.ids import ChannelId
 from seismoflow.times import NAT, NS_PER_DAY, NS_PER_S, rate_fraction
 
-# The per-day variables of a channel-year (one chunk of one element per day).
-DAY_VARIABLES = (
-    "starttime",
-    "n_samples",
-    "flags",
-    "segments",
-    "quarantine",
-    "sources",
-    "ingested_at",
-)
+LEDGER = "channel_days"
+# ``sources`` of a day being rewritten: a day killed mid-rewrite is redone whole, never
+# merged with what its shard held.
+WRITING = "writing"
+JSON_COLUMNS = ("segments", "runs", "quarantine", "sources")
 
 
 @dataclass(frozen=True)
 class DayRecord:
-    """What the ledger and per-day variables say about one stored channel-day."""
+    """One channel-day as the ledger (``tables/channel_days``) records it."""
 
     channel: str
     day_ns: int
@@ -56,8 +52,12 @@ class DayRecord:
     quarantine: list[dict[str, Any]]
     ingested_at_ns: int
     sources: list[dict[str, Any]]
+    runs: list[tuple[int, int]] = field(default_factory=list)
+    state: str = ""  # the stored ``sources`` text: '' (none), 'writing' or the JSON list
 
     def as_row(self) -> dict[str, Any]:
+        """The ledger row of this day (every column of ``tables/channel_days``)."""
+        first, last = extent(self.segments, self.sampling_rate)
         return {
             "channel": self.channel,
             "day_ns": self.day_ns,
@@ -65,13 +65,32 @@ class DayRecord:
             "starttime_ns": self.starttime_ns,
             "n_samples": self.n_samples,
             "flags": self.flags,
+            "flag_names": ",".join(describe_flags(int(self.flags))),
             "n_segments": len(self.segments),
+            "first_ns": first,
+            "last_ns": last,
             "ingested_at_ns": self.ingested_at_ns,
+            "segments": json.dumps(self.segments, sort_keys=True),
+            "runs": json.dumps([list(r) for r in self.runs]),
+            "quarantine": json.dumps(self.quarantine, sort_keys=True),
+            "sources": self.state or json.dumps(self.sources, sort_keys=True),
         }
 
 
-# ``sources`` of a day being written: a killed write is redone whole, never merged.
-WRITING = "writing"
+def writing_row(channel: str, day_ns: int, sampling_rate: float) -> dict[str, Any]:
+    """The ledger row that marks a day as being rewritten (appended before its shard is)."""
+    rec = DayRecord(channel, day_ns, sampling_rate, NAT, 0, 0, [], [], NAT, [], [], WRITING)
+    return rec.as_row()
+
+
+def extent(segments: list[dict[str, Any]], rate: float) -> tuple[int, int]:
+    """Exact times of the first and last recorded samples, from the segment list."""
+    if not segments:
+        return NAT, NAT
+    period = NS_PER_S / rate_fraction(rate)
+    first = min(int(s["start_ns"]) for s in segments)
+    last = max(int(s["start_ns"]) + round((int(s["npts"]) - 1) * period) for s in segments)
+    return first, last
 
 
 def built_from(done: int, state: str, sources: list[dict[str, Any]]) -> bool:
@@ -83,446 +102,117 @@ def built_from(done: int, state: str, sources: list[dict[str, Any]]) -> bool:
     return all(json.dumps(s, sort_keys=True) in have for s in sources)
 
 
-_ZSTD0 = {"name": "zstd", "configuration": {"level": 0, "checksum": False}}
-_RAW_CODECS: dict[str, list[dict[str, Any]]] = {
-    "int64": [{"name": "bytes", "configuration": {"endian": "little"}}, _ZSTD0],
-    "uint32": [{"name": "bytes", "configuration": {"endian": "little"}}, _ZSTD0],
-    "string": [{"name": "vlen-utf8", "configuration": {}}, _ZSTD0],
-}
-_ZSTD = Zstd(level=0, checksum=False)
-_PCODEC = PCodec()  # decoding needs no settings: pcodec's format describes itself
-_BLOSC = Blosc()
-_VLEN = VLenUTF8()
-_PROTO = default_buffer_prototype()
-_LITTLE = {"name": "bytes", "configuration": {"endian": "little"}}
+def _loads(text: Any) -> list[Any]:
+    text = str(text) if text is not None else ""
+    return json.loads(text) if text and text != WRITING else []
 
 
-class LazyArray:
-    """An array's metadata and location; its zarr ``AsyncArray`` is built on first use.
-
-    Building one sets up its codec pipeline (~0.1 ms), a channel-year has nine arrays, and
-    reads and writes of the schema's pipelines never use it (they go through
-    :class:`DayVariable` and :class:`SampleRows`): opening a channel-year to read one event
-    snippet cost more than decoding it."""
-
-    def __init__(self, metadata: ArrayV3Metadata, store_path: StorePath) -> None:
-        self.metadata = metadata
-        self.store_path = store_path
-        self._array: AsyncArray[Any] | None = None
-
-    @property
-    def async_array(self) -> AsyncArray[Any]:
-        if self._array is None:
-            self._array = AsyncArray(metadata=self.metadata, store_path=self.store_path)
-        return self._array
+def record_from_row(row: dict[str, Any]) -> DayRecord:
+    return DayRecord(
+        channel=str(row["channel"]),
+        day_ns=int(row["day_ns"]),
+        sampling_rate=float(row["sampling_rate"]),
+        starttime_ns=int(row["starttime_ns"]),
+        n_samples=int(row["n_samples"]),
+        flags=int(row["flags"]),
+        segments=_loads(row.get("segments")),
+        quarantine=_loads(row.get("quarantine")),
+        ingested_at_ns=int(row["ingested_at_ns"]),
+        sources=_loads(row.get("sources")),
+        runs=[(int(a), int(b)) for a, b in _loads(row.get("runs"))],
+        state=str(row.get("sources") or ""),
+    )
 
 
-ArrayRef = zarr.Array | AsyncArray[Any] | LazyArray
+class DayLedger:
+    """``tables/channel_days`` by channel and day, read once."""
+
+    def __init__(self, location: str, channels: Iterable[str] | None = None) -> None:
+        table = read_table(location, LEDGER)
+        if channels is not None and len(table):
+            table = table[table["channel"].isin(set(channels))]
+        self.rows: dict[tuple[str, int], DayRecord] = {}
+        if len(table):
+            for row in table.to_dict("records"):
+                rec = record_from_row(row)
+                self.rows[(rec.channel, rec.day_ns)] = rec
+
+    def get(self, channel: str, day_ns: int) -> DayRecord | None:
+        return self.rows.get((channel, int(day_ns)))
+
+    def state(self, channel: str, day_ns: int) -> tuple[int, str]:
+        """``(ingested_at, sources)``: ``''`` if never written, ``'writing'`` while (or if
+        a killed run left it) being rewritten, else the JSON list of its source files."""
+        rec = self.get(channel, day_ns)
+        return (NAT, "") if rec is None else (rec.ingested_at_ns, rec.state)
 
 
-def _async(array: ArrayRef) -> AsyncArray[Any]:
-    return array if isinstance(array, AsyncArray) else array.async_array
+def store_location(root: zarr.Group) -> str:
+    """The location (folder or URL) of the store ``root`` was opened from."""
+    store = root.store
+    if isinstance(store, LocalStore):
+        return str(store.root)
+    if isinstance(store, FsspecStore):
+        return str(store.fs.unstrip_protocol(store.path))
+    raise SchemaError(f"a store of type {type(store).__name__} has no location for its tables")
 
 
-class DayVariable:
-    """One per-day variable of a channel-year, read and written one whole chunk (one day) at a
-    time straight through the store.
+@dataclass
+class Piece:
+    """A contiguous run of recorded samples with its exact start time."""
 
-    zarr's array path costs ~0.5 ms of CPU per element (selection, codec pipeline, empty-chunk
-    check), and a channel-day has seven of these; encoding the few bytes here, with the
-    codecs the schema gives these arrays (checked on opening; any other array goes through
-    zarr), costs ~0.02 ms. As zarr does, a value equal to the fill value is stored as no chunk.
-    """
+    channel: ChannelId
+    start_ns: int
+    sampling_rate: float
+    data: np.ndarray
 
-    def __init__(self, array: ArrayRef) -> None:
-        self._ref = array
-        meta: Any = array.metadata
-        doc = _meta_doc(meta)
-        dtype = str(doc.get("data_type"))
-        self.raw = (
-            isinstance(meta, ArrayV3Metadata)
-            and tuple(meta.chunks) == (1,)
-            and list(doc.get("codecs", ())) == _RAW_CODECS.get(dtype)
-        )
-        self.is_str = dtype == "string"
-        self.dtype = None if self.is_str else np.dtype(dtype).newbyteorder("<")
-        fill = meta.fill_value
-        self.fill: Any = str(fill) if self.is_str else int(fill)
-        self.meta = meta
-        self.store = array.store_path.store
-        self.path = array.store_path.path
 
-    @property
-    def array(self) -> AsyncArray[Any]:
-        """The zarr array, for pipelines this class does not encode itself."""
-        return _async(self._ref)
+def runs_of(mask: np.ndarray) -> list[tuple[int, int]]:
+    """``[start, stop)`` index pairs of the True runs of ``mask``."""
+    edges = np.diff(
+        np.concatenate((np.zeros(1, np.int8), mask.view(np.int8), np.zeros(1, np.int8)))
+    )
+    starts = np.flatnonzero(edges == 1)
+    stops = np.flatnonzero(edges == -1)
+    return list(zip(starts.tolist(), stops.tolist(), strict=True))
 
-    def _key(self, d: int) -> str:
-        return f"{self.path}/{self.meta.encode_chunk_key((d,))}"
 
-    def parse(self, chunk: bytes | None) -> Any:
-        """The value held by the stored chunk bytes (``None``: no chunk, the fill value)."""
-        if chunk is None:
-            return self.fill
-        raw = _ZSTD.decode(chunk)
-        if self.is_str:
-            return str(_VLEN.decode(raw)[0])
-        return int(np.frombuffer(raw, dtype=self.dtype)[0])
-
-    async def get(self, d: int) -> Any:
-        if not self.raw:
-            return np.asarray(await self.array.getitem(d)).item()
-        buf = await self.store.get(self._key(d), prototype=_PROTO)
-        return self.parse(None if buf is None else buf.to_bytes())
-
-    async def set(self, d: int, value: Any, fresh: bool = False) -> None:
-        """Store ``value`` for day ``d``; ``fresh``: the day has no chunk yet (a fill value
-        then needs no write at all)."""
-        if not self.raw:
-            await self.array.setitem(d, value)
-            return
-        chunk = self.encode(value)
-        if chunk is None:
-            if not fresh:
-                await self.store.delete(self._key(d))
-            return
-        await self.store.set(self._key(d), _PROTO.buffer.from_bytes(chunk))
-
-    def encode(self, value: Any) -> bytes | None:
-        """The chunk bytes zarr stores for ``value`` (``None``: the fill value, no chunk)."""
-        if value == self.fill:
-            return None
-        if self.is_str:
-            raw = _VLEN.encode(np.array([value], dtype=object))
+def _segment_runs(segments: list[dict[str, Any]], samples_per_day: int) -> list[tuple[int, int]]:
+    """``[start, stop)`` grid runs covered by ``segments`` (records without ``runs``)."""
+    spans = sorted(
+        (max(0, int(s["index"])), min(samples_per_day, int(s["index"]) + int(s["npts"])))
+        for s in segments
+    )
+    runs: list[tuple[int, int]] = []
+    for a, b in spans:
+        if b <= a:
+            continue
+        if runs and a <= runs[-1][1]:
+            runs[-1] = (runs[-1][0], max(runs[-1][1], b))
         else:
-            raw = np.array([value], dtype=self.dtype).tobytes()
-        return bytes(_ZSTD.encode(raw))
+            runs.append((a, b))
+    return runs
 
 
-T = TypeVar("T")
-_PER_META: dict[tuple[str, int], tuple[Any, Any]] = {}
+def _run_start_ns(t0: int, run_start: int, segments: list[dict[str, Any]], rate: float) -> int:
+    """Exact time of grid sample ``run_start``: from the source segment that holds it."""
+    period = 1 / rate_fraction(rate) * 1_000_000_000
+    for seg in sorted(segments, key=lambda s: int(s["index"])):
+        index, npts = int(seg["index"]), int(seg["npts"])
+        if index <= run_start < index + npts:
+            return int(seg["start_ns"]) + round((run_start - index) * period)
+    return t0 + round(run_start * period)
 
 
-def _per_meta(name: str, meta: Any, make: Callable[[Any], T]) -> T:
-    """``make(meta)``, cached per array metadata object (channel-years of one layout share
-    theirs, ``open_channel_year``); at most 4096 entries."""
-    hit = _PER_META.get((name, id(meta)))
-    if hit is not None and hit[0] is meta:
-        return cast(T, hit[1])
-    value = make(meta)
-    if len(_PER_META) > 4096:
-        _PER_META.clear()
-    _PER_META[(name, id(meta))] = (meta, value)
-    return value
+class ChannelArray:
+    """One channel's array: writes whole channel-days, reads recorded samples back."""
 
-
-def _meta_doc(meta: Any) -> dict[str, Any]:
-    """``meta.to_dict()``, cached."""
-    return _per_meta("doc", meta, lambda m: dict(m.to_dict()))
-
-
-def _row_codec(meta: Any) -> tuple[str | None, Any, np.dtype[Any]]:
-    """Which of the schema's sample pipelines ``meta`` uses (``None``: another one), the
-    numcodecs codec that encodes its chunks, and its dtype; cached per metadata object."""
-    return _per_meta("rows", meta, _find_row_codec)
-
-
-def _find_row_codec(meta: Any) -> tuple[str | None, Any, np.dtype[Any]]:
-    doc = _meta_doc(meta)
-    codecs = list(doc.get("codecs", ()))
-    names = [c.get("name") for c in codecs]
-    config = [dict(c.get("configuration") or {}) for c in codecs]
-    kind: str | None = None
-    encoder: Any = None
-    dtype = str(doc.get("data_type"))
-    if len(meta.chunks) == 2 and dtype == "int32":
-        if names == ["numcodecs.pcodec"]:
-            kind, encoder = "pcodec", PCodec(**config[0])
-        elif names == ["numcodecs.delta", "bytes", "blosc"] and codecs[1] == _LITTLE:
-            blosc = config[2]
-            shuffle = {"noshuffle": 0, "shuffle": 1, "bitshuffle": 2}[blosc["shuffle"]]
-            kind, encoder = "delta-zstd", Blosc.from_config({**blosc, "shuffle": shuffle})
-    elif len(meta.chunks) == 2 and dtype == "bool" and names == ["bytes", "zstd"]:
-        kind, encoder = "mask-zstd", Zstd(**config[1])
-    return kind, encoder, np.dtype(dtype)
-
-
-class WholeChunks:
-    """Encodes whole chunks of an array stored as little-endian bytes + zstd (the schema's
-    per-trace arrays), as zarr encodes them: ``None`` for a chunk of fill values only (NaN
-    included), which zarr stores as no chunk. ``direct`` is False for any other pipeline."""
-
-    def __init__(self, array: zarr.Array | AsyncArray[Any]) -> None:
-        self.array = array.async_array if isinstance(array, zarr.Array) else array
-        meta = self.array.metadata
-        doc = _meta_doc(meta)
-        codecs = list(doc.get("codecs", ()))
-        self.direct = (
-            isinstance(meta, ArrayV3Metadata)
-            and len(codecs) == 2
-            and codecs[0] == _LITTLE
-            and codecs[1].get("name") == "zstd"
-            and str(doc.get("data_type")) in ("float32", "float64", "int32", "int64", "uint32")
-        )
-        self.codec = Zstd(**codecs[1].get("configuration", {})) if self.direct else None
-        self.dtype = np.dtype(str(doc.get("data_type"))).newbyteorder("<") if self.direct else None
-        self.shape = tuple(int(n) for n in meta.chunks)
-        self.fill = meta.fill_value
-        self.store = self.array.store_path.store
-        self.path = self.array.store_path.path
-
-    def encode(self, coords: tuple[int, ...], value: Any) -> tuple[str, bytes | None]:
-        """``(key, bytes)`` of the chunk at ``coords`` holding ``value`` (broadcast to it)."""
-        assert self.codec is not None and self.dtype is not None
-        key = f"{self.path}/{self.array.metadata.encode_chunk_key(coords)}"
-        block = np.broadcast_to(np.asarray(value, dtype=self.dtype), self.shape)
-        fill = np.asarray(self.fill, dtype=self.dtype)
-        if bool(np.isnan(block).all() if np.isnan(fill) else (block == fill).all()):
-            return key, None
-        return key, bytes(self.codec.encode(np.ascontiguousarray(block).tobytes()))
-
-
-class SampleRows:
-    """Reads and writes ranges of one day's ``data`` (or ``mask``) row straight as chunk bytes.
-
-    zarr's read path hands each chunk to a thread pool and back through the event loop,
-    which costs 1.5-2.5x the decoding itself on one core (BENCHMARKS.md). The two pipelines
-    the schema writes (``pcodec``; ``delta-zstd``: delta, little-endian bytes, blosc) are
-    decoded here with their numcodecs codecs, in the calling thread, into the output array;
-    any other pipeline goes through zarr.
-    """
-
-    def __init__(self, array: ArrayRef) -> None:
-        self._ref = array
-        meta: Any = array.metadata
-        self.meta = meta
-        self.kind, self.encoder, self.dtype = _row_codec(meta)
-        self.chunk = int(meta.chunks[1])
-        self.width = int(meta.shape[1])
-        self.fill = meta.fill_value
-        self.store = array.store_path.store
-        self.path = array.store_path.path
-
-    @property
-    def array(self) -> AsyncArray[Any]:
-        """The zarr array, for pipelines this class does not decode itself."""
-        return _async(self._ref)
-
-    def _key(self, d: int, c: int) -> str:
-        return f"{self.path}/{self.meta.encode_chunk_key((d, c))}"
-
-    def encode(self, d: int, lo: int, block: np.ndarray) -> list[tuple[str, bytes | None]]:
-        """The chunks of day ``d`` holding samples ``lo .. lo + len(block)`` (a whole number
-        of chunks, or up to the row's end), encoded as zarr encodes them: ``None`` for a chunk
-        of fill values only, which zarr stores as no chunk."""
-        cs = self.chunk
-        if lo % cs or not (lo + block.size == self.width or block.size % cs == 0):
-            raise SchemaError(f"{self.path}: region {lo}+{block.size} is not chunk-aligned")
-        out: list[tuple[str, bytes | None]] = []
-        for a in range(0, block.size, cs):
-            part = block[a : a + cs]
-            if part.size < cs:  # the row's last chunk, padded with the fill value as zarr does
-                part = np.concatenate([part, np.full(cs - part.size, self.fill, self.dtype)])
-            key = self._key(d, (lo + a) // cs)
-            if not part.any() if self.fill in (0, False) else bool((part == self.fill).all()):
-                out.append((key, None))
-            elif self.kind == "pcodec":
-                out.append((key, bytes(self.encoder.encode(part))))
-            elif self.kind == "delta-zstd":
-                deltas = np.empty_like(part)
-                deltas[0] = part[0]
-                np.subtract(part[1:], part[:-1], out=deltas[1:])
-                out.append((key, bytes(self.encoder.encode(deltas.astype("<i4").view(np.uint8)))))
-            else:  # mask-zstd
-                out.append((key, bytes(self.encoder.encode(part.view(np.uint8)))))
-        return out
-
-    async def put(self, encoded: list[tuple[str, bytes | None]], fresh: bool) -> None:
-        """Store what :meth:`encode` made; a chunk of fill values is deleted unless ``fresh``."""
-        await put_chunks(self.store, encoded, fresh)
-
-    @property
-    def direct(self) -> bool:
-        """Whether :meth:`decode` reads this array's chunks itself (else zarr does)."""
-        return self.kind in ("pcodec", "delta-zstd")
-
-    def keys(self, d: int, lo: int, hi: int) -> list[str]:
-        """The chunks that hold samples ``lo:hi`` of day ``d``."""
-        return [self._key(d, c) for c in range(lo // self.chunk, (hi - 1) // self.chunk + 1)]
-
-    def read(self, d: int, lo: int, hi: int) -> np.ndarray:
-        """Samples ``lo:hi`` of day ``d`` (zeros where nothing was recorded)."""
-        if not self.direct:
-            return np.asarray(sync(self.array.getitem((d, slice(lo, hi)))))
-        raws = read_chunks(self.store, self.keys(d, lo, hi))
-        return self.decode((lo // self.chunk, raws), lo, hi)
-
-    def decode(self, fetched: tuple[int, list[bytes | None]], lo: int, hi: int) -> np.ndarray:
-        """Samples ``lo:hi`` from ``(first chunk, its bytes and the next ones')``."""
-        first, raws = fetched
-        out = np.empty(hi - lo, dtype=np.int32)  # every part is written below
-        cs = self.chunk
-        scratch: np.ndarray | None = None
-        for c, raw in enumerate(raws, start=first):
-            a, b = max(lo, c * cs), min(hi, (c + 1) * cs)
-            if raw is None:
-                out[a - lo : b - lo] = int(self.fill)
-                continue
-            whole = a == c * cs and b == (c + 1) * cs
-            if self.kind == "pcodec":
-                if whole:
-                    _PCODEC.decode(raw, out=out[a - lo : b - lo])
-                    continue
-                if scratch is None:
-                    scratch = np.empty(cs, dtype=np.int32)
-                _PCODEC.decode(raw, out=scratch)
-                out[a - lo : b - lo] = scratch[a - c * cs : b - c * cs]
-            else:  # delta-zstd: the deltas of a chunk restart at its first sample
-                deltas = np.frombuffer(_BLOSC.decode(raw), dtype="<i4")
-                values = np.cumsum(deltas[: b - c * cs], dtype=np.int32)
-                out[a - lo : b - lo] = values[a - c * cs :]
-        return out
-
-
-class ChannelYear:
-    """Handles to one channel-year's arrays, opened once and reused for its days."""
-
-    def __init__(
-        self,
-        group: zarr.Group | None,
-        layout: ContinuousLayout,
-        arrays: dict[str, ArrayRef] | None = None,
-    ) -> None:
-        if arrays is None:
-            assert group is not None
-            arrays = {name: arr for name, arr in group.arrays() if isinstance(arr, zarr.Array)}
-        self.arrays = arrays
-        self.layout = layout
-        # The stored chunking rules (a channel-year keeps the one it was created with).
-        self.chunk_samples = int(arrays["data"].metadata.chunks[1])
-        self.samples_per_day = int(arrays["data"].metadata.shape[1])
-        self.vars = {name: DayVariable(arrays[name]) for name in DAY_VARIABLES}
-        self.samples = SampleRows(arrays["data"])
-        self.mask_rows = SampleRows(arrays["mask"])
-
-    def _gather(self, *calls: Awaitable[Any]) -> list[Any]:
-        async def _all() -> list[Any]:
-            return list(await asyncio.gather(*calls))
-
-        return list(sync(_all()))
-
-    def ledger(self, day_ns: int) -> tuple[int, str]:
-        """``(ingested_at, sources)`` of a day.
-
-        ``sources`` is ``''`` if the day was never written, ``'writing'`` while (or if a
-        killed run left it) being written, else the JSON list of its source files.
-        """
-        done, sources = self._values(self.layout.day_index(day_ns), ("ingested_at", "sources"))
-        return int(done), str(sources)
-
-    def _values(self, d: int, names: Sequence[str]) -> list[Any]:
-        """Day ``d``'s values of the per-day variables ``names``, read in one call."""
-        v = self.vars
-        if all(v[n].raw for n in names):
-            raws = read_chunks(self.samples.store, [v[n]._key(d) for n in names])
-            return [v[n].parse(r) for n, r in zip(names, raws, strict=True)]
-        return self._gather(*(v[n].get(d) for n in names))
-
-    def is_done(self, day_ns: int, sources: list[dict[str, Any]]) -> bool:
-        """True when the ledger marks this day complete and built from all of ``sources``."""
-        return built_from(*self.ledger(day_ns), sources)
-
-    def record(self, day_ns: int) -> DayRecord:
-        """The per-day variables of one stored channel-day."""
-        d = self.layout.day_index(day_ns)
-        values = dict(zip(DAY_VARIABLES, self._values(d, DAY_VARIABLES), strict=True))
-        return DayRecord(
-            channel=self.layout.channel.nslc,
-            day_ns=day_ns,
-            sampling_rate=float(self.layout.sampling_rate),
-            starttime_ns=int(values["starttime"]),
-            n_samples=int(values["n_samples"]),
-            flags=int(values["flags"]),
-            segments=json.loads(values["segments"]) if values["segments"] else [],
-            quarantine=json.loads(values["quarantine"]) if values["quarantine"] else [],
-            ingested_at_ns=int(values["ingested_at"]),
-            sources=json.loads(values["sources"]) if values["sources"] not in ("", WRITING) else [],
-        )
-
-    def stored_segments(self, rec: DayRecord, sources: set[str]) -> list[tuple[str, Piece]]:
-        """Recorded samples of day ``rec`` that came from ``sources``, with exact start times."""
-        period_ns = NS_PER_S / rate_fraction(rec.sampling_rate)
-        out = []
-        for seg in rec.segments:
-            if seg["source"] not in sources:
-                continue
-            start = int(seg["start_ns"])
-            end = start + round((int(seg["npts"]) - 1) * period_ns)
-            out += [(str(seg["source"]), p) for p in self.pieces(rec.day_ns, start, end)]
-        return out
-
-    def pieces(self, day_ns: int, start_ns: int, end_ns: int) -> list[Piece]:
-        """Recorded samples of day ``day_ns`` with times in ``[start_ns, end_ns]``, as pieces
-        split at gaps and at every source segment's start (exact start times)."""
-        d = self.layout.day_index(day_ns)
-        rate = float(self.layout.sampling_rate)
-        fr = rate_fraction(rate)
-        spd = self.samples_per_day
-        # The day's grid starts within a sample period after midnight: read the samples for
-        # a grid at midnight with slack either side, together with the day's variables, in
-        # one round trip; the exact range is cut out once the start time is known.
-        lo0 = max(0, int((start_ns - day_ns) * fr // NS_PER_S) - 3)
-        hi0 = min(spd, int((end_ns - day_ns) * fr // NS_PER_S) + 3)
-        if lo0 >= hi0:
-            return []
-        v = self.vars
-        names = ("ingested_at", "n_samples", "starttime", "segments")
-        # Long requests (exports) may cover days never written: read their variables first.
-        prefetch = hi0 - lo0 <= 4 * self.chunk_samples
-        block: np.ndarray | None = None
-        if all(v[n].raw for n in names) and self.samples.direct:
-            keys = [v[n]._key(d) for n in names]
-            keys += self.samples.keys(d, lo0, hi0) if prefetch else []
-            raws = read_chunks(self.samples.store, keys)
-            done, n_samples, t0, segments_raw = (
-                v[n].parse(r) for n, r in zip(names, raws[:4], strict=True)
-            )
-            if prefetch and int(done) != NAT and int(n_samples):
-                block = self.samples.decode((lo0 // self.chunk_samples, raws[4:]), lo0, hi0)
-        else:
-            done, n_samples, t0, segments_raw = self._gather(*(v[n].get(d) for n in names))
-        if int(done) == NAT or int(n_samples) == 0:
-            return []
-        t0 = int(t0)
-        # One sample of slack each side: a segment that started off the grid has exact times
-        # up to half a sample from its grid times; pieces are trimmed on exact times below.
-        lo = max(0, int(-(-(start_ns - t0) * fr // NS_PER_S)) - 1)
-        hi = min(spd, int((end_ns - t0) * fr // NS_PER_S) + 2)
-        if lo >= hi:
-            return []
-        if block is not None and lo0 <= lo and hi <= hi0:
-            data = block[lo - lo0 : hi - lo0]
-        else:  # not read yet, or a start time further from midnight than the schema makes
-            data = self.samples.read(d, lo, hi)
-        segments = json.loads(str(segments_raw)) if segments_raw else []
-        runs = _segment_runs(segments, spd, int(n_samples))
-        if runs is None:  # segments do not account for every sample: the mask does
-            mask = np.asarray(sync(_async(self.arrays["mask"]).getitem((d, slice(lo, hi)))))
-            local = _runs(mask)
-        else:
-            local = [(max(a, lo) - lo, min(b, hi) - lo) for a, b in runs if a < hi and b > lo]
-        # Split runs at every segment start so off-grid starts keep their exact times.
-        cuts = sorted({int(s["index"]) - lo for s in segments if lo < int(s["index"]) < hi})
-        out: list[Piece] = []
-        channel = self.layout.channel
-        for a0, b0 in local:
-            bounds = [a0, *[c for c in cuts if a0 < c < b0], b0]
-            for x, y in zip(bounds[:-1], bounds[1:], strict=True):
-                start = _run_start_ns(t0, lo + x, segments, rate)
-                piece = _trim(Piece(channel, start, rate, data[x:y]), start_ns, end_ns)
-                if piece is not None:
-                    out.append(piece)
-        return out
+    def __init__(self, array: zarr.Array, layout: ContinuousLayout | None = None) -> None:
+        self.array = array
+        self.layout = layout or layout_from_attrs(array.attrs.asdict())
+        self.samples_per_day = self.layout.samples_per_day
+        self.chunk_samples = int(self.layout.chunk_samples)
+        self.width = int(array.shape[1])
 
     def write_day(
         self,
@@ -537,17 +227,17 @@ class ChannelYear:
         quarantine: list[dict[str, Any]],
         sources: list[dict[str, Any]],
         fresh: bool = False,
-    ) -> int:
-        """Write one channel-day as a region write; the ledger entry is written last.
+    ) -> DayRecord:
+        """Write one channel-day's shard; return its ledger record (completion time set).
 
-        Returns the completion time written to the ledger (ns).
-
-        ``data``/``mask`` hold grid samples ``offset .. offset + len``. The ledger is cleared
-        first, so a run killed mid-write leaves the day marked undone and the next run
-        rewrites it; rewriting the same input writes the same bytes. With ``fresh`` (the day
-        was never written) only the chunks holding samples are touched; otherwise the whole
-        day is rewritten so no stale chunk survives.
+        ``data``/``mask`` hold grid samples ``offset .. offset + len``; unrecorded samples
+        are stored as 0 and the record's ``runs`` say which are recorded, so a gap is never
+        a silent zero. With ``fresh`` (the day has no shard yet) only the inner chunks that
+        hold samples are written; otherwise the whole day is, so no stale chunk survives.
+        The caller appends the record to the ledger after this returns.
         """
+        import time
+
         layout = self.layout
         spd = self.samples_per_day
         if data.dtype != np.int32 or mask.dtype != np.bool_ or data.shape != mask.shape:
@@ -560,207 +250,123 @@ class ChannelYear:
                 f"{layout.path}: samples {offset}..{offset + data.size} fall "
                 f"outside the day's {spd} samples"
             )
-        d = layout.day_index(day_ns)
+        d = day_index(day_ns)
         cs = self.chunk_samples
         n_recorded = int(np.count_nonzero(mask))
         if fresh and n_recorded == 0:
             lo = hi = 0
         elif fresh:
-            lo, hi = offset // cs * cs, min(spd, -(-(offset + data.size) // cs) * cs)
+            lo, hi = offset // cs * cs, min(self.width, -(-(offset + data.size) // cs) * cs)
         else:
-            lo, hi = 0, spd
-        # Unrecorded samples are zero in ``data`` and False in ``mask``: a gap is never a
-        # silent zero because readers go through the mask.
-        block = np.zeros(hi - lo, dtype=np.int32)
-        valid = np.zeros(hi - lo, dtype=bool)
+            lo, hi = 0, self.width
         if hi > lo:
+            block = np.zeros(hi - lo, dtype=np.int32)
             region = slice(offset - lo, offset - lo + data.size)
             block[region] = data
             if n_recorded < mask.size:
                 block[region][~mask] = 0
-            valid[region] = mask
-        v = self.vars
-        values = {
-            "starttime": t0_ns,
-            "n_samples": n_recorded,
-            "flags": int(flags),
-            "segments": json.dumps(segments, sort_keys=True),
-            "quarantine": json.dumps(quarantine, sort_keys=True),
-            "sources": json.dumps(sources, sort_keys=True),
-        }
-
-        # Encode here, in the calling thread, as zarr would (SampleRows); zarr's own path
-        # for pipelines we do not know.
-        direct = self.samples.kind is not None and self.mask_rows.kind is not None
-        encoded = (
-            [self.samples.encode(d, lo, block), self.mask_rows.encode(d, lo, valid)]
-            if direct and hi > lo
-            else []
+            self.array[d, lo:hi] = block
+        runs = [(a + offset, b + offset) for a, b in runs_of(mask)]
+        return DayRecord(
+            channel=layout.channel.nslc,
+            day_ns=int(day_ns),
+            sampling_rate=float(layout.sampling_rate),
+            starttime_ns=int(t0_ns),
+            n_samples=n_recorded,
+            flags=int(flags),
+            segments=segments,
+            quarantine=quarantine,
+            ingested_at_ns=time.time_ns(),
+            sources=sources,
+            runs=runs,
         )
-        if direct and all(v[n].raw for n in DAY_VARIABLES):
-            # Three steps, each finished before the next: ledger cleared, day written,
-            # ledger entry; from the calling thread (write_chunks).
-            store = self.samples.store
-            write_chunks(
-                store,
-                [
-                    (v["sources"]._key(d), v["sources"].encode(WRITING)),
-                    (v["ingested_at"]._key(d), v["ingested_at"].encode(NAT)),
-                ],
-                fresh,
-            )
-            day = [(v[n]._key(d), v[n].encode(value)) for n, value in values.items()]
-            write_chunks(store, day + [c for part in encoded for c in part], fresh)
-            completed = time.time_ns()
-            write_chunks(
-                store, [(v["ingested_at"]._key(d), v["ingested_at"].encode(completed))], False
-            )
-            return completed
 
-        async def _write() -> int:
-            # Mark the day as in progress: a killed write is redone whole, never "fresh". A
-            # fresh day has no ledger entry to clear.
-            await asyncio.gather(
-                v["sources"].set(d, WRITING), v["ingested_at"].set(d, NAT, fresh=fresh)
-            )
-            writes = [v[name].set(d, value, fresh=fresh) for name, value in values.items()]
-            if encoded:
-                writes += [
-                    self.samples.put(encoded[0], fresh),
-                    self.mask_rows.put(encoded[1], fresh),
-                ]
-            elif hi > lo:  # a pipeline written through zarr: only now build its arrays
-                a = {name: _async(self.arrays[name]) for name in ("data", "mask")}
-                writes += [
-                    a["data"].setitem((d, slice(lo, hi)), block),
-                    a["mask"].setitem((d, slice(lo, hi)), valid),
-                ]
-            await asyncio.gather(*writes)
-            completed = time.time_ns()
-            await v["ingested_at"].set(d, completed)
-            return completed
+    def read(self, day_ns: int, lo: int, hi: int) -> np.ndarray:
+        """Grid samples ``lo:hi`` of a day (zeros where nothing was recorded)."""
+        return np.asarray(self.array[day_index(day_ns), lo:hi], dtype=np.int32)
 
-        return int(sync(_write()))
+    def stored_segments(self, rec: DayRecord, sources: set[str]) -> list[tuple[str, Piece]]:
+        """Recorded samples of day ``rec`` that came from ``sources``, with exact start times."""
+        period_ns = NS_PER_S / rate_fraction(rec.sampling_rate)
+        out = []
+        for seg in rec.segments:
+            if seg["source"] not in sources:
+                continue
+            start = int(seg["start_ns"])
+            end = start + round((int(seg["npts"]) - 1) * period_ns)
+            out += [(str(seg["source"]), p) for p in self.pieces(rec, start, end)]
+        return out
+
+    def pieces(self, rec: DayRecord, start_ns: int, end_ns: int) -> list[Piece]:
+        """Recorded samples of the day ``rec`` with times in ``[start_ns, end_ns]``, as
+        pieces split at gaps and at every source segment's start (exact start times)."""
+        if rec.ingested_at_ns == NAT or rec.n_samples == 0:
+            return []
+        rate = float(self.layout.sampling_rate)
+        fr = rate_fraction(rate)
+        spd = self.samples_per_day
+        t0 = rec.starttime_ns
+        # One sample of slack each side: a segment that started off the grid has exact times
+        # up to half a sample from its grid times; pieces are trimmed on exact times below.
+        lo = max(0, int(-(-(start_ns - t0) * fr // NS_PER_S)) - 1)
+        hi = min(spd, int((end_ns - t0) * fr // NS_PER_S) + 2)
+        if lo >= hi:
+            return []
+        runs = rec.runs or _segment_runs(rec.segments, spd)
+        local = [(max(a, lo) - lo, min(b, hi) - lo) for a, b in runs if a < hi and b > lo]
+        if not local:
+            return []
+        # Read only the span the runs cover.
+        a_min = min(a for a, _ in local)
+        b_max = max(b for _, b in local)
+        data = self.read(rec.day_ns, lo + a_min, lo + b_max)
+        # Split runs at every segment start so off-grid starts keep their exact times.
+        cuts = sorted({int(s["index"]) - lo for s in rec.segments if lo < int(s["index"]) < hi})
+        out: list[Piece] = []
+        channel = self.layout.channel
+        for a0, b0 in local:
+            bounds = [a0, *[c for c in cuts if a0 < c < b0], b0]
+            for x, y in zip(bounds[:-1], bounds[1:], strict=True):
+                start = _run_start_ns(t0, lo + x, rec.segments, rate)
+                piece = _trim(
+                    Piece(channel, start, rate, data[x - a_min : y - a_min]), start_ns, end_ns
+                )
+                if piece is not None:
+                    out.append(piece)
+        return out
 
 
-_ARRAY_META: dict[tuple[tuple[Any, ...], str], ArrayV3Metadata] = {}
-
-
-def open_channel_year(root: zarr.Group, path: str) -> ChannelYear | None:
-    """Open the channel-year at ``path`` (``None`` if there is none) with one store read.
-
-    A channel-year of schema 2 or later was created from the schema's documents for its
-    layout's shape, which its attributes give, so its arrays are opened from those
-    documents, read once per shape and process (one more read); an older one is opened
-    through zarr.
-    """
-    store = root.store
-    full = f"{root.path.strip('/')}/{path}".strip("/")
-    (raw,) = read_chunks(store, [f"{full}/zarr.json"])
-    if raw is None:
+def open_channel(root: zarr.Group, channel: ChannelId, rate: float) -> ChannelArray | None:
+    """The channel's array at ``rate`` (``None`` if the store has none)."""
+    path = continuous_path(channel, rate)
+    try:
+        arr = root[path]
+    except KeyError:
         return None
-    doc = json.loads(raw)
-    if doc.get("node_type") != "group":
+    if not isinstance(arr, zarr.Array):
         return None
-    attrs = doc.get("attributes", {})
-    layout = layout_from_attrs(attrs)
-    if layout is None:
-        group = root[path]
-        assert isinstance(group, zarr.Group)
-        data = group["data"]
-        assert isinstance(data, zarr.Array)
-        layout = ContinuousLayout(
-            ChannelId(attrs["network"], attrs["station"], attrs["location"], attrs["channel"]),
-            int(attrs["year"]),
-            float(attrs["sampling_rate"]),
-            int(data.chunks[1]),
-            str(attrs.get("codec", "pcodec")),
-        )
-        return ChannelYear(group, layout)
-    names = ("data", "mask", *DAY_VARIABLES)
-    shape = layout_shape(layout)
-    missing = [name for name in names if (shape, name) not in _ARRAY_META]
-    if missing and len(_ARRAY_META) > 4096:  # bounded, like the other per-process caches
-        _ARRAY_META.clear()
-        missing = list(names)
-    if missing:  # the first channel-year of its shape here: its documents are the shape's
-        stored = read_chunks(store, [f"{full}/{name}/zarr.json" for name in missing])
-        docs = None if any(raw is None for raw in stored) else stored
-        if docs is None:  # not written by this schema's creator (it writes the group last)
-            template = template_documents(layout)
-            docs = [template[f"{name}/zarr.json"] for name in missing]
-        for name, raw_doc in zip(missing, docs, strict=True):
-            assert raw_doc is not None
-            _ARRAY_META[(shape, name)] = ArrayV3Metadata.from_dict(json.loads(raw_doc))
-    arrays: dict[str, ArrayRef] = {
-        name: LazyArray(_ARRAY_META[(shape, name)], StorePath(store, f"{full}/{name}"))
-        for name in names
-    }
-    return ChannelYear(None, layout, arrays)
-
-
-@dataclass
-class Piece:
-    """A contiguous run of recorded samples with its exact start time."""
-
-    channel: ChannelId
-    start_ns: int
-    sampling_rate: float
-    data: np.ndarray
-
-
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
-    """``[start, stop)`` index pairs of the True runs of ``mask``."""
-    edges = np.diff(
-        np.concatenate((np.zeros(1, np.int8), mask.view(np.int8), np.zeros(1, np.int8)))
-    )
-    starts = np.flatnonzero(edges == 1)
-    stops = np.flatnonzero(edges == -1)
-    return list(zip(starts.tolist(), stops.tolist(), strict=True))
-
-
-def _run_start_ns(t0: int, run_start: int, segments: list[dict[str, Any]], rate: float) -> int:
-    """Exact time of grid sample ``run_start``: from the source segment that holds it."""
-    period = 1 / rate_fraction(rate) * 1_000_000_000
-    for seg in sorted(segments, key=lambda s: int(s["index"])):
-        index, npts = int(seg["index"]), int(seg["npts"])
-        if index <= run_start < index + npts:
-            return int(seg["start_ns"]) + round((run_start - index) * period)
-    return t0 + round(run_start * period)
-
-
-def _segment_runs(
-    segments: list[dict[str, Any]], samples_per_day: int, n_samples: int
-) -> list[tuple[int, int]] | None:
-    """``[start, stop)`` grid runs recorded by ``segments``; ``None`` unless they account for
-    exactly ``n_samples`` (then the mask, which holds the same, must be read instead)."""
-    spans = sorted(
-        (max(0, int(s["index"])), min(samples_per_day, int(s["index"]) + int(s["npts"])))
-        for s in segments
-    )
-    runs: list[tuple[int, int]] = []
-    for a, b in spans:
-        if b <= a:
-            continue
-        if runs and a <= runs[-1][1]:
-            runs[-1] = (runs[-1][0], max(runs[-1][1], b))
-        else:
-            runs.append((a, b))
-    return runs if sum(b - a for a, b in runs) == n_samples else None
+    return ChannelArray(arr)
 
 
 class ContinuousReader:
-    """Reads recorded samples back, caching open channel-years across calls."""
+    """Reads recorded samples back, caching the ledger and open channels across calls."""
 
-    def __init__(self, root: zarr.Group) -> None:
+    def __init__(self, root: zarr.Group, ledger: DayLedger | None = None) -> None:
         self.root = root
-        self._years: dict[str, ChannelYear | None] = {}
+        self._ledger = ledger
+        self._channels: dict[tuple[str, float], ChannelArray | None] = {}
 
-    def _year(self, channel: ChannelId, year: int) -> ChannelYear | None:
-        path = f"{CONTINUOUS}/{channel.nslc}/{year:04d}"
-        if path not in self._years:
-            self._years[path] = open_channel_year(self.root, path)
-        return self._years[path]
+    @property
+    def ledger(self) -> DayLedger:
+        if self._ledger is None:
+            self._ledger = DayLedger(store_location(self.root))
+        return self._ledger
+
+    def channel(self, channel: ChannelId, rate: float) -> ChannelArray | None:
+        key = (channel.nslc, float(rate))
+        if key not in self._channels:
+            self._channels[key] = open_channel(self.root, channel, rate)
+        return self._channels[key]
 
     def pieces(self, channel: ChannelId, start_ns: int, end_ns: int) -> list[Piece]:
         """Recorded samples of ``channel`` with times in ``[start_ns, end_ns]``, as pieces.
@@ -772,10 +378,11 @@ class ContinuousReader:
         # A day's grid holds only samples of that day, so no earlier day is read.
         day = (start_ns // NS_PER_DAY) * NS_PER_DAY
         while day <= end_ns:
-            year = int(str(np.datetime64(day, "ns").astype("datetime64[Y]")))
-            handle = self._year(channel, year)
-            if handle is not None:
-                pieces.extend(handle.pieces(day, start_ns, end_ns))
+            rec = self.ledger.get(channel.nslc, day)
+            if rec is not None and rec.n_samples and rec.ingested_at_ns != NAT:
+                handle = self.channel(channel, rec.sampling_rate)
+                if handle is not None:
+                    pieces.extend(handle.pieces(rec, start_ns, end_ns))
             day += NS_PER_DAY
         return _merge_adjacent(pieces)
 
@@ -783,6 +390,16 @@ class ContinuousReader:
 def read_pieces(root: zarr.Group, channel: ChannelId, start_ns: int, end_ns: int) -> list[Piece]:
     """One-off :meth:`ContinuousReader.pieces`."""
     return ContinuousReader(root).pieces(channel, start_ns, end_ns)
+
+
+def stored_channels(location: str) -> list[str]:
+    """``NET.STA.LOC.CHA`` of every channel with a channel-day in the store, sorted."""
+    days = read_table(location, LEDGER)
+    return sorted(set(days["channel"].astype(str))) if len(days) else []
+
+
+def ledger_frame(records: Sequence[DayRecord]) -> pd.DataFrame:
+    return pd.DataFrame([r.as_row() for r in records])
 
 
 # Request bounds are honoured to within a microsecond: ObsPy and miniSEED times carry

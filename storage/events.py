@@ -1,18 +1,27 @@
-"""Region writes of event-window traces (layout in :mod:`storage.schema`)."""
+"""Writes of window traces (``events/``, ``noise/``; layout in :mod:`storage.schema`).
+
+A trace's waveform is one chunk of its group's ``waveform``, written through zarr. Which
+traces are written, and their quality flags, is the window ledger ``tables/windows`` (one
+row per written trace, appended once per batch): a run killed mid-batch leaves the
+traces it had not recorded there to the next run. When a run finalizes the store, the
+ledger is copied into each group's ``flags`` and ``written_at`` for readers of the arrays.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import time
+from typing import Any
 
 import numpy as np
+import pandas as pd
 import zarr
-from seismoflow.storage.chunkio import write_chunks
-from seismoflow.storage.continuous import WholeChunks
-from seismoflow.storage.schema import EVENTS, check_trace_region
-from zarr.core.sync import sync
+from seismoflow.storage.schema import EVENTS, NOISE_GROUP, check_trace_region
+from seismoflow.storage.tables import append_rows, read_table
 
 from seismoflow.times import NAT
+
+WINDOW_LEDGER = "windows"
+WINDOW_GROUPS = (EVENTS, NOISE_GROUP)
 
 
 def _array(group: zarr.Group, name: str) -> zarr.Array:
@@ -27,56 +36,97 @@ def events_group(root: zarr.Group) -> zarr.Group:
     return group
 
 
+def group_name(group: zarr.Group) -> str:
+    return group.path.strip("/").rsplit("/", 1)[-1]
+
+
 def trace_keys(group: zarr.Group) -> dict[str, int]:
     """Existing ``trace_key`` -> trace index."""
     keys = _array(group, "trace_key")[:]
     return {str(k): i for i, k in enumerate(np.asarray(keys).tolist())}
 
 
-def pending_traces(group: zarr.Group) -> list[int]:
-    """Trace indices whose waveform is not yet written (ledger says NaT)."""
-    written = np.asarray(_array(group, "written_at")[:])
-    return np.flatnonzero(written == NAT).tolist()
+def window_ledger(location: str, name: str) -> pd.DataFrame:
+    """The ledger rows of window group ``name``: trace, trace_key, flags, written_at_ns."""
+    table = read_table(location, WINDOW_LEDGER)
+    if table.empty or "group" not in table:
+        return pd.DataFrame(columns=["group", "trace", "trace_key", "flags", "written_at_ns"])
+    return table[table["group"] == name].reset_index(drop=True)
+
+
+def written_traces(location: str, group: zarr.Group) -> dict[int, tuple[int, int]]:
+    """``trace index -> (flags, written_at_ns)`` of the group's written traces; a row
+    whose key no longer matches the trace at that index does not count."""
+    ledger = window_ledger(location, group_name(group))
+    if ledger.empty:
+        return {}
+    keys = np.asarray(_array(group, "trace_key")[:]).tolist()
+    out = {}
+    for trace, key, flags, done in zip(
+        ledger["trace"], ledger["trace_key"], ledger["flags"], ledger["written_at_ns"],
+        strict=True,
+    ):
+        t = int(trace)
+        if 0 <= t < len(keys) and str(keys[t]) == str(key) and int(done) != NAT:
+            out[t] = (int(flags), int(done))
+    return out
+
+
+def pending_traces(location: str, group: zarr.Group) -> list[int]:
+    """Trace indices whose waveform is not yet written (no ledger row)."""
+    n = int(_array(group, "trace_key").shape[0])
+    done = written_traces(location, group)
+    return [i for i in range(n) if i not in done]
 
 
 class TraceWriter:
-    """Writes event-window traces: one whole chunk each, the ledger entry last.
-
-    The schema stores ``waveform``, ``flags`` and ``written_at`` one trace per chunk as
-    little-endian bytes + zstd; those chunks are encoded here and written from the calling
-    thread (:func:`storage.continuous.write_chunks`), as zarr would write them, which costs
-    a fraction of zarr's per-``setitem`` path (~13 ms a trace on a busy core). Arrays with
-    another pipeline go through zarr.
-    """
+    """Writes window traces, one whole chunk each; :meth:`flush` appends their ledger rows
+    (call it once the batch is written, also when it stopped early)."""
 
     def __init__(self, group: zarr.Group) -> None:
         self.group = group
-        self._a = {
-            name: _array(group, name).async_array for name in ("waveform", "flags", "written_at")
-        }
-        self._chunks = {name: WholeChunks(arr) for name, arr in self._a.items()}
+        self.name = group_name(group)
         self._wave = _array(group, "waveform")
+        self._keys: list[Any] | None = None
+        self.rows: list[dict[str, Any]] = []
 
     def write(self, index: int, block: np.ndarray, flags: int) -> None:
         check_trace_region(self._wave, index, block)
-        c = self._chunks
-        if all(w.direct for w in c.values()):
-            store = c["waveform"].store
-            write_chunks(store, [c["written_at"].encode((index,), NAT)], fresh=False)
-            write_chunks(
-                store,
-                [c["waveform"].encode((index, 0, 0), block), c["flags"].encode((index,), flags)],
-                fresh=False,
-            )
-            write_chunks(store, [c["written_at"].encode((index,), time.time_ns())], fresh=False)
-            return
-        a = self._a
+        self._wave[index] = block
+        if self._keys is None or index >= len(self._keys):
+            self._keys = np.asarray(_array(self.group, "trace_key")[:]).tolist()
+        self.rows.append(
+            {
+                "group": self.name,
+                "trace": int(index),
+                "trace_key": str(self._keys[index]),
+                "flags": int(flags),
+                "written_at_ns": time.time_ns(),
+            }
+        )
 
-        async def _write() -> None:
-            await a["written_at"].setitem(index, NAT)
-            await asyncio.gather(
-                a["waveform"].setitem(index, block), a["flags"].setitem(index, int(flags))
-            )
-            await a["written_at"].setitem(index, time.time_ns())
+    def flush(self, location: str) -> None:
+        if self.rows:
+            append_rows(location, WINDOW_LEDGER, pd.DataFrame(self.rows))
+            self.rows = []
 
-        sync(_write())
+
+def materialize_window_ledger(location: str, root: zarr.Group) -> None:
+    """Copy the window ledger into each window group's ``flags`` and ``written_at`` (call
+    under the store lock, when a run finalizes the store)."""
+    for name in WINDOW_GROUPS:
+        group = root.get(name, None)
+        if not isinstance(group, zarr.Group) or "trace_key" not in group:
+            continue
+        n = int(_array(group, "trace_key").shape[0])
+        flags = np.zeros(n, dtype=np.uint32)
+        written = np.full(n, NAT, dtype=np.int64)
+        for t, (f, done) in written_traces(location, group).items():
+            flags[t] = f
+            written[t] = done
+        for arr_name, values in (("flags", flags), ("written_at", written)):
+            arr = _array(group, arr_name)
+            if arr.shape[0] != n:
+                arr.resize((n,))
+            if n:
+                arr[:] = values

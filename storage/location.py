@@ -14,9 +14,8 @@ from pathlib import Path
 from typing import Any
 
 import zarr
-from seismoflow.storage.chunkio import read_chunks, write_chunks, write_file
+from seismoflow.storage.fsio import read_bytes, write_bytes
 from seismoflow.storage.schema import SCHEMA_VERSION
-from zarr.storage import FsspecStore, LocalStore
 
 from seismoflow.errors import StoreError
 
@@ -39,7 +38,22 @@ def node_location(location: str, path: str) -> str:
     return f"{location.rstrip('/')}/{path.strip('/')}"
 
 
-def open_root(location: str, mode: str = "a") -> zarr.Group:
+def check_schema(location: str, root: zarr.Group) -> None:
+    """A :class:`StoreError` naming ``seismoflow migrate`` for a store of an older schema."""
+    version = int(root.attrs.get("seismoflow_schema", SCHEMA_VERSION))
+    if version < SCHEMA_VERSION:
+        raise StoreError(
+            f"{location} is a seismoflow store of schema {version}; this version reads "
+            f"schema {SCHEMA_VERSION}: run `seismoflow migrate --store {location}` once"
+        )
+    if version > SCHEMA_VERSION:
+        raise StoreError(
+            f"{location} was written by a newer seismoflow (schema {version}); upgrade "
+            "seismoflow to read it"
+        )
+
+
+def open_root(location: str, mode: str = "a", *, any_schema: bool = False) -> zarr.Group:
     """Open (or create, with ``mode='a'``) the store's root group.
 
     Reads never go through consolidated metadata here: writers must see every node. A
@@ -49,11 +63,16 @@ def open_root(location: str, mode: str = "a") -> zarr.Group:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         if mode == "r":
-            return zarr.open_group(location, mode="r", zarr_format=3, use_consolidated=False)
-        unconsolidate(location)
-        root = zarr.open_group(location, mode="a", zarr_format=3, use_consolidated=False)
-        if "seismoflow_schema" not in root.attrs:
-            root.attrs.update({"seismoflow_schema": SCHEMA_VERSION, "title": "seismoflow store"})
+            root = zarr.open_group(location, mode="r", zarr_format=3, use_consolidated=False)
+        else:
+            unconsolidate(location)
+            root = zarr.open_group(location, mode="a", zarr_format=3, use_consolidated=False)
+            if "seismoflow_schema" not in root.attrs:
+                root.attrs.update(
+                    {"seismoflow_schema": SCHEMA_VERSION, "title": "seismoflow store"}
+                )
+        if not any_schema:
+            check_schema(location, root)
         return root
 
 
@@ -87,11 +106,8 @@ def store_state(location: str) -> str:
         base = local_path(location)
         if not base.is_dir() or not any(base.iterdir()):
             return MISSING
-        store: Any = LocalStore(base)
-    else:
-        store = FsspecStore.from_url(location)
     try:
-        (raw,) = read_chunks(store, ["zarr.json"])
+        raw = read_bytes(location, "zarr.json")
         doc = {} if raw is None else dict(json.loads(raw))
     except (OSError, ValueError):
         doc = {}
@@ -178,7 +194,7 @@ def consolidate(location: str) -> None:
         **_EMPTY_CONSOLIDATED,
         "metadata": {k: nodes[k] for k in sorted(nodes, key=lambda k: (k.count("/"), k))},
     }
-    write_file(base / "zarr.json", _compact(root))
+    write_bytes(location, "zarr.json", _compact(root))
 
 
 _EMPTY_CONSOLIDATED: dict[str, Any] = {"kind": "inline", "must_understand": False, "metadata": {}}
@@ -197,15 +213,11 @@ def unconsolidate(location: str) -> None:
     which made every table and array creation cost ~1 s. ``finalize`` consolidates again.
     Read and written straight through the store, before zarr opens (and parses) the root.
     """
-    if is_local(location):
-        store: Any = LocalStore(local_path(location))
-    else:
-        store = FsspecStore.from_url(location)
-    (raw,) = read_chunks(store, ["zarr.json"])
+    raw = read_bytes(location, "zarr.json")
     if raw is None or b'"consolidated_metadata"' not in raw:
         return
     with store_lock(location):
-        (raw,) = read_chunks(store, ["zarr.json"])
+        raw = read_bytes(location, "zarr.json")
         doc = {} if raw is None else dict(json.loads(raw))
         if doc.pop("consolidated_metadata", None) is not None:
-            write_chunks(store, [("zarr.json", _compact(doc))], fresh=False)
+            write_bytes(location, "zarr.json", _compact(doc))

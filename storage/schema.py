@@ -2,21 +2,17 @@
 
 Layout (``STORE.md`` documents it for users)::
 
-    /                                   attrs: seismoflow_schema, created_by
-    continuous/{NET.STA.LOC.CHA}/{YEAR} one dataset per channel-year, native sampling rate
-        data        (day, sample)  int32  counts, lossless codec (setting ``codec``)
-        mask        (day, sample)  bool   True where a sample was recorded (gaps are False)
-        starttime   (day)          time   time of sample 0 of that day's grid
-        n_samples   (day)          int64  recorded samples that day
-        flags       (day)          uint32 quality flags (:class:`Flag`)
-        segments    (day)          str    JSON list of source segments with exact start times
-        quarantine  (day)          str    JSON list of rejected pieces with reasons
-        sources     (day)          str    JSON list of the source files (path, size, mtime)
-        ingested_at (day)          time   completion ledger: NaT until the day is complete
-    events/                             event windows at one common sampling rate
+    /                                   attrs: seismoflow_schema, title
+    continuous/                         attrs: day_origin; coordinate day (days since 1970)
+        {NET.STA.LOC.CHA}               one int32 array per channel (day, sample_{rate}),
+                                        one shard per channel-day, lossless codec
+    events/, noise/                     windows at one common sampling rate
         waveform    (trace, component, sample) float32, NaN where no data
-        + per-trace coordinates (event, station, geometry, times, label) and written_at
-    tables/{catalog,channels,channel_days,quarantine}  tables as 1-D datasets
+        + per-trace coordinates (event, station, geometry, times, label, flags, written_at)
+    features/{events,noise}, predictions/{version}
+    tables/{name}/part-*.parquet        append-only tables: catalog, channels, channel_days
+                                        (the continuous ledger), quarantine, windows (the
+                                        window ledger), fetch_requests
     sources/{stationxml,quakeml}_{sha256[:16]}         source documents, verbatim bytes
 
 Chunks never straddle a work unit (a channel-day or a trace), so units write disjoint
@@ -25,34 +21,32 @@ regions and concurrent runs cannot corrupt each other's chunks.
 
 from __future__ import annotations
 
-import asyncio
 import enum
-import json
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import zarr
-from seismoflow.storage.chunkio import read_chunks, write_chunks
 from zarr.codecs import BloscCodec, PCodec, ZstdCodec
 from zarr.codecs.numcodecs import Delta
-from zarr.core.buffer import default_buffer_prototype
-from zarr.core.group import AsyncGroup
-from zarr.core.sync import sync
-from zarr.storage import LocalStore
 
 from seismoflow.errors import StoreError
 from seismoflow.ids import ChannelId
 from seismoflow.times import NAT, NS_PER_DAY, samples_per_day
 
-SCHEMA_VERSION = 2  # 2: chunk length and pcodec pages per channel-year (STORE.md)
+SCHEMA_VERSION = 3  # 3: one sharded array per channel, per-day rows in tables (STORE.md)
+# Stores written before schema 3 are read only by ``seismoflow migrate``.
+MIGRATABLE = (2,)
 CONTINUOUS = "continuous"
 EVENTS = "events"
 NOISE_GROUP = "noise"  # noise windows: the layout of ``events`` plus ``label`` (issue 4)
 TABLES = "tables"
 SOURCES = "sources"
 COMPONENTS: tuple[str, ...] = ("Z", "N", "E")
+# Chunk keys ``c.0.1`` rather than ``c/0/1``: an array's chunks sit in its one folder, so a
+# store holds no more folders than files.
+FLAT_KEYS: dict[str, Any] = {"name": "default", "configuration": {"separator": "."}}
 TIME_ATTRS: dict[str, str] = {
     "units": "nanoseconds since 1970-01-01",
     "calendar": "proleptic_gregorian",
@@ -106,10 +100,26 @@ def choose_encoding(
         # One page per chunk only where chunks are full: zeros (unrecorded samples) in a
         # large page cost 10-15% more bytes for records of a few hours (measured).
         full = recorded_per_day >= WHOLE_DAYS * day_samples
-        return ContinuousEncoding(codec, chunk_setting, chunk_setting if full else PCODEC_PAGE)
+        chunk = fit_chunk(day_samples, chunk_setting)
+        return ContinuousEncoding(codec, chunk, chunk if full else PCODEC_PAGE)
     step = SPARSE_CHUNK_STEP
     chunk = max(2 * step, int(-(-2 * recorded_per_day // step)) * step)
-    return ContinuousEncoding(codec, min(chunk, chunk_setting), PCODEC_PAGE)
+    return ContinuousEncoding(codec, fit_chunk(day_samples, min(chunk, chunk_setting)), PCODEC_PAGE)
+
+
+def fit_chunk(day_samples: int, target: int) -> int:
+    """The inner chunk length nearest above ``target`` that divides the day's samples (so
+    every channel of one rate has rows of the same length, ``day_samples``); ``target``
+    itself where no divisor lies within 1.5x of it (the row is then padded)."""
+    n = int(day_samples)
+    divisors = set()
+    i = 1
+    while i * i <= n:
+        if n % i == 0:
+            divisors.update((i, n // i))
+        i += 1
+    near = [d for d in divisors if target <= d <= 1.5 * target]
+    return min(near) if near else int(target)
 
 
 class SchemaError(StoreError, ValueError):
@@ -155,24 +165,53 @@ def integer_codec_kwargs(codec: str, level: int, page: int = PCODEC_PAGE) -> dic
     raise SchemaError(f"unknown codec {codec!r}; choose one of {INTEGER_CODECS}")
 
 
-def continuous_path(channel: ChannelId, year: int) -> str:
-    return f"{CONTINUOUS}/{channel.nslc}/{year:04d}"
+# --- continuous data ------------------------------------------------------------------
+#
+# One array per channel and sampling rate, ``continuous/{NET.STA.LOC.CHA}@{rate}hz`` (a
+# channel recorded at another rate in other years gets a second array), over every day the
+# store can hold
+# (``day`` = days since 1970-01-01, shared by all channels through the ``continuous/day``
+# coordinate) and the samples of one day at the channel's rate. One shard per channel-day:
+# the day's only object, holding its inner chunks (only those with samples) and their
+# index. What is known per day (start time, samples, flags, segments, sources, the ledger)
+# is a row of ``tables/channel_days``, never a Zarr node.
+
+DAY_ORIGIN = "1970-01-01"
+# Days from 1970-01-01 to 2100-01-01: the day axis is fixed, so creating a channel never
+# depends on which days a run brings and no array is ever resized.
+N_DAYS = 47_482
 
 
-def days_in_year(year: int) -> int:
-    return 366 if (year % 4 == 0 and year % 100 != 0) or year % 400 == 0 else 365
+def rate_tag(rate: float) -> str:
+    """``40.0`` -> ``40hz``, ``0.1`` -> ``0p1hz``: names the sample dimension of a rate."""
+    return f"{float(rate):g}".replace(".", "p").replace("-", "m") + "hz"
 
 
-def year_start_ns(year: int) -> int:
-    return int(np.datetime64(f"{year:04d}-01-01", "ns").astype(np.int64))
+def array_name(channel: ChannelId, rate: float) -> str:
+    """``CI.CCA..BHN@40hz``: the channel's array at one sampling rate."""
+    return f"{channel.nslc}@{rate_tag(rate)}"
+
+
+def continuous_path(channel: ChannelId, rate: float) -> str:
+    return f"{CONTINUOUS}/{array_name(channel, rate)}"
+
+
+def day_index(day_ns: int) -> int:
+    """Row of the day starting at ``day_ns`` (UTC midnight) in every channel's array."""
+    index, rest = divmod(int(day_ns), NS_PER_DAY)
+    if rest or not 0 <= index < N_DAYS:
+        raise SchemaError(
+            f"day {np.datetime64(int(day_ns), 'ns')} is not a UTC midnight between "
+            f"{DAY_ORIGIN} and 2100-01-01"
+        )
+    return int(index)
 
 
 @dataclass(frozen=True)
 class ContinuousLayout:
-    """Shape and encoding of one channel-year dataset."""
+    """Shape and encoding of one channel's array, fixed when it is created."""
 
     channel: ChannelId
-    year: int
     sampling_rate: float
     chunk_samples: int
     codec: str = "pcodec"
@@ -184,164 +223,51 @@ class ContinuousLayout:
         object.__setattr__(self, "samples_per_day", samples_per_day(self.sampling_rate))
 
     @property
-    def path(self) -> str:
-        return continuous_path(self.channel, self.year)
+    def name(self) -> str:
+        return array_name(self.channel, self.sampling_rate)
 
     @property
-    def n_days(self) -> int:
-        return days_in_year(self.year)
+    def path(self) -> str:
+        return continuous_path(self.channel, self.sampling_rate)
 
-    def day_index(self, day_ns: int) -> int:
-        index = (day_ns - year_start_ns(self.year)) // NS_PER_DAY
-        if not 0 <= index < self.n_days:
-            raise SchemaError(f"day {day_ns} is outside year {self.year} of {self.path}")
-        return int(index)
+    @property
+    def width(self) -> int:
+        """Samples in a row: the day's, padded to whole inner chunks (padding is never
+        written: inner chunks of fill values are not stored)."""
+        return -(-self.samples_per_day // self.chunk_samples) * self.chunk_samples
 
+    @property
+    def sample_dim(self) -> str:
+        """``sample_100hz``; rows padded beyond the day (a rate whose day has no divisor
+        near the chunk length) name their length too, as xarray needs one size per name."""
+        name = f"sample_{rate_tag(self.sampling_rate)}"
+        return name if self.width == self.samples_per_day else f"{name}_{self.width}"
 
-_DAY_VARS: dict[str, tuple[str, Any, dict[str, Any]]] = {
-    # name: (dtype, fill, attrs)
-    "starttime": ("int64", NAT, {**TIME_ATTRS, "long_name": "time of sample 0 of the day grid"}),
-    "n_samples": ("int64", 0, {"units": "1", "long_name": "recorded samples"}),
-    "flags": (
-        "uint32",
-        0,
-        {
-            "long_name": "quality flags",
-            "flag_meanings": " ".join(f"{f.name.lower()}={int(f)}" for f in Flag if f.name),
-        },
-    ),
-    "segments": ("str", "", {"long_name": "JSON list of source segments (exact start, ns)"}),
-    "quarantine": ("str", "", {"long_name": "JSON list of quarantined pieces"}),
-    "sources": ("str", "", {"long_name": "JSON list of source files: path, size, mtime_ns"}),
-    "ingested_at": ("int64", NAT, {**TIME_ATTRS, "long_name": "completion ledger"}),
-}
-
-
-def create_continuous(root: zarr.Group, layout: ContinuousLayout) -> zarr.Group:
-    """Create a channel-year dataset if absent; check an existing one matches ``layout``.
-
-    Call under the store lock: creation is the only structural change of continuous data.
-    """
-    rates = create_continuous_many(root, [layout])
-    check_continuous({"sampling_rate": rates[layout.path]}, layout)
-    group = root[layout.path]
-    assert isinstance(group, zarr.Group)
-    return group
+    def attrs(self) -> dict[str, Any]:
+        return {
+            "network": self.channel.network,
+            "station": self.channel.station,
+            "location": self.channel.location,
+            "channel": self.channel.channel,
+            "sampling_rate": float(self.sampling_rate),
+            "samples_per_day": self.samples_per_day,
+            "codec": self.codec,
+            "codec_level": self.codec_level,
+            "chunk_samples": self.chunk_samples,
+            "pcodec_page": self.pcodec_page,
+            "units": "counts",
+            "long_name": (
+                "raw counts; sample i of day d at tables/channel_days starttime_ns + "
+                "i / sampling_rate; recorded only where the day's runs say (else 0)"
+            ),
+            "seismoflow_schema": SCHEMA_VERSION,
+        }
 
 
-def create_continuous_many(
-    root: zarr.Group, layouts: Sequence[ContinuousLayout], concurrency: int = 64
-) -> dict[str, float]:
-    """Create the channel-years that are absent; return every one's stored sampling rate.
-
-    An existing channel-year keeps its rate: the caller ingests at that rate, and segments
-    at another rate are quarantined (``mixed_rates``) rather than failing the run.
-
-    Creating thousands of small channel-years through zarr's API costs ~20 ms each (every
-    array re-checks the hierarchy). The metadata documents are the same for every
-    channel-year of one shape, so they are made once per shape in memory and stamped into
-    the store, with the channel's attributes in its group document.
-    """
-    store = root.store
-    prefix = root.path.strip("/")
-    proto = default_buffer_prototype()
-
-    def key(path: str) -> str:
-        return f"{prefix}/{path}" if prefix else path
-
-    # Made here, outside the event loop: making one runs zarr synchronously.
-    templates = {layout_shape(layout): template_documents(layout) for layout in layouts}
-
-    async def one(layout: ContinuousLayout) -> tuple[str, float]:
-        async with sem:
-            existing = await store.get(key(f"{layout.path}/zarr.json"), prototype=proto)
-            if existing is not None:
-                return layout.path, _stored_rate(existing.to_bytes())
-            parents, arrays, group = _new_channel_year(layout, templates, key)
-            writes = [
-                store.set(p, proto.buffer.from_bytes(_GROUP_DOC))
-                for p in parents
-                if not await store.exists(p)
-            ]
-            writes += [store.set(k, proto.buffer.from_bytes(doc)) for k, doc in arrays]
-            await asyncio.gather(*writes)
-            # Group document last: a channel-year exists only once all its arrays do.
-            await store.set(group[0], proto.buffer.from_bytes(group[1]))
-            return layout.path, float(layout.sampling_rate)
-
-    if isinstance(store, LocalStore):
-        return {layout.path: _create_local(store, key, layout, templates) for layout in layouts}
-
-    sem = asyncio.Semaphore(concurrency)
-
-    async def all_() -> list[tuple[str, float]]:
-        return list(await asyncio.gather(*(one(layout) for layout in layouts)))
-
-    return dict(sync(all_()))
-
-
-def _stored_rate(group_doc: bytes) -> float:
-    """Sampling rate of an existing channel-year, from its group document."""
-    return float(json.loads(group_doc)["attributes"]["sampling_rate"])
-
-
-def _new_channel_year(
-    layout: ContinuousLayout,
-    templates: dict[tuple[Any, ...], dict[str, bytes]],
-    key: Callable[[str], str],
-) -> tuple[list[str], list[tuple[str, bytes]], tuple[str, bytes]]:
-    """What creating the channel-year of ``layout`` writes: its parents' document keys
-    (written only where absent), its array documents, and its group document (written last,
-    with the channel's attributes)."""
-    docs = dict(templates[layout_shape(layout)])
-    group_doc = json.loads(docs.pop("zarr.json"))
-    group_doc["attributes"] = _continuous_attrs(layout)
-    base = layout.path.split("/")
-    parents = [key(f"{'/'.join(base[:i])}/zarr.json") for i in range(1, len(base))]
-    arrays = [(key(f"{layout.path}/{rel}"), doc) for rel, doc in docs.items()]
-    return parents, arrays, (key(f"{layout.path}/zarr.json"), json.dumps(group_doc).encode())
-
-
-def _create_local(
-    store: LocalStore,
-    key: Callable[[str], str],
-    layout: ContinuousLayout,
-    templates: dict[tuple[Any, ...], dict[str, bytes]],
-) -> float:
-    """:func:`create_continuous_many` for one channel-year of a local directory store, with
-    plain file I/O in the calling thread (zarr's async path costs ~10x more per document);
-    the same documents, the group document last. Returns the stored sampling rate."""
-    (existing,) = read_chunks(store, [key(f"{layout.path}/zarr.json")])
-    if existing is not None:
-        return _stored_rate(existing)
-    parents, arrays, group = _new_channel_year(layout, templates, key)
-    have = read_chunks(store, parents)
-    missing = [(p, _GROUP_DOC) for p, doc in zip(parents, have, strict=True) if doc is None]
-    write_chunks(store, [*missing, *arrays], fresh=True)
-    write_chunks(store, [group], fresh=True)
-    return float(layout.sampling_rate)
-
-
-def layout_shape(layout: ContinuousLayout) -> tuple[Any, ...]:
-    """What makes the metadata documents of a channel-year (all but the channel)."""
-    return (
-        layout.year,
-        layout.sampling_rate,
-        layout.chunk_samples,
-        layout.codec,
-        layout.codec_level,
-        layout.pcodec_page,
-    )
-
-
-def layout_from_attrs(attrs: Mapping[str, Any]) -> ContinuousLayout | None:
-    """The layout a channel-year was created with, from its group attributes; ``None`` for
-    a channel-year written before schema 2 (whose attributes do not give it all)."""
-    if int(attrs.get("seismoflow_schema", 0)) < 2 or "chunk_samples" not in attrs:
-        return None
+def layout_from_attrs(attrs: Mapping[str, Any]) -> ContinuousLayout:
+    """The layout a channel's array was created with, from its attributes."""
     return ContinuousLayout(
         ChannelId(attrs["network"], attrs["station"], attrs["location"], attrs["channel"]),
-        int(attrs["year"]),
         float(attrs["sampling_rate"]),
         int(attrs["chunk_samples"]),
         str(attrs["codec"]),
@@ -350,118 +276,58 @@ def layout_from_attrs(attrs: Mapping[str, Any]) -> ContinuousLayout | None:
     )
 
 
-_TEMPLATE_CACHE: dict[tuple[Any, ...], dict[str, bytes]] = {}
-
-
-def template_documents(layout: ContinuousLayout) -> dict[str, bytes]:
-    """Metadata documents of a channel-year of ``layout``'s shape (cached per process): a
-    schema-2 channel-year's arrays are opened from these, with no store reads."""
-    key = layout_shape(layout)
-    if key not in _TEMPLATE_CACHE:
-        _TEMPLATE_CACHE[key] = _template_documents(layout)
-    return _TEMPLATE_CACHE[key]
-
-
-_GROUP_DOC = json.dumps({"zarr_format": 3, "node_type": "group", "attributes": {}}).encode()
-
-
-def _template_documents(layout: ContinuousLayout) -> dict[str, bytes]:
-    """Every document of a channel-year of this shape, made in a memory store."""
-    mem = zarr.storage.MemoryStore()
-    group = zarr.open_group(mem, mode="w", zarr_format=3)
-    sync(_create_continuous(group._async_group, layout))  # noqa: SLF001
-    docs: dict[str, bytes] = {}
-
-    async def collect() -> None:
-        proto = default_buffer_prototype()
-        async for k in mem.list_prefix(layout.path + "/"):
-            buf = await mem.get(k, prototype=proto)
-            assert buf is not None
-            docs[k[len(layout.path) + 1 :]] = buf.to_bytes()
-
-    sync(collect())
-    return docs
-
-
-def _continuous_attrs(layout: ContinuousLayout) -> dict[str, Any]:
-    return {
-        "network": layout.channel.network,
-        "station": layout.channel.station,
-        "location": layout.channel.location,
-        "channel": layout.channel.channel,
-        "sampling_rate": float(layout.sampling_rate),
-        "samples_per_day": layout.samples_per_day,
-        "year": layout.year,
-        "codec": layout.codec,
-        "codec_level": layout.codec_level,
-        "chunk_samples": layout.chunk_samples,
-        "pcodec_page": layout.pcodec_page,
-        "seismoflow_schema": SCHEMA_VERSION,
-    }
-
-
-async def _create_continuous(aroot: AsyncGroup, layout: ContinuousLayout) -> None:
-    group = await aroot.require_group(layout.path)
-    await group.update_attributes(_continuous_attrs(layout))
-    spd, n_days = layout.samples_per_day, layout.n_days
-    creations = [
-        group.create_array(
-            "data",
-            shape=(n_days, spd),
-            chunks=(1, layout.chunk_samples),
-            dtype="int32",
-            fill_value=0,
-            dimension_names=("day", "sample"),
-            attributes={"units": "counts", "long_name": "raw counts; valid only where mask"},
-            **integer_codec_kwargs(layout.codec, layout.codec_level, layout.pcodec_page),
-        ),
-        group.create_array(
-            "mask",
-            shape=(n_days, spd),
-            chunks=(1, layout.chunk_samples),
-            dtype="bool",
-            fill_value=False,
-            dimension_names=("day", "sample"),
-            compressors=[ZstdCodec(level=3)],
-            attributes={"long_name": "True where a sample was recorded; gaps are False"},
-        ),
-    ]
-    creations += [
-        group.create_array(
-            name,
-            shape=(n_days,),
-            chunks=(1,),
-            dtype=dtype,
-            fill_value=fill,
-            dimension_names=("day",),
-            attributes=var_attrs,
-        )
-        for name, (dtype, fill, var_attrs) in _DAY_VARS.items()
-    ]
-    await asyncio.gather(*creations)
-    day = await group.create_array(
+def continuous_group(root: zarr.Group) -> zarr.Group:
+    """The ``continuous`` group with its ``day`` coordinate (created if absent; call under
+    the store lock)."""
+    if CONTINUOUS in root:
+        group = root[CONTINUOUS]
+        assert isinstance(group, zarr.Group)
+        return group
+    group = root.require_group(CONTINUOUS)
+    group.attrs.update({"day_origin": DAY_ORIGIN, "seismoflow_schema": SCHEMA_VERSION})
+    day = group.create_array(
         "day",
-        shape=(n_days,),
-        chunks=(n_days,),
+        chunk_key_encoding=FLAT_KEYS,
+        shape=(N_DAYS,),
+        chunks=(N_DAYS,),
         dtype="int64",
         fill_value=0,
         dimension_names=("day",),
-        attributes={
-            "units": f"days since {layout.year:04d}-01-01",
-            "calendar": "proleptic_gregorian",
-        },
+        attributes={"units": f"days since {DAY_ORIGIN}", "calendar": "proleptic_gregorian"},
     )
-    await day.setitem(slice(None), np.arange(n_days, dtype="int64"))
+    day[:] = np.arange(N_DAYS, dtype="int64")
+    return group
 
 
-def check_continuous(attrs: Mapping[str, Any], layout: ContinuousLayout) -> None:
-    """Refuse a channel-year whose sampling rate differs from what the writer expects."""
-    rate = float(attrs.get("sampling_rate", np.nan))
-    if rate != float(layout.sampling_rate):
-        raise SchemaError(
-            f"{layout.path} holds {rate} Hz data but {layout.sampling_rate} Hz was written; "
-            "segments at another rate are quarantined, not mixed into one channel-year"
+def create_continuous(root: zarr.Group, layout: ContinuousLayout) -> zarr.Array:
+    """Create the array of a channel at a rate if absent."""
+    create_continuous_many(root, [layout])
+    arr = root[layout.path]
+    assert isinstance(arr, zarr.Array)
+    return arr
+
+
+def create_continuous_many(root: zarr.Group, layouts: Sequence[ContinuousLayout]) -> None:
+    """Create the arrays of ``layouts`` that are absent (call under the store lock). An
+    existing array keeps the chunking and codec it was created with."""
+    group = continuous_group(root)
+    existing = set(group.array_keys())
+    for layout in layouts:
+        if layout.name in existing:
+            continue
+        group.create_array(
+            layout.name,
+            shape=(N_DAYS, layout.width),
+            chunks=(1, layout.chunk_samples),
+            shards=(1, layout.width),
+            dtype="int32",
+            fill_value=0,
+            dimension_names=("day", layout.sample_dim),
+            chunk_key_encoding=FLAT_KEYS,
+            attributes=layout.attrs(),
+            **integer_codec_kwargs(layout.codec, layout.codec_level, layout.pcodec_page),
         )
+        existing.add(layout.name)
 
 
 @dataclass(frozen=True)
@@ -513,7 +379,8 @@ TRACE_COORDS: dict[str, tuple[str, Any, dict[str, Any]]] = {
 }
 
 
-PER_TRACE_WRITES = frozenset({"flags", "written_at"})
+# Written from the window ledger (``tables/windows``) when a run finalizes the store.
+LEDGER_COORDS = frozenset({"flags", "written_at"})
 
 # Coordinates a window group holds beyond TRACE_COORDS (noise windows carry their label).
 EXTRA_TRACE_COORDS: dict[str, dict[str, tuple[str, Any, dict[str, Any]]]] = {
@@ -555,6 +422,7 @@ def create_events(
     n = layout.n_samples
     group.create_array(
         "waveform",
+        chunk_key_encoding=FLAT_KEYS,
         shape=(0, len(COMPONENTS), n),
         chunks=(1, len(COMPONENTS), n),
         dtype="float32",
@@ -567,11 +435,16 @@ def create_events(
         },
     )
     comp = group.create_array(
-        "component", shape=(len(COMPONENTS),), dtype="str", dimension_names=("component",)
+        "component",
+        shape=(len(COMPONENTS),),
+        dtype="str",
+        dimension_names=("component",),
+        chunk_key_encoding=FLAT_KEYS,
     )
     comp[:] = np.array(COMPONENTS)
     offs = group.create_array(
         "time",
+        chunk_key_encoding=FLAT_KEYS,
         shape=(n,),
         dtype="float64",
         fill_value=np.nan,
@@ -580,11 +453,10 @@ def create_events(
     )
     offs[:] = np.arange(n) / layout.sampling_rate - layout.pre_s
     for coord, (dtype, fill, attrs) in _trace_coords(name).items():
-        # Variables written per trace by concurrent tasks get one chunk per trace, so no two
-        # writers ever share a chunk; the rest is written once, under the lock, at planning.
-        chunk = 1 if coord in PER_TRACE_WRITES else 4096
+        chunk = 4096
         group.create_array(
             coord,
+            chunk_key_encoding=FLAT_KEYS,
             shape=(0,),
             chunks=(chunk,),
             dtype=dtype,
@@ -749,6 +621,7 @@ def create_prediction_version(
         shape = tuple(sizes[d] for d in dims)
         group.create_array(
             name,
+            chunk_key_encoding=FLAT_KEYS,
             shape=shape,
             chunks=tuple(max(1, min(s, PREDICTION_CHUNK)) for s in shape),
             dtype=dtype,
@@ -834,6 +707,7 @@ def write_features(
             del group[name]
     arr = group.create_array(
         "values",
+        chunk_key_encoding=FLAT_KEYS,
         shape=values.shape,
         chunks=(max(1, min(values.shape[0], 4096)), max(1, values.shape[1])),
         dtype="float32",
@@ -844,7 +718,13 @@ def write_features(
     )
     arr[:] = values.astype(np.float32)
     for name, col in (("feature", names), ("unit", units), ("description", descriptions)):
-        a = group.create_array(name, shape=(len(col),), dtype="str", dimension_names=("feature",))
+        a = group.create_array(
+            name,
+            shape=(len(col),),
+            dtype="str",
+            dimension_names=("feature",),
+            chunk_key_encoding=FLAT_KEYS,
+        )
         a[:] = np.array(list(col), dtype=object)
     group.attrs.update(
         {

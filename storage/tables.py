@@ -1,50 +1,108 @@
-"""Tables in the store (``tables/<name>``), and source documents kept verbatim.
+"""Tables in the store (``tables/<name>/``), and source documents kept verbatim.
 
-A table is a 1-D xarray dataset over ``row``; it is rewritten whole under the store lock,
-merged with what is there by its key columns, so re-running a step adds no duplicates.
+A table is a folder of Parquet parts, ``part-{written_ns:020d}-{token}.parquet``. A writer
+never rewrites a part: it appends a new one, written atomically (a local temporary file
+renamed into place, or one PUT on an object store), so a writer killed at any moment
+leaves every earlier row intact and no half-written part visible. Readers concatenate the
+parts and keep, for each key (``TABLE_KEYS``), the row written last (``_written_ns``, a
+column of every part). :func:`compact_table` folds many parts into one: it writes the
+merged part first and only then deletes the parts it read, so a reader at any moment sees
+the same rows.
 """
 
 from __future__ import annotations
 
 import hashlib
-import warnings
+import io
+import secrets
+import time
 from collections.abc import Sequence
 
 import numpy as np
 import pandas as pd
-import xarray as xr
+import pyarrow as pa
+import pyarrow.parquet as pq
 import zarr
-from seismoflow.storage.location import node_location
-from seismoflow.storage.schema import SOURCES, TABLES
+from seismoflow.storage.fsio import delete, list_names, read_bytes, write_bytes
+from seismoflow.storage.schema import FLAT_KEYS, SOURCES, TABLES
 
 TABLE_KEYS: dict[str, tuple[str, ...]] = {
     "catalog": ("event_id",),
     "channels": ("network", "station", "location", "channel", "start_ns"),
+    # the continuous ledger: one row per channel-day (STORE.md)
     "channel_days": ("channel", "day_ns"),
     "quarantine": ("source", "reason", "channel", "start_ns"),
     "fetch_requests": (
         "provider", "network", "station", "location", "channel", "start_ns", "end_ns"
     ),
+    # the window ledger: one row per written window trace
+    "windows": ("group", "trace"),
 }
+ORDER = "_written_ns"
+PART_SUFFIX = ".parquet"
+# A table with more parts than this is compacted when a run finalizes the store.
+COMPACT_AFTER = 4
 
 
-def read_table(location: str, name: str) -> pd.DataFrame:
-    """A table as a DataFrame (empty if the store has none yet)."""
-    table = node_location(location, f"{TABLES}/{name}")
-    try:
-        zarr.open_group(table, mode="r", zarr_format=3, use_consolidated=False)
-    except (FileNotFoundError, zarr.errors.GroupNotFoundError):
+def table_prefix(name: str) -> str:
+    return f"{TABLES}/{name}"
+
+
+def part_names(location: str, name: str) -> list[str]:
+    """The table's parts, oldest first."""
+    return [
+        n for n in list_names(location, table_prefix(name))
+        if n.startswith("part-") and n.endswith(PART_SUFFIX)
+    ]
+
+
+def _read_parts(
+    location: str, name: str, parts: Sequence[str]
+) -> tuple[pd.DataFrame, bool]:
+    """The rows of ``parts`` and whether all of them were still there."""
+    frames = []
+    whole = True
+    for part in parts:
+        raw = read_bytes(location, f"{table_prefix(name)}/{part}")
+        if raw is None:  # compacted away since the listing: its rows are in a newer part
+            whole = False
+            continue
+        frames.append(pq.read_table(io.BytesIO(raw)).to_pandas())
+    frames = [f for f in frames if len(f.columns)]
+    if not frames:
+        return pd.DataFrame(), whole
+    return (pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]), whole
+
+
+def _latest(df: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """One row per key: the one written last."""
+    if df.empty:
+        return df
+    if ORDER in df:
+        df = df.sort_values(ORDER, kind="stable")
+    keys = [k for k in keys if k in df]
+    df = df.drop_duplicates(subset=keys, keep="last") if keys else df
+    return df.sort_values(keys, kind="stable").reset_index(drop=True) if keys else df
+
+
+def _all_rows(location: str, name: str) -> tuple[list[str], pd.DataFrame]:
+    """Every part's rows; listed again if a compaction removed a part meanwhile."""
+    for _ in range(5):
+        parts = part_names(location, name)
+        df, whole = _read_parts(location, name, parts)
+        if whole:
+            break
+    return parts, df
+
+
+def read_table(location: str, name: str, keys: Sequence[str] | None = None) -> pd.DataFrame:
+    """A table as a DataFrame, one row per key (empty if the store has none yet)."""
+    _, df = _all_rows(location, name)
+    if df.empty:
         return pd.DataFrame(columns=list(TABLE_KEYS.get(name, ())))
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds = xr.open_zarr(table, consolidated=False)
-        df = ds.load().to_dataframe().reset_index(drop=True)
-        # Column order as written (zarr lists arrays in no particular order).
-        df = df[[c for c in ds.attrs.get("columns", sorted(df.columns)) if c in df.columns]]
-    for col in df.columns:
-        if df[col].dtype.kind in "OT" or str(df[col].dtype).startswith("String"):
-            df[col] = df[col].astype(object).where(df[col].notna(), "").astype(str)
-    return df
+    df = _latest(df, keys or TABLE_KEYS.get(name, ()))
+    df = df.drop(columns=[ORDER], errors="ignore")
+    return _clean(df)
 
 
 def _clean(df: pd.DataFrame) -> pd.DataFrame:
@@ -55,32 +113,59 @@ def _clean(df: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
+def _part_bytes(df: pd.DataFrame) -> bytes:
+    table = pa.Table.from_pandas(df, preserve_index=False)
+    sink = io.BytesIO()
+    pq.write_table(table, sink, compression="zstd")
+    return sink.getvalue()
+
+
+def append_rows(location: str, name: str, rows: pd.DataFrame) -> str:
+    """Append ``rows`` to table ``name`` as a new part; return the part's name.
+
+    Safe without the store lock: parts have unique names and are written atomically."""
+    now = time.time_ns()
+    df = _clean(rows.reset_index(drop=True))
+    df[ORDER] = np.int64(now)
+    part = f"part-{now:020d}-{secrets.token_hex(6)}{PART_SUFFIX}"
+    write_bytes(location, f"{table_prefix(name)}/{part}", _part_bytes(df))
+    return part
+
+
 def write_table(
     location: str, name: str, rows: pd.DataFrame, replace_keys: Sequence[str] | None = None
-) -> pd.DataFrame:
-    """Merge ``rows`` into table ``name`` by its key columns (new rows win); call under lock.
+) -> None:
+    """Add ``rows`` to table ``name``; a row replaces an earlier one with the same key
+    (``TABLE_KEYS[name]``, or ``replace_keys`` for a table not listed there)."""
+    if name not in TABLE_KEYS and not replace_keys:
+        raise KeyError(f"table {name!r} has no key; pass replace_keys")
+    if len(rows):
+        append_rows(location, name, rows)
 
-    Returns the table as written.
-    """
-    keys = list(replace_keys or TABLE_KEYS[name])
-    old = read_table(location, name)
-    new = _clean(rows)
-    if len(old):
-        old = _clean(old)
-        for col in keys:
-            old[col] = old[col].astype(new[col].dtype) if col in new else old[col]
-        merged = pd.concat([old, new], ignore_index=True)
-    else:
-        merged = new
-    merged = merged.drop_duplicates(subset=keys, keep="last").sort_values(keys)
-    merged = _clean(merged.reset_index(drop=True))
-    ds = xr.Dataset({col: ("row", merged[col].to_numpy()) for col in merged.columns})
-    ds.attrs["key"] = keys
-    ds.attrs["columns"] = list(merged.columns)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds.to_zarr(location, group=f"{TABLES}/{name}", mode="w", consolidated=False, zarr_format=3)
-    return merged
+
+def compact_table(location: str, name: str, keys: Sequence[str] | None = None) -> int:
+    """Fold the table's parts into one when it has more than ``COMPACT_AFTER``.
+
+    The merged part is written (atomically) before the parts it replaces are deleted, so
+    readers see the same rows throughout, and a kill leaves at worst duplicate rows that
+    readers drop. Parts appended meanwhile are not touched. Returns the parts removed."""
+    parts, df = _all_rows(location, name)
+    if len(parts) <= COMPACT_AFTER:
+        return 0
+    if ORDER not in df:
+        df[ORDER] = np.int64(time.time_ns())
+    merged = _latest(df, keys or TABLE_KEYS.get(name, ()))
+    last = int(merged[ORDER].max()) if len(merged) else time.time_ns()
+    part = f"part-{last:020d}-compact-{secrets.token_hex(6)}{PART_SUFFIX}"
+    write_bytes(location, f"{table_prefix(name)}/{part}", _part_bytes(_clean(merged)))
+    for old in parts:
+        delete(location, f"{table_prefix(name)}/{old}")
+    return len(parts)
+
+
+def compact_tables(location: str) -> None:
+    for name in list_names(location, TABLES):
+        compact_table(location, name)
 
 
 def write_source_document(
@@ -97,7 +182,8 @@ def write_source_document(
     arr = root.create_array(
         path,
         shape=(len(content),),
-        chunks=(max(1, min(len(content), 8 << 20)),),
+        chunks=(max(1, len(content)),),
+        chunk_key_encoding=FLAT_KEYS,
         dtype="uint8",
         # One dimension per document: xarray needs one size per dimension name.
         dimension_names=(f"{kind}_{sha[:16]}_byte",),

@@ -7,7 +7,7 @@ from typing import Any
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
-from seismoflow.storage.location import consolidate, store_lock
+from seismoflow.storage.finalize import finalize_store
 
 from seismoflow.archive.ingest import window_layout
 from seismoflow.featurize import extract, noise
@@ -48,5 +48,4 @@ def extract_features(
 
 @task(name="finalize-store", cache_policy=NO_CACHE)
 def finalize(location: str) -> None:
-    with store_lock(location):
-        consolidate(location)
+    finalize_store(location)

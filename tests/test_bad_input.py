@@ -223,8 +223,8 @@ def test_overlaps_mixed_rates_clipping_and_codes(archive: Path, tmp_path: Path) 
     assert not (pd.Series(q.source).str.contains("/../", regex=False)).any()
 
 
-def test_new_rate_on_an_existing_channel_year_is_quarantined(archive: Path, tmp_path: Path) -> None:
-    """A later run bringing another rate for a stored channel-year does not fail."""
+def test_new_rate_on_an_existing_channel_is_quarantined(archive: Path, tmp_path: Path) -> None:
+    """A later run bringing another rate for a stored channel does not fail."""
     tr = obspy.read(str(archive / "sds" / DAYLONG))[0]
     first, second = tmp_path / "first", tmp_path / "second"
     first.mkdir()
@@ -242,7 +242,7 @@ def test_new_rate_on_an_existing_channel_year_is_quarantined(archive: Path, tmp_
     q = read_table(location, "quarantine")
     assert q.reason.str.contains("mixed sampling rates").any()
     root = open_root(location, "r")
-    assert root["continuous/GR.FUR..BHN/2015"].attrs["sampling_rate"] == 20.0  # type: ignore[index]
+    assert root["continuous/GR.FUR..BHN@20hz"].attrs["sampling_rate"] == 20.0  # type: ignore[index]
     kept = read_pieces(
         root,
         ChannelId.parse("GR.FUR..BHN"),

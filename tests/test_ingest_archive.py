@@ -237,9 +237,15 @@ def test_store_opens_as_datatree(archive_store: tuple[Path, dict]) -> None:
     store, _ = archive_store
     tree = xr.open_datatree(str(store), engine="zarr")
     assert "continuous" in tree.children and "events" in tree.children
-    cca = tree["continuous/CI.CCA..BHN/2022"].to_dataset()
-    assert int(cca.n_samples.sum()) == 3_456_000
-    assert tree["tables/catalog"].sizes["row"] == 214
+    cca = tree["continuous"].to_dataset()["CI.CCA..BHN@40hz"]
+    day = cca.sel(day=np.datetime64("2022-01-02"))
+    days = read_table(str(store), "channel_days").set_index(["channel", "day_ns"])
+    row = days.loc[("CI.CCA..BHN", int(np.datetime64("2022-01-02", "ns").astype("int64")))]
+    assert int(row["n_samples"]) == 3_456_000
+    runs = json.loads(row["runs"])
+    assert sum(b - a for a, b in runs) == 3_456_000
+    assert int(np.count_nonzero(day.values[runs[0][0] : runs[0][1]])) > 3_000_000
+    assert len(read_table(str(store), "catalog")) == 214
     assert os.path.isfile(store / "zarr.json")
 
 
@@ -248,8 +254,8 @@ def test_codec_by_coverage_and_exact_extents(archive_store: tuple[Path, dict]) -
     every channel-day holds exactly its recorded samples, off-grid segments included."""
     store, _ = archive_store
     root = open_root(str(store), "r")
-    assert root["continuous/CI.CCA..BHN/2022"].attrs["codec"] == "pcodec"  # type: ignore[index]
-    assert root["continuous/CN.WSLR..HHE/2019"].attrs["codec"] == "delta-zstd"  # type: ignore[index]
+    assert root["continuous/CI.CCA..BHN@40hz"].attrs["codec"] == "pcodec"  # type: ignore[index]
+    assert root["continuous/CN.WSLR..HHE@100hz"].attrs["codec"] == "delta-zstd"  # type: ignore[index]
     days = _day_flags(store)
     reader = ContinuousReader(root)
     for row in days[(days["flags"] & int(Flag.TIMING_SHIFT | Flag.GAPS)) > 0].itertuples():

@@ -9,8 +9,15 @@ import pandas as pd
 import pytest
 import xarray as xr
 import zarr
-from seismoflow.storage.continuous import ChannelYear, open_channel_year, read_pieces
-from seismoflow.storage.events import TraceWriter
+from seismoflow.storage.continuous import (
+    ChannelArray,
+    DayLedger,
+    built_from,
+    ledger_frame,
+    open_channel,
+    read_pieces,
+)
+from seismoflow.storage.events import TraceWriter, materialize_window_ledger, pending_traces
 from seismoflow.storage.location import consolidate, open_root, store_lock
 from seismoflow.storage.schema import (
     ContinuousEncoding,
@@ -22,14 +29,17 @@ from seismoflow.storage.schema import (
     choose_encoding,
     create_continuous,
     create_events,
+    day_index,
 )
 from seismoflow.storage.tables import (
+    append_rows,
+    compact_table,
+    part_names,
     read_source_document,
     read_table,
     write_source_document,
     write_table,
 )
-from zarr.core.sync import sync
 
 from seismoflow.ids import ChannelId
 from seismoflow.times import NAT, NS_PER_S, to_ns
@@ -42,14 +52,14 @@ SRC = {"path": "x.mseed", "size": 1, "mtime_ns": 1}
 
 def _write(
     location: str, codec: str = "pcodec", fresh: bool = True
-) -> tuple[ChannelYear, np.ndarray]:
+) -> tuple[ChannelArray, np.ndarray]:
     root = open_root(location)
-    layout = ContinuousLayout(CH, 2021, 100.0, 360_000, codec)
-    year = ChannelYear(create_continuous(root, layout), layout)
+    layout = ContinuousLayout(CH, 100.0, 360_000, codec)
+    channel = ChannelArray(create_continuous(root, layout), layout)
     data = RNG.integers(-(2**30), 2**30, 500_000).astype(np.int32)
     mask = np.ones(data.size, bool)
     mask[1000:1100] = False  # a gap
-    year.write_day(
+    record = channel.write_day(
         DAY,
         t0_ns=DAY + 2_500_000,
         offset=350_000,
@@ -76,24 +86,32 @@ def _write(
         sources=[SRC],
         fresh=fresh,
     )
-    return year, data
+    append_rows(location, "channel_days", ledger_frame([record]))
+    return channel, data
 
 
 @pytest.mark.parametrize("codec", ["pcodec", "delta-zstd"])
 def test_lossless_round_trip_and_xarray_view(tmp_path: Path, codec: str) -> None:
     location = str(tmp_path / "s.zarr")
-    year, data = _write(location, codec)
-    assert year.is_done(DAY, [SRC]) and year.is_done(DAY, [])
-    assert not year.is_done(DAY, [{**SRC, "mtime_ns": 2}])
-    ds = xr.open_zarr(location, group=year.layout.path, consolidated=False)
-    d = (DAY - to_ns("2021-01-01")) // (86400 * NS_PER_S)
-    row = ds.data[d, 350_000:850_000].values
-    valid = ds.mask[d, 350_000:850_000].values
+    channel, data = _write(location, codec)
+    rec = DayLedger(location).get(CH.nslc, DAY)
+    assert rec is not None and rec.runs == [(350_000, 351_000), (351_100, 850_000)]
+    assert built_from(rec.ingested_at_ns, rec.state, [SRC]) and built_from(
+        rec.ingested_at_ns, rec.state, []
+    )
+    assert not built_from(rec.ingested_at_ns, rec.state, [{**SRC, "mtime_ns": 2}])
+    ds = xr.open_zarr(location, group="continuous", consolidated=False)
+    arr = ds[f"{CH.nslc}@100hz"]
+    assert arr.dims == ("day", "sample_100hz")
+    row = arr.sel(day=np.datetime64("2021-03-04")).values[350_000:850_000]
     assert row.dtype == np.int32
-    assert np.array_equal(row[valid], data[valid]) and not valid[1000:1100].any()
-    assert str(ds.starttime.values[d]) == "2021-03-04T00:00:00.002500000"
-    assert ds.attrs["sampling_rate"] == 100.0 and ds.attrs["codec"] == codec
-    assert np.isnat(ds.ingested_at.values[0])
+    assert np.array_equal(row[:1000], data[:1000]) and not row[1000:1100].any()
+    assert np.array_equal(row[1100:], data[1100:])
+    assert rec.starttime_ns == DAY + 2_500_000 and rec.n_samples == 499_900
+    assert arr.attrs["sampling_rate"] == 100.0 and arr.attrs["codec"] == codec
+    # one shard for the channel-day: the only object beside the array's document
+    files = sorted(p.name for p in (Path(location) / channel.layout.path).iterdir())
+    assert files == [f"c.{day_index(DAY)}.0", "zarr.json"]
 
 
 def test_reader_splits_at_gaps_with_exact_times(tmp_path: Path) -> None:
@@ -109,23 +127,23 @@ def test_reader_splits_at_gaps_with_exact_times(tmp_path: Path) -> None:
 
 
 def test_misaligned_or_mistyped_writes_are_refused(tmp_path: Path) -> None:
-    year, _ = _write(str(tmp_path / "s.zarr"))
+    channel, _ = _write(str(tmp_path / "s.zarr"))
     ok = dict(t0_ns=DAY, offset=0, flags=0, segments=[], quarantine=[], sources=[SRC])
     with pytest.raises(SchemaError, match="int32"):
-        year.write_day(DAY, data=np.zeros(10, np.float64), mask=np.ones(10, bool), **ok)
+        channel.write_day(DAY, data=np.zeros(10, np.float64), mask=np.ones(10, bool), **ok)
     with pytest.raises(SchemaError, match="outside"):
-        year.write_day(
+        channel.write_day(
             DAY, data=np.zeros(10, np.int32), mask=np.ones(10, bool), **{**ok, "offset": 8_639_995}
         )
-    with pytest.raises(SchemaError, match="outside year"):
-        year.write_day(to_ns("2022-01-01"), data=np.zeros(1, np.int32), mask=np.ones(1, bool), **ok)
+    with pytest.raises(SchemaError, match="UTC midnight"):
+        channel.write_day(DAY + 5, data=np.zeros(1, np.int32), mask=np.ones(1, bool), **ok)
 
 
 def test_rewrite_removes_stale_chunks(tmp_path: Path) -> None:
     location = str(tmp_path / "s.zarr")
-    year, _ = _write(location)
-    small = np.arange(10, dtype=np.int32)
-    year.write_day(
+    channel, _ = _write(location)
+    small = np.arange(1, 11, dtype=np.int32)
+    record = channel.write_day(
         DAY,
         t0_ns=DAY,
         offset=0,
@@ -137,16 +155,18 @@ def test_rewrite_removes_stale_chunks(tmp_path: Path) -> None:
         sources=[{**SRC, "size": 2}],
         fresh=False,
     )
-    ds = xr.open_zarr(location, group=year.layout.path, consolidated=False)
-    d = (DAY - to_ns("2021-01-01")) // (86400 * NS_PER_S)
-    assert int(ds.mask[d].sum()) == 10 and int(ds.n_samples[d]) == 10
+    row = channel.read(DAY, 0, channel.samples_per_day)
+    assert np.array_equal(row[:10], small) and not row[10:].any()
+    assert record.n_samples == 10 and record.runs == [(0, 10)]
 
 
-def test_rate_conflict_and_window_settings_conflict(tmp_path: Path) -> None:
+def test_rates_get_their_own_arrays_and_window_settings_conflict(tmp_path: Path) -> None:
     root = open_root(str(tmp_path / "s.zarr"))
-    create_continuous(root, ContinuousLayout(CH, 2021, 100.0, 360_000))
-    with pytest.raises(SchemaError, match="quarantined"):
-        create_continuous(root, ContinuousLayout(CH, 2021, 50.0, 360_000))
+    # another rate of the same channel is another array
+    a = create_continuous(root, ContinuousLayout(CH, 100.0, 360_000))
+    b = create_continuous(root, ContinuousLayout(CH, 50.0, 360_000))
+    assert a.path == "continuous/XX.TEST.00.HHZ@100hz"
+    assert b.path == "continuous/XX.TEST.00.HHZ@50hz"
     create_events(root, EventWindowLayout(100.0, 30.0, 90.0, "origin"))
     with pytest.raises(SchemaError, match="same window settings"):
         create_events(root, EventWindowLayout(50.0, 30.0, 90.0, "origin"))
@@ -194,38 +214,29 @@ def test_event_windows_have_exact_length(tmp_path: Path) -> None:
     assert ds.time.values[0] == -40.0
 
 
-def test_trace_chunks_written_as_zarr_writes_them(tmp_path: Path) -> None:
-    """TraceWriter encodes per-trace chunks itself: the same files zarr's setitem makes,
-    a fill-only chunk (no data, flags 0) included, and xarray reads them back."""
+def test_window_ledger_and_materialized_flags(tmp_path: Path) -> None:
+    """Traces count as written once the ledger has their row; finalizing copies the ledger
+    into the group's ``flags`` and ``written_at``."""
+    location = str(tmp_path / "s.zarr")
     layout = EventWindowLayout(40.0, 40.0, 90.0, "origin")
     rng = np.random.default_rng(3)
     blocks = [rng.standard_normal((3, 5200)).astype(np.float32) for _ in range(2)]
     blocks[1][1:] = np.nan
-    blocks.append(np.full((3, 5200), np.nan, np.float32))
-    stores = {}
-    for how in ("direct", "zarr"):
-        location = tmp_path / f"{how}.zarr"
-        group = create_events(open_root(str(location)), layout)
-        append_traces(group, trace_rows(3))
-        writer = TraceWriter(group)
-        for i, block in enumerate(blocks):
-            if how == "direct":
-                assert all(w.direct for w in writer._chunks.values())
-                writer.write(i, block, [5, 0, 0][i])
-            else:
-                group["waveform"][i] = block
-                group["flags"][i] = [5, 0, 0][i]
-        stores[how] = location
-    for name in ("waveform", "flags"):
-        folder = stores["zarr"] / "events" / name / "c"
-        made = {p.relative_to(folder): p.read_bytes() for p in folder.rglob("*") if p.is_file()}
-        other = stores["direct"] / "events" / name / "c"
-        assert made == {
-            p.relative_to(other): p.read_bytes() for p in other.rglob("*") if p.is_file()
-        }
-    ds = xr.open_zarr(str(stores["direct"]), group="events", consolidated=False)
-    np.testing.assert_array_equal(ds.waveform.values, np.stack(blocks))
-    assert list(ds.flags.values) == [5, 0, 0] and not np.isnat(ds.written_at.values).any()
+    root = open_root(location)
+    group = create_events(root, layout)
+    append_traces(group, trace_rows(3))
+    writer = TraceWriter(group)
+    for i, block in enumerate(blocks):
+        writer.write(i, block, [5, 0][i])
+    assert pending_traces(location, group) == [0, 1, 2]  # not recorded yet
+    writer.flush(location)
+    assert pending_traces(location, group) == [2]
+    materialize_window_ledger(location, root)
+    ds = xr.open_zarr(location, group="events", consolidated=False)
+    np.testing.assert_array_equal(ds.waveform.values[:2], np.stack(blocks))
+    assert np.isnan(ds.waveform.values[2]).all()
+    assert list(ds.flags.values) == [5, 0, 0]
+    assert not np.isnat(ds.written_at.values[:2]).any() and np.isnat(ds.written_at.values[2])
 
 
 def test_tables_merge_by_key_and_documents_verbatim(tmp_path: Path) -> None:
@@ -239,6 +250,14 @@ def test_tables_merge_by_key_and_documents_verbatim(tmp_path: Path) -> None:
     )
     table = read_table(location, "catalog")
     assert list(table.event_id) == ["a", "b", "c"] and list(table.magnitude) == [1.0, 2.5, 3.0]
+    # append-only: two parts, folded into one once there are more than COMPACT_AFTER
+    assert len(part_names(location, "catalog")) == 2
+    for i in range(4):
+        write_table(location, "catalog", pd.DataFrame({"event_id": ["a"], "magnitude": [i]}))
+    assert compact_table(location, "catalog") == 6
+    assert len(part_names(location, "catalog")) == 1
+    table = read_table(location, "catalog")
+    assert list(table.event_id) == ["a", "b", "c"] and list(table.magnitude) == [3.0, 2.5, 3.0]
     content = b"<?xml version='1.0'?><FDSNStationXML/>\n\x00\xff"
     root = open_root(location)
     path = write_source_document(root, "stationxml", content, "s.xml", "application/xml")
@@ -311,28 +330,10 @@ def test_codec_choice_by_coverage() -> None:
 
 def test_segments_json_is_stored(tmp_path: Path) -> None:
     location = str(tmp_path / "s.zarr")
-    year, _ = _write(location)
-    ds = xr.open_zarr(location, group=year.layout.path, consolidated=False)
-    d = (DAY - to_ns("2021-01-01")) // (86400 * NS_PER_S)
-    assert len(json.loads(str(ds.segments.values[d]))) == 2
-
-
-def test_day_variables_write_the_bytes_zarr_writes(tmp_path: Path) -> None:
-    """Per-day variables written straight through the store hold the bytes zarr would."""
-    location = str(tmp_path / "s.zarr")
-    year, _ = _write(location)
-    root = open_root(location)
-    d = year.layout.day_index(DAY) + 1
-    store = Path(location) / year.layout.path
-    for name, value in (("n_samples", 499_900), ("flags", 3), ("segments", '[{"a": "é"}]')):
-        assert year.vars[name].raw
-        sync(year.vars[name].set(d, value))
-        raw = (store / name / "c" / str(d)).read_bytes()
-        root[f"{year.layout.path}/{name}"][d + 1] = value  # type: ignore[index]
-        assert (store / name / "c" / str(d + 1)).read_bytes() == raw
-        assert sync(year.vars[name].get(d + 1)) == value
-    sync(year.vars["flags"].set(d, 0))  # the fill value: no chunk, as zarr does
-    assert not (store / "flags" / "c" / str(d)).exists()
+    _write(location)
+    days = read_table(location, "channel_days")
+    assert len(json.loads(days["segments"].iloc[0])) == 2
+    assert json.loads(days["runs"].iloc[0]) == [[350_000, 351_000], [351_100, 850_000]]
 
 
 def test_encoding_by_occupancy() -> None:
@@ -341,19 +342,21 @@ def test_encoding_by_occupancy() -> None:
     hours = choose_encoding("auto", 360_000, 720_000, 8_640_000)
     assert hours == ContinuousEncoding("pcodec", 360_000, 16_384)
     snippet = choose_encoding("auto", 360_000, 15_000, 8_640_000)
-    assert snippet.codec == "delta-zstd" and snippet.chunk_samples == 32_768
+    assert snippet.codec == "delta-zstd" and snippet.chunk_samples == 33_750  # divides the day
+    forty = choose_encoding("auto", 360_000, 3_456_000, 3_456_000)
+    assert forty.chunk_samples == 384_000 and 3_456_000 % forty.chunk_samples == 0
 
 
 def test_sparse_chunks_round_trip_and_reopen(tmp_path: Path) -> None:
     location = str(tmp_path / "s.zarr")
     root = open_root(location)
-    layout = ContinuousLayout(CH, 2021, 100.0, 8192, "delta-zstd")
+    layout = ContinuousLayout(CH, 100.0, 8192, "delta-zstd")
     create_continuous(root, layout)
-    year = open_channel_year(root, layout.path)
-    assert year is not None and year.chunk_samples == 8192 and year.layout == layout
+    channel = open_channel(root, CH, 100.0)
+    assert channel is not None and channel.chunk_samples == 8192 and channel.layout == layout
     data = RNG.integers(-500, 500, 15_000).astype(np.int32)
     seg = {"start_ns": DAY + 100 * NS_PER_S, "index": 10_000, "npts": 15_000}
-    year.write_day(
+    record = channel.write_day(
         DAY,
         t0_ns=DAY,
         offset=10_000,
@@ -365,44 +368,36 @@ def test_sparse_chunks_round_trip_and_reopen(tmp_path: Path) -> None:
         sources=[SRC],
         fresh=True,
     )
+    append_rows(location, "channel_days", ledger_frame([record]))
     pieces = read_pieces(open_root(location, "r"), CH, DAY, DAY + 86400 * NS_PER_S - 1)
     assert len(pieces) == 1 and pieces[0].start_ns == DAY + 100 * NS_PER_S
     assert np.array_equal(pieces[0].data, data)
-    chunks = sorted(p.name for p in (Path(location) / layout.path / "data" / "c").glob("*/*"))
-    assert chunks == ["1", "2", "3"]  # samples 10 000..25 000 of 8192-sample chunks
+    # one object for the day, holding only the inner chunks with samples
+    shard = Path(location) / layout.path / f"c.{day_index(DAY)}.0"
+    assert shard.is_file() and shard.stat().st_size < 40_000
 
 
-@pytest.mark.parametrize(
-    ("codec", "page"), [("pcodec", 16_384), ("pcodec", 360_000), ("delta-zstd", 16_384)]
-)
-def test_sample_chunks_write_and_read_as_zarr_does(tmp_path: Path, codec: str, page: int) -> None:
-    """``data`` and ``mask`` chunks encoded and decoded outside zarr (``SampleRows``) are
-    the bytes zarr writes and the values zarr reads, the padded last chunk included."""
+@pytest.mark.parametrize(("codec", "page"), [("pcodec", 16_384), ("delta-zstd", 16_384)])
+def test_day_long_rows_round_trip_with_a_padded_last_chunk(
+    tmp_path: Path, codec: str, page: int
+) -> None:
+    """A 40 Hz day (3 456 000 samples) in 360 000-sample inner chunks: the row is padded to
+    whole chunks, the padding is never stored, every read range comes back exactly."""
     location = str(tmp_path / "s.zarr")
     root = open_root(location)
-    layout = ContinuousLayout(CH, 2021, 40.0, 360_000, codec, pcodec_page=page)
-    year = ChannelYear(create_continuous(root, layout), layout)
-    spd = year.samples_per_day  # 3 456 000: the last chunk is partial
+    layout = ContinuousLayout(CH, 40.0, 360_000, codec, pcodec_page=page)
+    channel = ChannelArray(create_continuous(root, layout), layout)
+    spd = channel.samples_per_day
+    assert channel.width == 3_600_000 and spd == 3_456_000
+    assert layout.sample_dim == "sample_40hz_3600000"  # padded rows name their length
     data = np.cumsum(RNG.integers(-900, 900, spd)).astype(np.int32)
     mask = np.ones(spd, bool)
-    mask[700_000:1_100_000] = False  # one chunk with no samples at all
+    mask[700_000:1_100_000] = False
     data[~mask] = 0
-    d = year.layout.day_index(DAY)
-    assert year.samples.kind == codec and year.mask_rows.kind == "mask-zstd"
-    sync(year.samples.put(year.samples.encode(d, 0, data), fresh=True))
-    sync(year.mask_rows.put(year.mask_rows.encode(d, 0, mask), fresh=True))
-    year.arrays["data"][d + 1, :] = data
-    year.arrays["mask"][d + 1, :] = mask
-    store = Path(location) / layout.path
-    for name in ("data", "mask"):
-        ours = sorted(p.name for p in (store / name / "c" / str(d)).iterdir())
-        theirs = sorted(p.name for p in (store / name / "c" / str(d + 1)).iterdir())
-        assert ours == theirs and "2" not in ours  # the empty chunk is not stored
-        for c in ours:
-            raw = (store / name / "c" / str(d) / c).read_bytes()
-            assert raw == (store / name / "c" / str(d + 1) / c).read_bytes(), (name, c)
+    rec = channel.write_day(
+        DAY, t0_ns=DAY, offset=0, data=data, mask=mask, flags=1, segments=[],
+        quarantine=[], sources=[SRC], fresh=True,
+    )
+    assert rec.runs == [(0, 700_000), (1_100_000, spd)]
     for lo, hi in ((0, spd), (5, 6), (359_999, 720_001), (spd - 7, spd)):
-        got = year.samples.read(d + 1, lo, hi)
-        assert np.array_equal(got, year.arrays["data"][d, lo:hi])
-    with pytest.raises(SchemaError, match="chunk-aligned"):
-        year.samples.encode(d, 5, data[:10])
+        assert np.array_equal(channel.read(DAY, lo, hi), data[lo:hi])

@@ -8,7 +8,6 @@ ledger last, and are skipped on re-runs when their source files are unchanged.
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
@@ -20,7 +19,6 @@ import numpy as np
 import obspy
 import pandas as pd
 import zarr
-from zarr.core.sync import sync
 
 from seismoflow.archive.assemble import assemble_day
 from seismoflow.archive.metadata import MetadataIndex, catalog_table, read_channel_table
@@ -30,15 +28,20 @@ from seismoflow.archive.windows import WindowSpec, cut_window, plan_windows
 from seismoflow.ids import ChannelId
 from seismoflow.settings import Settings
 from seismoflow.storage.continuous import (
+    LEDGER,
     WRITING,
-    ChannelYear,
+    ChannelArray,
     ContinuousReader,
+    DayLedger,
     DayRecord,
     built_from,
-    open_channel_year,
+    ledger_frame,
+    open_channel,
+    writing_row,
 )
 from seismoflow.storage.events import TraceWriter, events_group, pending_traces, trace_keys
-from seismoflow.storage.location import consolidate, open_root, store_lock
+from seismoflow.storage.finalize import finalize_store
+from seismoflow.storage.location import open_root, store_lock
 from seismoflow.storage.schema import (
     PCODEC_PAGE,
     ContinuousEncoding,
@@ -52,8 +55,13 @@ from seismoflow.storage.schema import (
     create_events,
     describe_flags,
 )
-from seismoflow.storage.tables import read_table, write_source_document, write_table
-from seismoflow.times import NAT, NS_PER_DAY, NS_PER_S, rate_fraction, samples_per_day
+from seismoflow.storage.tables import (
+    append_rows,
+    read_table,
+    write_source_document,
+    write_table,
+)
+from seismoflow.times import NAT, NS_PER_DAY, NS_PER_S, samples_per_day
 
 
 @dataclass(frozen=True)
@@ -181,15 +189,15 @@ def plan_ingest(
     for f in found.files:
         for day in f.days(start_ns, end_ns):
             by_unit[(f.channel, day)].append(f)
-    rates: dict[str, float] = {}
+    file_rates: dict[str, float | None] = {}
     units = []
     for (ch, day), files in sorted(by_unit.items()):
-        year_key = f"{ch.nslc}/{str(np.datetime64(day, 'ns').astype('datetime64[Y]'))}"
-        if year_key not in rates:
-            header_rates = [r for r in (_read_header_rate(f.path) for f in files) if r]
-            if not header_rates:
-                header_rates = [0.0]
-            rates[year_key] = Counter(header_rates).most_common(1)[0][0]
+        for f in files:
+            if f.path not in file_rates:
+                file_rates[f.path] = _read_header_rate(f.path)
+        # The day's rate: its files' most common; segments at another are quarantined.
+        header_rates = [r for r in (file_rates[f.path] for f in files) if r] or [0.0]
+        rate = Counter(header_rates).most_common(1)[0][0]
         info = metadata.channel(ch, day + NS_PER_DAY // 2) if metadata else None
         if info is None and metadata is not None:
             info = metadata.channel(ch, day)
@@ -202,7 +210,7 @@ def plan_ingest(
                     for f in files
                 ),
                 sources=tuple(f.fingerprint() for f in files),
-                sampling_rate=rates[year_key],
+                sampling_rate=rate,
                 metadata_rate=info.sampling_rate if info else None,
                 has_metadata=info is not None,
                 size=sum(f.size for f in files),
@@ -229,10 +237,17 @@ def plan_ingest(
 def prepare_store(location: str, plan: IngestPlan, settings: Settings) -> IngestPlan:
     """Create every structure the units will write into (under the lock; idempotent).
 
-    Returns the plan with each unit's rate set to its channel-year's stored rate: a
-    channel-year made by an earlier run keeps its rate, and data at another rate are
-    quarantined by the unit instead of failing the run.
+    Returns the plan with each unit's rate set to the rate its day is stored at: a day
+    stored by an earlier run keeps its rate, and data at another rate are quarantined by
+    the unit instead of failing the run. Each rate of a channel has its own array.
     """
+    ledger = DayLedger(location, {u.channel for u in plan.units})
+    units = []
+    for u in plan.units:
+        stored = ledger.get(u.channel, u.day_ns)
+        if u.sampling_rate and stored is not None and stored.state not in ("", WRITING):
+            u = replace(u, sampling_rate=stored.sampling_rate)
+        units.append(u)
     with store_lock(location):
         root = open_root(location)
         for kind, path in plan.documents:
@@ -242,14 +257,13 @@ def prepare_store(location: str, plan: IngestPlan, settings: Settings) -> Ingest
             write_table(location, "channels", plan.channels)
         if len(plan.catalog):
             write_table(location, "catalog", plan.catalog)
-        coverage: dict[tuple[str, int, float], list[int]] = defaultdict(list)
-        for u in plan.units:
+        coverage: dict[tuple[str, float], list[int]] = defaultdict(list)
+        for u in units:
             if u.sampling_rate:
-                coverage[(u.channel, u.year, u.sampling_rate)].append(u.covered_ns)
+                coverage[(u.channel, u.sampling_rate)].append(u.covered_ns)
         layouts = [
             _layout(
                 channel,
-                year,
                 rate,
                 settings,
                 choose_encoding(
@@ -259,31 +273,23 @@ def prepare_store(location: str, plan: IngestPlan, settings: Settings) -> Ingest
                     samples_per_day(rate),
                 ),
             )
-            for (channel, year, rate), covered in sorted(coverage.items())
+            for (channel, rate), covered in sorted(coverage.items())
         ]
-        stored = create_continuous_many(root, layouts)
-    units = [
-        replace(u, sampling_rate=stored[_layout(u.channel, u.year, u.sampling_rate, settings).path])
-        if u.sampling_rate
-        else u
-        for u in plan.units
-    ]
+        create_continuous_many(root, layouts)
     return replace(plan, units=units)
 
 
 def _layout(
     channel: str,
-    year: int,
     rate: float,
     settings: Settings,
     encoding: ContinuousEncoding | None = None,
 ) -> ContinuousLayout:
-    """Layout of a channel-year; ``encoding`` matters only when the channel-year is created
-    (an existing one keeps its own, read back by :func:`open_channel_year`)."""
+    """Layout of a channel; ``encoding`` matters only when the channel's array is created
+    (an existing one keeps its own, read back by :func:`open_channel`)."""
     enc = encoding or ContinuousEncoding("pcodec", settings.chunk_samples, PCODEC_PAGE)
     return ContinuousLayout(
         ChannelId.parse(channel),
-        year,
         rate,
         enc.chunk_samples,
         enc.codec,
@@ -300,50 +306,78 @@ class UnitResult:
     problems: list[dict[str, Any]]
     status: str  # "written", "skipped" (already done), "empty" (no usable samples)
     n_samples: int
+    record: DayRecord | None = None  # a day written by this run: its ledger record
 
 
-def _day_row(record_row: dict[str, Any], first_ns: int, last_ns: int) -> dict[str, Any]:
-    return {
-        **record_row,
-        "first_ns": first_ns,
-        "last_ns": last_ns,
-        "flag_names": ",".join(describe_flags(int(record_row["flags"]))),
-    }
+# Ledger rows are appended every this many units of a batch (and at its end): a killed run
+# redoes at most this many channel-days per batch.
+LEDGER_EVERY = 64
 
 
 def ingest_batch(
     location: str, units: Sequence[ChannelDayUnit], settings: Settings
 ) -> list[UnitResult]:
-    """Ingest a batch of channel-day units; one bad unit never stops the others."""
+    """Ingest a batch of channel-day units; one bad unit never stops the others.
+
+    Ledger rows are appended as parts of ``tables/channel_days`` after their shards are
+    written (every ``LEDGER_EVERY`` units and at the end). Days it rewrites (built before
+    from other files) are first marked ``writing`` there, so a run killed between the two
+    redoes them whole.
+    """
     root = open_root(location)
+    ledger = DayLedger(location, {u.channel for u in units})
     cache: dict[str, tuple[list[Segment], list[Problem]]] = {}
-    years: dict[str, ChannelYear] = {}
-    results = []
-    for unit in units:
-        try:
-            if not unit.sampling_rate:
-                results.append(_unreadable_unit(unit))
-                continue
-            path = _layout(unit.channel, unit.year, unit.sampling_rate, settings).path
-            if path not in years:
-                opened = open_channel_year(root, path)
-                if opened is None:
-                    raise SchemaError(f"{path} does not exist; run prepare_store first")
-                years[path] = opened
-            results.append(_ingest_unit(years[path], unit, settings, cache))
-        except Exception as exc:  # noqa: BLE001 - quarantine the unit, keep going
-            prob = Problem(
-                ",".join(f.path for f in unit.files),
-                f"channel-day failed "
-                f"({type(exc).__name__}: {exc}); re-run to retry, report it if it "
-                "persists",
-                unit.channel,
-                unit.day_ns,
-            )
-            results.append(UnitResult({}, _problem_rows([prob], "ingest"), "failed", 0))
-        # Files shared with the next day (midnight overflow) stay cached for one station.
-        if len(cache) > 8:
-            cache.clear()
+    channels: dict[tuple[str, float], ChannelArray] = {}
+    rewrites = []
+    for u in units:
+        done, state = ledger.state(u.channel, u.day_ns)
+        if u.sampling_rate and state != "" and not built_from(done, state, list(u.sources)):
+            rewrites.append(writing_row(u.channel, u.day_ns, u.sampling_rate))
+    if rewrites:
+        append_rows(location, LEDGER, pd.DataFrame(rewrites))
+    results: list[UnitResult] = []
+    recorded = 0  # results whose ledger rows are appended
+
+    def record() -> None:
+        nonlocal recorded
+        written = [r.record for r in results[recorded:] if r.record is not None]
+        if written:
+            append_rows(location, LEDGER, ledger_frame(written))
+        recorded = len(results)
+
+    try:
+        for unit in units:
+            try:
+                if not unit.sampling_rate:
+                    results.append(_unreadable_unit(unit))
+                    continue
+                key = (unit.channel, unit.sampling_rate)
+                if key not in channels:
+                    opened = open_channel(root, ChannelId.parse(unit.channel), unit.sampling_rate)
+                    if opened is None:
+                        raise SchemaError(
+                            f"no array for {unit.channel} at {unit.sampling_rate} Hz; run "
+                            "prepare_store first"
+                        )
+                    channels[key] = opened
+                results.append(_ingest_unit(channels[key], ledger, unit, settings, cache))
+            except Exception as exc:  # noqa: BLE001 - quarantine the unit, keep going
+                prob = Problem(
+                    ",".join(f.path for f in unit.files),
+                    f"channel-day failed "
+                    f"({type(exc).__name__}: {exc}); re-run to retry, report it if it "
+                    "persists",
+                    unit.channel,
+                    unit.day_ns,
+                )
+                results.append(UnitResult({}, _problem_rows([prob], "ingest"), "failed", 0))
+            # Files shared with the next day (midnight overflow) stay cached for one station.
+            if len(cache) > 8:
+                cache.clear()
+            if len(results) - recorded >= LEDGER_EVERY:
+                record()
+    finally:
+        record()
     return results
 
 
@@ -366,7 +400,8 @@ def _unreadable_unit(unit: ChannelDayUnit) -> UnitResult:
 
 
 def _ingest_unit(
-    year: ChannelYear,
+    channel_array: ChannelArray,
+    ledger: DayLedger,
     unit: ChannelDayUnit,
     settings: Settings,
     cache: dict[str, tuple[list[Segment], list[Problem]]],
@@ -378,24 +413,23 @@ def _ingest_unit(
     earlier run over another folder); a file read again replaces its own earlier samples.
     """
     channel = ChannelId.parse(unit.channel)
-    done, state = year.ledger(unit.day_ns)
+    done, state = ledger.state(unit.channel, unit.day_ns)
+    rec = ledger.get(unit.channel, unit.day_ns)
     if built_from(done, state, list(unit.sources)):
-        rec = year.record(unit.day_ns)
-        first, last = _extent(rec.segments, rec.sampling_rate)
+        assert rec is not None
         stored = [{**p, "stage": "ingest"} for p in rec.quarantine]
-        return UnitResult(_day_row(rec.as_row(), first, last), stored, "skipped", 0)
+        return UnitResult(rec.as_row(), stored, "skipped", 0)
     paths = {f.path for f in unit.files}
     kept_sources: list[dict[str, Any]] = []
     kept_rows: list[dict[str, Any]] = []
     segments: list[Segment] = []
-    if state not in ("", WRITING):  # merge with what other files gave this day
-        rec = year.record(unit.day_ns)
+    if rec is not None and state not in ("", WRITING):  # merge with other files' samples
         kept_sources = [s for s in rec.sources if s["path"] not in paths]
         kept_rows = [q for q in rec.quarantine if q["source"] not in paths]
         others = {str(s["path"]) for s in kept_sources}
         segments = [
             Segment(channel, p.start_ns, p.sampling_rate, p.data, source)
-            for source, p in year.stored_segments(rec, others)
+            for source, p in channel_array.stored_segments(rec, others)
         ]
     problems: list[Problem] = []
     damaged = False
@@ -418,7 +452,7 @@ def _ingest_unit(
         flags |= Flag.RATE_MISMATCH_METADATA
     rows = kept_rows + _problem_rows(problems, "ingest")
     sources = sorted([*unit.sources, *kept_sources], key=lambda s: str(s["path"]))
-    completed = year.write_day(
+    record = channel_array.write_day(
         unit.day_ns,
         t0_ns=day.t0_ns,
         offset=day.offset,
@@ -430,48 +464,21 @@ def _ingest_unit(
         sources=sources,
         fresh=state == "",
     )
-    first, last = _extent(day.segments, unit.sampling_rate)
-    record = DayRecord(
-        channel=unit.channel,
-        day_ns=unit.day_ns,
-        sampling_rate=unit.sampling_rate,
-        starttime_ns=day.t0_ns,
-        n_samples=day.n_samples,
-        flags=int(flags),
-        segments=day.segments,
-        quarantine=rows,
-        ingested_at_ns=completed,
-        sources=sources,
-    )
     status = "written" if day.n_samples else "empty"
-    return UnitResult(_day_row(record.as_row(), first, last), rows, status, day.n_samples)
-
-
-def _extent(segments: list[dict[str, Any]], rate: float) -> tuple[int, int]:
-    """Exact times of the first and last recorded samples, from the segment list."""
-    if not segments:
-        return NAT, NAT
-    period = NS_PER_S / rate_fraction(rate)
-    first = min(int(s["start_ns"]) for s in segments)
-    last = max(int(s["start_ns"]) + round((int(s["npts"]) - 1) * period) for s in segments)
-    return first, last
+    return UnitResult(record.as_row(), rows, status, day.n_samples, record)
 
 
 def record_continuous(location: str, results: Sequence[UnitResult]) -> None:
-    """Merge unit outcomes into ``tables/channel_days`` and ``tables/quarantine``."""
-    rows = [r.row for r in results if r.row]
-    problems = [p for r in results for p in r.problems]
-    with store_lock(location):
-        if rows:
-            write_table(location, "channel_days", pd.DataFrame(rows))
-        if problems:
-            write_table(location, "quarantine", pd.DataFrame(problems))
+    """Add the units' problems to ``tables/quarantine`` (their days are in the ledger,
+    ``tables/channel_days``, appended by :func:`ingest_batch`)."""
+    problems = [p for r in results if r.status != "skipped" for p in r.problems]
+    if problems:
+        write_table(location, "quarantine", pd.DataFrame(problems))
 
 
 def record_problems(location: str, problems: Sequence[Problem], stage: str) -> None:
     if problems:
-        with store_lock(location):
-            write_table(location, "quarantine", pd.DataFrame(_problem_rows(problems, stage)))
+        write_table(location, "quarantine", pd.DataFrame(_problem_rows(problems, stage)))
 
 
 def window_layout(settings: Settings) -> EventWindowLayout:
@@ -496,7 +503,7 @@ def prepare_windows(location: str, settings: Settings) -> list[int]:
         root = open_root(location)
         group = create_events(root, layout)
         if catalog.empty or channel_days.empty:
-            return pending_traces(group)
+            return pending_traces(location, group)
         for col in ("first_ns", "last_ns", "n_samples", "origin_time_ns"):
             for df in (catalog, channel_days):
                 if col in df:
@@ -507,7 +514,7 @@ def prepare_windows(location: str, settings: Settings) -> list[int]:
         new = [s for s in specs if s.trace_key not in known]
         for i in range(0, len(new), 1024):
             append_traces(group, [s.as_row() for s in new[i : i + 1024]])
-        return pending_traces(group)
+        return pending_traces(location, group)
 
 
 def _specs(group: zarr.Group, indices: Sequence[int]) -> list[WindowSpec]:
@@ -515,16 +522,9 @@ def _specs(group: zarr.Group, indices: Sequence[int]) -> list[WindowSpec]:
     names = list(WindowSpec.__dataclass_fields__)
     arrays = [cast(zarr.Array, group[name]) for name in names]
     assert all(isinstance(arr, zarr.Array) for arr in arrays)
-
-    async def read_all() -> list[Any]:  # one round trip through zarr's loop, not one each
-        return list(
-            await asyncio.gather(*(arr.async_array.getitem(slice(None)) for arr in arrays))
-        )
-
     rows = list(indices)
     columns = {
-        name: np.asarray(values)[rows].tolist()
-        for name, values in zip(names, sync(read_all()), strict=True)
+        name: np.asarray(arr[:])[rows].tolist() for name, arr in zip(names, arrays, strict=True)
     }
     return [WindowSpec(**{k: v[i] for k, v in columns.items()}) for i in range(len(indices))]
 
@@ -542,33 +542,35 @@ def cut_batch(location: str, indices: Sequence[int], settings: Settings) -> dict
 
     counts: Counter[str] = Counter()
     problems: list[Problem] = []
-    for index, spec in zip(indices, _specs(group, indices), strict=True):
-        try:
-            block, flags = cut_window(spec, layout, read)
-            writer.write(index, block, flags)
-        except Exception as exc:  # noqa: BLE001 - one bad window never stops the batch
-            problems.append(
-                Problem(
-                    spec.trace_key,
-                    f"event window failed ({type(exc).__name__}: {exc}); left "
-                    "unwritten, a re-run retries it",
-                    spec.channel_set,
-                    spec.window_start,
+    try:
+        for index, spec in zip(indices, _specs(group, indices), strict=True):
+            try:
+                block, flags = cut_window(spec, layout, read)
+                writer.write(index, block, flags)
+            except Exception as exc:  # noqa: BLE001 - one bad window never stops the batch
+                problems.append(
+                    Problem(
+                        spec.trace_key,
+                        f"event window failed ({type(exc).__name__}: {exc}); left "
+                        "unwritten, a re-run retries it",
+                        spec.channel_set,
+                        spec.window_start,
+                    )
                 )
-            )
-            counts["failed"] += 1
-            continue
-        counts["written"] += 1
-        for name in describe_flags(flags):
-            counts[f"flag_{name}"] += 1
+                counts["failed"] += 1
+                continue
+            counts["written"] += 1
+            for name in describe_flags(flags):
+                counts[f"flag_{name}"] += 1
+    finally:
+        writer.flush(location)
     record_problems(location, problems, "windows")
     return dict(counts)
 
 
 def finalize(location: str) -> None:
-    """Consolidate metadata so xarray opens the whole store with one read."""
-    with store_lock(location):
-        consolidate(location)
+    """Window ledger into the window groups, tables compacted, metadata consolidated."""
+    finalize_store(location)
 
 
 def summarize_units(results: Sequence[UnitResult]) -> dict[str, Any]:

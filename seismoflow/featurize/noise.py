@@ -38,11 +38,10 @@ from seismoflow.storage.schema import (
     EventWindowLayout,
     Flag,
     append_traces,
-    continuous_path,
     create_events,
 )
 from seismoflow.storage.tables import read_table
-from seismoflow.times import NAT, NS_PER_DAY, NS_PER_S
+from seismoflow.times import NAT, NS_PER_S
 
 SCREEN_STA_S = 2.0  # seconds of the short-term average of the screen
 
@@ -93,20 +92,13 @@ def read_label_windows(paths: Sequence[str | Path]) -> list[LabelWindow]:
 
 
 def _intervals(root: zarr.Group, channel: str, day_rows: pd.DataFrame) -> list[tuple[int, int]]:
-    """Recorded stretches (first, last sample time ns) of a channel, from its segments."""
+    """Recorded stretches (first, last sample time ns) of a channel, from the segments its
+    ledger rows (``tables/channel_days``) list."""
     out: list[tuple[int, int]] = []
-    ch = ChannelId.parse(channel)
     for row in day_rows.itertuples(index=False):
-        day = int(row.day_ns)
-        year = int(str(np.datetime64(day, "ns").astype("datetime64[Y]")))
-        path = continuous_path(ch, year)
-        arr = root.get(f"{path}/segments")
-        if not isinstance(arr, zarr.Array):
-            continue
-        index = (day - int(np.datetime64(f"{year:04d}-01-01", "ns").astype(np.int64))) // NS_PER_DAY
-        text = str(arr[int(index)])
+        text = str(getattr(row, "segments", "") or "")
         period = NS_PER_S / float(row.sampling_rate)
-        for seg in json.loads(text) if text else []:
+        for seg in json.loads(text) if text and text != "writing" else []:
             start = int(seg["start_ns"])
             out.append((start, start + round((int(seg["npts"]) - 1) * period)))
     out.sort()
@@ -338,8 +330,11 @@ def cut_noise(
             new = [a for a in accepted if a[0].trace_key not in existing]
             indices = append_traces(group, [_noise_row(s) for s, _, _ in new]) if new else []
         writer = TraceWriter(group)
-        for index, (_, block, flags) in zip(indices, new, strict=True):
-            writer.write(index, block, flags)
+        try:
+            for index, (_, block, flags) in zip(indices, new, strict=True):
+                writer.write(index, block, flags)
+        finally:
+            writer.flush(location)
         counts["written"] += len(new)
     return dict(counts)
 

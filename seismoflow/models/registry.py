@@ -298,13 +298,9 @@ def load_bundle(directory: str | Path) -> ModelBundle:
 def data_fingerprint(location: str, examples: Any, features: Any) -> str:
     """sha256 of the training data: the examples' keys and labels, their stored waveform
     chunks (compressed bytes, as stored) and the feature values."""
-    import asyncio
-
     import pandas as pd
-    from zarr.core.buffer import default_buffer_prototype
-    from zarr.core.sync import sync
 
-    from seismoflow.storage.location import open_root
+    from seismoflow.storage.fsio import read_many
 
     digest = hashlib.sha256()
     keys = examples[["group", "trace", "trace_key"]].astype(str)
@@ -312,24 +308,11 @@ def data_fingerprint(location: str, examples: Any, features: Any) -> str:
     for row in keys.itertuples(index=False):
         digest.update("|".join(row).encode() + b"\n")
     digest.update(pd.util.hash_pandas_object(features, index=False).to_numpy().tobytes())
-    root = open_root(location, mode="r")
-    store = root.store
-    prefix = root.path.strip("/")
-    proto = default_buffer_prototype()
+    # one chunk per trace (storage.schema.create_events: chunk keys c.{trace}.0.0)
     chunk_keys = [
-        "/".join(p for p in (prefix, f"{g}/waveform/c/{int(t)}/0/0") if p)
+        f"{g}/waveform/c.{int(t)}.0.0"
         for g, t in zip(examples["group"], examples["trace"], strict=True)
     ]
-    sem = asyncio.Semaphore(64)
-
-    async def one(key: str) -> bytes:
-        async with sem:
-            buf = await store.get(key, prototype=proto)
-            return b"" if buf is None else hashlib.sha256(buf.to_bytes()).digest()
-
-    async def every() -> list[bytes]:
-        return list(await asyncio.gather(*(one(k) for k in chunk_keys)))
-
-    for part in sync(every()):
-        digest.update(part)
+    for raw in read_many(location, chunk_keys):
+        digest.update(b"" if raw is None else hashlib.sha256(raw).digest())
     return digest.hexdigest()
