@@ -96,9 +96,10 @@ def write_archive(
     return root
 
 
-# Chunk (or shard) files of the continuous sample arrays: ``continuous/<channel>/.../data/c/...``
-# in schema 2. A layout that names them otherwise changes this one pattern.
-DATA_CHUNK = re.compile(r"^continuous/.*/data/c/")
+# Chunk (or shard) files of the continuous sample arrays: ``continuous/<NSLC>/<year>/data/c/...``
+# in schema 2, ``continuous/<NSLC>@<rate>hz/c.<day>.<k>`` in schema 3 (not ``continuous/day``,
+# the day coordinate). A layout that names them otherwise changes this one pattern.
+DATA_CHUNK = re.compile(r"^continuous/(.*/data/c/|[^/]+@[^/]+/c[./])")
 
 
 def is_data_chunk(relpath: str) -> bool:
