@@ -116,7 +116,8 @@ class Store:
     @property
     def inventory(self) -> obspy.Inventory:
         """Every StationXML document kept in the store, as one ``obspy.Inventory``
-        (responses included). Select from it as in ObsPy::
+        (responses included), parsed on each access (seconds for a large network: keep the
+        result). Select from it as in ObsPy::
 
             store.inventory.select(network="UW", channel="EH?")
         """
