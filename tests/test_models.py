@@ -293,6 +293,7 @@ def test_cnn_weights_with_pickled_object_refused(tmp_path: Path) -> None:
 
 # --- a training run on the real archive --------------------------------------------------
 
+
 @pytest.fixture
 def trained(
     trained_model: tuple[Path, Path, dict[str, object]],

@@ -130,4 +130,3 @@ def test_fetch_flow_honours_the_setting(
     assert summary["traces"] > 0 and requests.calls >= 2
     assert requests.peak == 1
     assert pool_sizes and set(pool_sizes) == {1}
-
