@@ -18,7 +18,8 @@ from seismoflow.storage.location import store_lock
 from seismoflow.storage.objectlock import LEASE_ENV, LOCK_NAME, Holder, ObjectLock
 
 from seismoflow.errors import StoreError
-from tests.s3server import s3_bucket, s3_server  # noqa: F401 - fixtures
+
+pytest_plugins = ["tests.s3server"]  # the moto server and bucket fixtures
 
 pytestmark = pytest.mark.slow
 
@@ -57,7 +58,7 @@ def _lock_object(location: str) -> dict[str, object] | None:
     return json.loads(fs.cat_file(path)) if fs.exists(path) else None
 
 
-def test_two_processes_exclude_each_other(s3_bucket: str, tmp_path: Path) -> None:  # noqa: F811
+def test_two_processes_exclude_each_other(s3_bucket: str, tmp_path: Path) -> None:
     """Two processes contend for one s3:// store's lock; their held spans never overlap,
     though each holds it longer than the lease (the heartbeat renews it)."""
     location = f"s3://{s3_bucket}/store.zarr"
@@ -74,7 +75,7 @@ def test_two_processes_exclude_each_other(s3_bucket: str, tmp_path: Path) -> Non
     assert _lock_object(location) is None
 
 
-def test_killed_holder_is_taken_over(s3_bucket: str) -> None:  # noqa: F811
+def test_killed_holder_is_taken_over(s3_bucket: str) -> None:
     """A holder killed with SIGKILL leaves its lock object; a writer on the same host sees
     the process is gone and takes the lock over at once."""
     location = f"s3://{s3_bucket}/store.zarr"
@@ -92,7 +93,7 @@ def test_killed_holder_is_taken_over(s3_bucket: str) -> None:  # noqa: F811
     assert _lock_object(location) is None
 
 
-def test_silent_holder_elsewhere_is_taken_over_after_its_lease(s3_bucket: str) -> None:  # noqa: F811
+def test_silent_holder_elsewhere_is_taken_over_after_its_lease(s3_bucket: str) -> None:
     """A lock left by a holder on another machine (nothing to ask about its process) is
     taken over once it has not changed for a whole lease, and not before."""
     import fsspec
@@ -114,7 +115,7 @@ def test_silent_holder_elsewhere_is_taken_over_after_its_lease(s3_bucket: str) -
         lock.release()
 
 
-def test_release_never_deletes_another_holders_lock(s3_bucket: str) -> None:  # noqa: F811
+def test_release_never_deletes_another_holders_lock(s3_bucket: str) -> None:
     """A holder whose lock was taken over (it stalled past its lease) does not delete the
     new holder's lock on release; it says the lock was lost."""
     import fsspec
@@ -130,7 +131,7 @@ def test_release_never_deletes_another_holders_lock(s3_bucket: str) -> None:  # 
     assert _lock_object(location) == {"token": "new holder"}
 
 
-def test_timeout_names_the_store_and_holder(s3_bucket: str) -> None:  # noqa: F811
+def test_timeout_names_the_store_and_holder(s3_bucket: str) -> None:
     location = f"s3://{s3_bucket}/store.zarr"
     first = ObjectLock(location, lease_s=60)
     first.acquire()
@@ -141,6 +142,6 @@ def test_timeout_names_the_store_and_holder(s3_bucket: str) -> None:  # noqa: F8
         first.release()
 
 
-def test_missing_bucket_says_what_to_do(s3_server: str) -> None:  # noqa: F811
+def test_missing_bucket_says_what_to_do(s3_server: str) -> None:
     with pytest.raises(StoreError, match="bucket exists"):
         ObjectLock("s3://no-such-bucket-here/store.zarr").acquire()
