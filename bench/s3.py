@@ -9,8 +9,8 @@ server (its werkzeug request log, one line per request), so retries and the stor
 requests are included. Prints a markdown table: requests per ingest and per channel-day,
 objects written, wall time of each ingest and the s3/local ratio.
 
-Run from the repository root (``--days`` limits the run to the archive's first N SDS day
-files per year, for a quick look; the numbers in BENCHMARKS.md are of the whole archive):
+Run from the repository root (``--years 2022`` limits the run to the archive's day files of
+those years, for a quick look; the numbers in BENCHMARKS.md are of the whole archive):
 
     .venv/bin/python bench/s3.py --json /tmp/bench_s3.json
 """
@@ -91,11 +91,10 @@ def start_server(counter: RequestCounter) -> Any:
     return server
 
 
-def subset(archive: Path, days: int, dest: Path) -> Path:
-    """An SDS tree of links to the first ``days`` day files (sorted by name) of every
-    channel-year folder of ``archive``."""
-    for folder in sorted({p.parent for p in (archive / "sds").rglob("*.D.*")}):
-        for src in sorted(folder.glob("*.D.*"))[:days]:
+def subset(archive: Path, years: list[str], dest: Path) -> Path:
+    """An SDS tree of links to the day files of ``years`` in ``archive``."""
+    for year in years:
+        for src in sorted((archive / "sds" / year).rglob("*.D.*")):
             dst = dest / src.relative_to(archive / "sds")
             dst.parent.mkdir(parents=True, exist_ok=True)
             dst.symlink_to(src)
@@ -134,7 +133,7 @@ def warm_up() -> None:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--archive", type=Path, default=DEFAULT_ARCHIVE)
-    parser.add_argument("--days", type=int, default=0, help="first N day files per folder")
+    parser.add_argument("--years", nargs="*", default=[], help="only these SDS years")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", type=Path, help="write the results here too")
     args = parser.parse_args()
@@ -144,7 +143,7 @@ def main() -> None:
     server = start_server(counter)
     work = Path(tempfile.mkdtemp(prefix="bench-s3-"))
     try:
-        sds = subset(args.archive, args.days, work / "sds") if args.days else args.archive / "sds"
+        sds = subset(args.archive, args.years, work / "sds") if args.years else args.archive / "sds"
         n_files = sum(1 for _ in sds.rglob("*.D.*"))
         warm_up()
         import s3fs
