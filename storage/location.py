@@ -51,8 +51,16 @@ def open_root(location: str, mode: str = "a") -> zarr.Group:
         warnings.simplefilter("ignore", UserWarning)
         if mode == "r":
             return zarr.open_group(location, mode="r", zarr_format=3, use_consolidated=False)
-        unconsolidate(location)
-        root = zarr.open_group(location, mode="a", zarr_format=3, use_consolidated=False)
+        try:
+            unconsolidate(location)
+            root = zarr.open_group(location, mode="a", zarr_format=3, use_consolidated=False)
+        except (FileNotFoundError, PermissionError) as exc:
+            if is_local(location):
+                raise
+            raise StoreError(
+                f"cannot write the store {location}: {exc}; check that its bucket exists "
+                "(create it first) and that these credentials may write in it"
+            ) from exc
         if "seismoflow_schema" not in root.attrs:
             root.attrs.update({"seismoflow_schema": SCHEMA_VERSION, "title": "seismoflow store"})
         return root

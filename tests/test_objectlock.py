@@ -145,3 +145,10 @@ def test_timeout_names_the_store_and_holder(s3_bucket: str) -> None:
 def test_missing_bucket_says_what_to_do(s3_server: str) -> None:
     with pytest.raises(StoreError, match="bucket exists"):
         ObjectLock("s3://no-such-bucket-here/store.zarr").acquire()
+
+
+def test_writing_into_a_missing_bucket_says_what_to_do(s3_server: str) -> None:
+    from seismoflow.storage.location import open_root
+
+    with pytest.raises(StoreError, match=r"s3://no-such-bucket-here/store.zarr.*create it"):
+        open_root("s3://no-such-bucket-here/store.zarr", mode="a")
