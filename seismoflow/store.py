@@ -10,6 +10,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from fnmatch import fnmatchcase
+from functools import cached_property
 from typing import Any
 
 import obspy
@@ -30,7 +31,8 @@ WINDOW_GROUPS = (EVENTS, NOISE_GROUP)
 
 @dataclass(frozen=True)
 class Store:
-    """A seismoflow store at ``location`` (a path or fsspec URL)."""
+    """A seismoflow store at ``location`` (a path or fsspec URL). Its channel list is read
+    once: open the store again to see channels a later run added."""
 
     location: str
 
@@ -79,7 +81,7 @@ class Store:
             raise BadInputError(f"endtime {endtime} must be after starttime {starttime}")
         pattern = (network, station, location, channel)
         stream = obspy.Stream()
-        for name in self._continuous_channels():
+        for name in self._continuous_channels:
             ch = ChannelId.parse(name)
             codes = (ch.network, ch.station, ch.location, ch.channel)
             if all(fnmatchcase(c, p) for c, p in zip(codes, pattern, strict=True)):
@@ -105,6 +107,10 @@ class Store:
         """One prediction version (the latest by default) with its provenance attributes."""
         return open_predictions(self.location, None if version in (None, "latest") else version)
 
+    @cached_property
     def _continuous_channels(self) -> list[str]:
+        """The stored channels, listed once per opened store: zarr reads every member's
+        document to list a group (~100 ms a channel on object storage), and a notebook
+        calls ``get_waveforms`` many times."""
         group = open_root(self.location, mode="r").get("continuous")
         return sorted(group.group_keys()) if group is not None else []  # type: ignore[union-attr]
