@@ -35,7 +35,8 @@ from typing import Any
 
 DEFAULT_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "archive"
 KINDS = ("PUT", "GET", "LIST", "HEAD", "DELETE", "POST")
-REQUEST_LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<target>\S+) HTTP/[\d.]+"')
+REQUEST_LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<target>\S+) HTTP/[\d.]+" (?P<status>\d{3})')
+COLOUR = re.compile(r"\x1b\[[0-9;]*m")  # werkzeug colours the lines of non-200 answers
 
 
 class RequestCounter(logging.Handler):
@@ -47,18 +48,20 @@ class RequestCounter(logging.Handler):
         self._guard = threading.Lock()
 
     def emit(self, record: logging.LogRecord) -> None:
-        match = REQUEST_LINE.search(record.getMessage())
+        match = REQUEST_LINE.search(COLOUR.sub("", record.getMessage()))
         if match is None:
             return
         method, target = match["method"], match["target"]
         kind = "LIST" if method == "GET" and "list-type=" in target else method
         with self._guard:
             self.counts[kind] += 1
+            if match["status"] >= "400":
+                self.counts[f"{kind} answered {match['status']}"] += 1
 
     def take(self) -> dict[str, int]:
         with self._guard:
             out = {k: self.counts.get(k, 0) for k in KINDS}
-            out.update({k: v for k, v in self.counts.items() if k not in KINDS})
+            out.update({k: v for k, v in sorted(self.counts.items()) if k not in KINDS})
             self.counts.clear()
         return out
 
@@ -163,7 +166,7 @@ def main() -> None:
         shutil.rmtree(work, ignore_errors=True)
 
     channel_days = int(remote.get("units") or 0)  # channel-days planned
-    total = sum(requests.values())
+    total = sum(v for k, v in requests.items() if k in KINDS or " " not in k)
     result = {
         "archive": str(args.archive), "day_files": n_files, "channel_days": channel_days,
         "requests": requests, "requests_total": total,
