@@ -38,6 +38,7 @@ pytestmark = [pytest.mark.slow, pytest.mark.data]
 YEAR = ("2022-01-01T00:00:00", "2023-01-01T00:00:00")
 TRAIN = {"epochs": 1, "trees": 20, "tsne": False, "seed": 0}
 # run-specific attributes and columns: equal stores differ in these only
+RUN_VARIABLES = ("written_at",)
 RUN_ATTRS = ("flow_run_id", "created_at", "code_version", "model_dir", "version", "run_id")
 
 
@@ -56,7 +57,8 @@ def _frame(df: pd.DataFrame) -> pd.DataFrame:
 
 
 def _dataset(ds: xr.Dataset) -> xr.Dataset:
-    ds = ds.load()
+    """Windows or predictions without when and by which run they were written."""
+    ds = ds.drop_vars([v for v in RUN_VARIABLES if v in ds.variables]).load()
     ds.attrs = {k: v for k, v in ds.attrs.items() if k not in RUN_ATTRS}
     return ds
 
