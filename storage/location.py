@@ -15,6 +15,7 @@ from typing import Any
 
 import zarr
 from seismoflow.storage.fsio import read_bytes, write_bytes
+from seismoflow.storage.objectlock import ObjectLock
 from seismoflow.storage.schema import SCHEMA_VERSION
 
 from seismoflow.errors import StoreError
@@ -65,8 +66,16 @@ def open_root(location: str, mode: str = "a", *, any_schema: bool = False) -> za
         if mode == "r":
             root = zarr.open_group(location, mode="r", zarr_format=3, use_consolidated=False)
         else:
-            unconsolidate(location)
-            root = zarr.open_group(location, mode="a", zarr_format=3, use_consolidated=False)
+            try:
+                unconsolidate(location)
+                root = zarr.open_group(location, mode="a", zarr_format=3, use_consolidated=False)
+            except (FileNotFoundError, PermissionError) as exc:
+                if is_local(location):
+                    raise
+                raise StoreError(
+                    f"cannot write the store {location}: {exc}; check that its bucket exists "
+                    "(create it first) and that these credentials may write in it"
+                ) from exc
             if "seismoflow_schema" not in root.attrs:
                 root.attrs.update(
                     {"seismoflow_schema": SCHEMA_VERSION, "title": "seismoflow store"}
@@ -117,7 +126,9 @@ def store_state(location: str) -> str:
 
 
 def lock_path(location: str) -> Path:
-    """Lock file beside a local store; for remote URLs a per-URL file in the user cache.
+    """Lock file beside a local store; for URLs other than ``s3://`` (which lock with an
+    object in the store, :mod:`seismoflow.storage.objectlock`) a per-URL file in the user
+    cache, which excludes writers on this machine only.
 
     ``flock`` locks are released by the kernel when the holder dies, so a killed run never
     leaves a stale lock behind.
@@ -129,16 +140,26 @@ def lock_path(location: str) -> Path:
     return cache / f"{hashlib.sha256(location.encode()).hexdigest()[:24]}.lock"
 
 
+OBJECT_LOCK_PROTOCOLS = ("s3://", "s3a://")
+
 _HELD = threading.local()
+_PROCESS_LOCKS: dict[str, threading.RLock] = {}
+_PROCESS_LOCKS_GUARD = threading.Lock()
 
 
 @contextlib.contextmanager
 def store_lock(location: str) -> Iterator[None]:
     """Exclusive lock around structural changes (creating groups, appending traces, tables).
 
-    Re-entrant within a thread: a holder that opens the store again is not blocked by its
-    own lock (other threads and processes are).
+    Local paths: ``flock`` on a file beside the store. ``s3://`` stores: a lock object in
+    the store, held with a lease that a heartbeat renews (:class:`ObjectLock`), so writers
+    on different machines exclude each other. Re-entrant within a thread: a holder that
+    opens the store again is not blocked by its own lock (other threads and processes are).
     """
+    if location.startswith(OBJECT_LOCK_PROTOCOLS):
+        with _object_lock(location):
+            yield
+        return
     path = lock_path(location)
     held: dict[Path, int] = _HELD.__dict__.setdefault("paths", {})
     if held.get(path):
@@ -157,6 +178,32 @@ def store_lock(location: str) -> Iterator[None]:
         finally:
             held[path] = 0
             fcntl.flock(fh, fcntl.LOCK_UN)
+
+
+@contextlib.contextmanager
+def _object_lock(location: str) -> Iterator[None]:
+    """The store's lock object, taken by one thread of this process at a time (the others
+    wait on a thread lock, not on the store); re-entrant within the holding thread."""
+    key = location.rstrip("/")
+    with _PROCESS_LOCKS_GUARD:
+        local = _PROCESS_LOCKS.setdefault(key, threading.RLock())
+    depth: dict[str, int] = _HELD.__dict__.setdefault("objects", {})
+    with local:
+        if depth.get(key):
+            depth[key] += 1
+            try:
+                yield
+            finally:
+                depth[key] -= 1
+            return
+        lock = ObjectLock(key)
+        lock.acquire()
+        depth[key] = 1
+        try:
+            yield
+        finally:
+            depth[key] = 0
+            lock.release()
 
 
 def consolidate(location: str) -> None:

@@ -190,7 +190,9 @@ def test_dataarray_is_obspy_on_a_time_axis(small_store: tuple[Path, dict], small
 
 @pytest.mark.slow
 @pytest.mark.data
-def test_events_and_inventory_from_the_stored_documents(small_store: tuple[Path, dict], archive: Path) -> None:
+def test_events_and_inventory_from_the_stored_documents(
+    small_store: tuple[Path, dict], archive: Path
+) -> None:
     """``get_events`` (ObsPy Catalog) holds the catalogue table's events, parsed from the kept
     QuakeML; ``inventory`` is the kept StationXML, as ObsPy reads the source file."""
     store = seismoflow.open_store(str(small_store[0]))

@@ -1,0 +1,214 @@
+"""Ingest into object storage against a local folder, with the S3 requests counted, in one run.
+
+Starts moto's S3 server (``moto[server]``) on 127.0.0.1, then runs ``seismoflow.ingest`` (the
+``ingest-archive`` flow, in this process, Prefect in embedded mode) of the same archive twice:
+into a local folder and into ``s3://`` on that server. Every request the server answers is
+counted by method: ``PUT``, ``GET`` (objects), ``LIST`` (``GET`` of a bucket with
+``list-type``), ``HEAD``, ``DELETE``, ``POST`` (multi-object delete). The count is taken at the
+server (its werkzeug request log, one line per request), so retries and the store lock's
+requests are included. Prints a markdown table: requests per ingest and per channel-day,
+objects written, wall time of each ingest and the s3/local ratio.
+
+Run from the repository root (``--years 2022`` limits the run to the archive's day files of
+those years, for a quick look; the numbers in BENCHMARKS.md are of the whole archive):
+
+    .venv/bin/python bench/s3.py --json /tmp/bench_s3.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import socket
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+DEFAULT_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "archive"
+KINDS = ("PUT", "GET", "LIST", "HEAD", "DELETE", "POST")
+REQUEST_LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<target>\S+) HTTP/[\d.]+" (?P<status>\d{3})')
+COLOUR = re.compile(r"\x1b\[[0-9;]*m")  # werkzeug colours the lines of non-200 answers
+
+
+class RequestCounter(logging.Handler):
+    """Counts the requests moto's server logs (werkzeug: one INFO line per request)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.INFO)
+        self.counts: collections.Counter[str] = collections.Counter()
+        self._guard = threading.Lock()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        match = REQUEST_LINE.search(COLOUR.sub("", record.getMessage()))
+        if match is None:
+            return
+        method, target = match["method"], match["target"]
+        kind = "LIST" if method == "GET" and "list-type=" in target else method
+        with self._guard:
+            self.counts[kind] += 1
+            if match["status"] >= "400":
+                self.counts[f"{kind} answered {match['status']}"] += 1
+
+    def take(self) -> dict[str, int]:
+        with self._guard:
+            out = {k: self.counts.get(k, 0) for k in KINDS}
+            out.update({k: v for k, v in sorted(self.counts.items()) if k not in KINDS})
+            self.counts.clear()
+        return out
+
+
+def start_server(counter: RequestCounter) -> Any:
+    from moto.server import ThreadedMotoServer
+
+    log = logging.getLogger("werkzeug")
+    log.setLevel(logging.INFO)
+    log.propagate = False
+    log.addHandler(counter)
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = int(s.getsockname()[1])
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
+    server.start()
+    endpoint = f"http://127.0.0.1:{port}"
+    # dummy credentials for moto; fsspec read its FSSPEC_* environment when imported
+    os.environ.update(
+        {
+            "AWS_ACCESS_KEY_ID": "bench",
+            "AWS_SECRET_ACCESS_KEY": "bench",
+            "AWS_DEFAULT_REGION": "us-east-1",
+            "FSSPEC_S3_ENDPOINT_URL": endpoint,
+        }
+    )
+    import fsspec.config
+
+    fsspec.config.conf["s3"] = {**fsspec.config.conf.get("s3", {}), "endpoint_url": endpoint}
+    return server
+
+
+def subset(archive: Path, years: list[str], dest: Path) -> Path:
+    """An SDS tree of links to the day files of ``years`` in ``archive``."""
+    for year in years:
+        for src in sorted((archive / "sds" / year).rglob("*.D.*")):
+            dst = dest / src.relative_to(archive / "sds")
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            dst.symlink_to(src)
+    return dest
+
+
+def ingest(sds: Path, archive: Path, store: str, workers: int) -> tuple[float, dict[str, Any]]:
+    import seismoflow
+    from seismoflow.settings import Settings
+
+    t0 = time.perf_counter()
+    summary = seismoflow.ingest(
+        sds, stations=archive / "stations.xml.gz", events=archive / "events.xml",
+        settings=Settings(store=store, max_workers=workers),
+    )  # fmt: skip
+    return time.perf_counter() - t0, summary
+
+
+def count_objects(store: str) -> tuple[int, int]:
+    """(objects, bytes) under ``store`` (a folder or an s3:// URL)."""
+    import fsspec
+
+    fs, root = fsspec.core.url_to_fs(store)
+    fs.invalidate_cache()
+    sizes = [int(info["size"]) for info in fs.find(root, detail=True).values()]
+    return len(sizes), sum(sizes)
+
+
+def warm_up() -> None:
+    """Start Prefect's embedded server before the clocks run (the first flow run does)."""
+    from prefect import flow
+
+    flow(name="bench-s3-warm-up")(lambda: None)()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--archive", type=Path, default=DEFAULT_ARCHIVE)
+    parser.add_argument("--years", nargs="*", default=[], help="only these SDS years")
+    parser.add_argument("--workers", type=int, default=2)
+    parser.add_argument("--json", type=Path, help="write the results here too")
+    args = parser.parse_args()
+    logging.getLogger("prefect").setLevel(logging.WARNING)
+
+    counter = RequestCounter()
+    server = start_server(counter)
+    work = Path(tempfile.mkdtemp(prefix="bench-s3-"))
+    try:
+        sds = subset(args.archive, args.years, work / "sds") if args.years else args.archive / "sds"
+        n_files = sum(1 for _ in sds.rglob("*.D.*"))
+        warm_up()
+        import s3fs
+
+        bucket = f"bench-{secrets.token_hex(4)}"
+        s3fs.S3FileSystem().mkdir(bucket)
+        counter.take()
+        local_s, local = ingest(sds, args.archive, str(work / "local.zarr"), args.workers)
+        s3_url = f"s3://{bucket}/archive.zarr"
+        s3_s, remote = ingest(sds, args.archive, s3_url, args.workers)
+        requests = counter.take()
+        local_objects, local_bytes = count_objects(str(work / "local.zarr"))
+        s3_objects, s3_bytes = count_objects(s3_url)
+        counter.take()
+    finally:
+        server.stop()
+        shutil.rmtree(work, ignore_errors=True)
+
+    channel_days = int(remote.get("units") or 0)  # channel-days planned
+    total = sum(v for k, v in requests.items() if k in KINDS or " " not in k)
+    result = {
+        "archive": str(args.archive), "day_files": n_files, "channel_days": channel_days,
+        "requests": requests, "requests_total": total,
+        "requests_per_channel_day": {k: v / channel_days for k, v in requests.items()}
+        if channel_days else {},
+        "objects": {"local": local_objects, "s3": s3_objects},
+        "bytes": {"local": local_bytes, "s3": s3_bytes},
+        "seconds": {"local": round(local_s, 2), "s3": round(s3_s, 2)},
+        "s3_over_local": round(s3_s / local_s, 2),
+        "same_summary": _comparable(local) == _comparable(remote),
+    }  # fmt: skip
+    print(table(result))
+    if args.json:
+        args.json.write_text(json.dumps(result, indent=2))
+
+
+def _comparable(summary: dict[str, Any]) -> dict[str, Any]:
+    """The ingest summary without times and locations (equal for equal stores)."""
+    drop = {"seconds", "store", "flow_run_id", "stages", "elapsed_s"}
+    return {k: v for k, v in summary.items() if k not in drop and "second" not in k}
+
+
+def table(r: dict[str, Any]) -> str:
+    cd = r["channel_days"] or 1
+    rows = [
+        "| measure | local folder | s3:// (moto, 127.0.0.1) |",
+        "|---|---|---|",
+        f"| day files ingested | {r['day_files']} | {r['day_files']} |",
+        f"| channel-days | {r['channel_days']} | {r['channel_days']} |",
+        f"| objects (files) written | {r['objects']['local']:,} | {r['objects']['s3']:,} |",
+        f"| bytes | {r['bytes']['local']:,} | {r['bytes']['s3']:,} |",
+        f"| wall time of the ingest | {r['seconds']['local']:.1f} s | {r['seconds']['s3']:.1f} s "
+        f"({r['s3_over_local']:.1f}x) |",
+        f"| requests, all | | {r['requests_total']:,} ({r['requests_total'] / cd:.1f} per "
+        "channel-day) |",
+    ]
+    for kind, n in r["requests"].items():
+        if n:
+            rows.append(f"| requests, {kind} | | {n:,} ({n / cd:.2f} per channel-day) |")
+    rows.append(f"| same ingest summary | | {'yes' if r['same_summary'] else 'NO'} |")
+    return "\n".join(rows)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
