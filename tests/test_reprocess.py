@@ -184,13 +184,18 @@ def test_run_fetches_trains_predicts_and_exports(
     # ... and exported: one row per predicted event, i.e. every event with stored windows.
     from seismoflow.examples import list_examples
 
-    table = pd.read_csv(out["export"]["path"])
-    assert len(table) == out["predict"]["n_events"] == out["export"]["events"]
+    table = pd.read_csv(out["export"]["path"], keep_default_na=False)
+    # one row per catalogued event: predicted, or listed with the reason it could not be
+    predicted = table[table["reason"] == ""]
+    assert len(predicted) == out["predict"]["n_events"]
+    assert (table.loc[table["reason"] != "", "predicted_class"] == "").all()
+    assert len(table) == out["export"]["events"]
     examples = list_examples(store)
     with_windows = set(examples.loc[examples["group"] == "events", "event_id"].astype(str))
     catalog = set(read_table(store, "catalog")["event_id"].astype(str))
     assert with_windows <= catalog and len(with_windows) > 0.9 * len(catalog)
     assert with_windows <= set(table["event_id"].astype(str))
+    assert set(predicted["event_id"].astype(str)) <= with_windows
     assert {"earthquake", "explosion", "surface_event"} & set(table["predicted_class"])
     _check_artifacts(out["flow_run_id"], prefect_server)
 
