@@ -65,7 +65,8 @@ def store_info(location: str) -> dict[str, Any]:
     }
 
 
-def _to_stream(pieces: list[Any]) -> obspy.Stream:
+def pieces_to_stream(pieces: list[Any]) -> obspy.Stream:
+    """Stored pieces as an ObsPy Stream: int32 counts, one trace per piece, exact starts."""
     st = obspy.Stream()
     for p in pieces:
         header = {
@@ -84,7 +85,7 @@ def read_channel_pieces(
     location: str, channel: ChannelId, start_ns: int, end_ns: int
 ) -> obspy.Stream:
     """The stored samples of one channel in ``[start_ns, end_ns]``, a trace per stretch."""
-    return _to_stream(read_pieces(open_root(location, mode="r"), channel, start_ns, end_ns))
+    return pieces_to_stream(read_pieces(open_root(location, mode="r"), channel, start_ns, end_ns))
 
 
 def export_station(location: str, station: str, start_ns: int, end_ns: int) -> obspy.Stream:
@@ -95,7 +96,7 @@ def export_station(location: str, station: str, start_ns: int, end_ns: int) -> o
     for name in stored_channels(location):
         ch = ChannelId.parse(name)
         if ch.network == net and ch.station == sta:
-            st += _to_stream(read_pieces(root, ch, start_ns, end_ns))
+            st += pieces_to_stream(read_pieces(root, ch, start_ns, end_ns))
     return st
 
 
@@ -117,7 +118,7 @@ def export_event(location: str, event_id: str) -> obspy.Stream:
         start = int(ds["window_start"].values[i])
         net, sta, loc = (str(ds[k].values[i]) for k in ("network", "station", "location"))
         for code in filter(None, str(ds["channels"].values[i]).split(",")):
-            st += _to_stream(
+            st += pieces_to_stream(
                 read_pieces(root, ChannelId(net, sta, loc, code), start, start + duration)
             )
     return st

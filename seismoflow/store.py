@@ -37,8 +37,8 @@ import xarray as xr
 
 from seismoflow.errors import BadInputError, StoreError
 from seismoflow.ids import ChannelId
-from seismoflow.inspect import export_event, store_info
-from seismoflow.storage.continuous import ContinuousReader, Piece
+from seismoflow.inspect import export_event, pieces_to_stream, store_info
+from seismoflow.storage.continuous import ContinuousReader
 from seismoflow.storage.location import node_location, open_root, store_exists
 from seismoflow.storage.predictions import open_predictions
 from seismoflow.storage.schema import EVENTS, NOISE_GROUP, SOURCES
@@ -178,7 +178,7 @@ class Store:
         for ch in self._stored_channels(t0, t1):
             codes = (ch.network, ch.station, ch.location, ch.channel)
             if all(fnmatchcase(c, p) for c, p in zip(codes, pattern, strict=True)):
-                stream += _to_stream(reader.pieces(ch, t0, t1))
+                stream += pieces_to_stream(reader.pieces(ch, t0, t1))
         return stream
 
     def get_dataarray(
@@ -342,21 +342,6 @@ def _range(starttime: TimeLike, endtime: TimeLike) -> tuple[int, int]:
     if t1 <= t0:
         raise BadInputError(f"endtime {endtime} must be after starttime {starttime}")
     return t0, t1
-
-
-def _to_stream(pieces: list[Piece]) -> obspy.Stream:
-    st = obspy.Stream()
-    for p in pieces:
-        header = {
-            "network": p.channel.network,
-            "station": p.channel.station,
-            "location": p.channel.location,
-            "channel": p.channel.channel,
-            "sampling_rate": p.sampling_rate,
-            "starttime": from_ns(p.start_ns),
-        }
-        st += obspy.Trace(np.ascontiguousarray(p.data, dtype=np.int32), header=header)
-    return st
 
 
 def _ceil_index(offset_ns: int, rate: float) -> int:
