@@ -270,11 +270,12 @@ def test_fetch_into_s3_equals_local(
 
 
 def test_concurrent_ingests_into_one_s3_store(
-    archive: Path, small_sds: Path, prefect_server: str, s3_bucket: str,
-    tmp_path: Path,
+    archive: Path, small_sds: Path, small_store: tuple[Path, dict[str, Any]],
+    prefect_server: str, s3_bucket: str,
 ) -> None:  # fmt: skip
     """Two processes ingest the same days into one s3:// store at once (the store lock is
-    the lock object in the bucket); the store equals one local ingest of those days."""
+    the lock object in the bucket); the store equals one local ingest of those days (the
+    session's ``small_store``)."""
     remote = f"s3://{s3_bucket}/both.zarr"
     procs = [
         subprocess.Popen(
@@ -286,11 +287,7 @@ def test_concurrent_ingests_into_one_s3_store(
         )  # fmt: skip
         for _ in range(2)
     ]
-    local = str(tmp_path / "one.zarr")
-    seismoflow.ingest(
-        small_sds, stations=archive / "stations.xml.gz", events=archive / "events.xml",
-        settings=settings(local),
-    )  # fmt: skip
+    local = str(small_store[0])
     outputs = []
     for proc in procs:
         out, err = proc.communicate(timeout=1200)
