@@ -385,14 +385,10 @@ def baseline(rev: str, argv: list[str]) -> dict[str, Any]:
             check=True,
         )
         try:
-            overlay = tmp / "overlay" / "seismoflow"
-            overlay.mkdir(parents=True)
-            for entry in (tree / "seismoflow").iterdir():
-                (overlay / entry.name).symlink_to(entry)
-            for folder in ("storage", "tasks", "flows", "deployments"):
-                (overlay / folder).symlink_to(tree / folder)
+            from layout import overlay_env  # bench/layout.py, beside this script
+
             out = tmp / "baseline.json"
-            env = {**os.environ, "PYTHONPATH": str(overlay.parent)}
+            env = overlay_env(tree, tmp)
             subprocess.run(
                 [sys.executable, str(tree / "bench" / "ingest.py"), *argv, "--json", str(out)],
                 cwd=tree,
