@@ -10,6 +10,7 @@ it once the day's shard is written.
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -236,8 +237,6 @@ class ChannelArray:
         hold samples are written; otherwise the whole day is, so no stale chunk survives.
         The caller appends the record to the ledger after this returns.
         """
-        import time
-
         layout = self.layout
         spd = self.samples_per_day
         if data.dtype != np.int32 or mask.dtype != np.bool_ or data.shape != mask.shape:

@@ -88,10 +88,6 @@ class ChannelDayUnit:
     size: int
     covered_ns: int  # time span the unit's files cover within the day (a density estimate)
 
-    @property
-    def year(self) -> int:
-        return int(str(np.datetime64(self.day_ns, "ns").astype("datetime64[Y]")))
-
 
 @dataclass
 class IngestPlan:
