@@ -35,7 +35,7 @@ pytest_plugins = ["tests.s3server"]  # the moto server and bucket fixtures
 pytestmark = [pytest.mark.slow, pytest.mark.data]
 
 YEAR = ("2022-01-01T00:00:00", "2023-01-01T00:00:00")
-TRAIN = {"epochs": 1, "trees": 20, "tsne": False, "seed": 0}
+TRAIN = {"epochs": 1, "trees": 20, "tsne": False, "seed": 0, "cv_seeds": (0,)}
 # run-specific attributes and columns: equal stores differ in these only
 RUN_VARIABLES = ("written_at",)
 RUN_ATTRS = ("flow_run_id", "created_at", "code_version", "model_dir", "version", "run_id")
