@@ -93,8 +93,10 @@ def _publish(out: dict[str, Any], selection: Any, made: dict[str, Path]) -> None
         f"Directory `{out['model_dir']}`; chosen classifier **{out['primary']}**: the best "
         f"mean event-level macro-F1 in {sel['folds']}-fold cross-validation grouped by source "
         f"site, fold seeds {sel['seeds']} ({sel['n_events']} catalogued events, "
-        f"{sel['n_windows']} vertical windows), then refit on all of them. Mean over seeds "
-        "[95% bootstrap interval over events]:",
+        f"{sel['n_windows']} vertical windows), then refit on all of them. Event "
+        f"probabilities: the **{out.get('event_pooling', 'mean')}** of the traces' "
+        "(the pooling chosen by the same CV). Mean over seeds [95% bootstrap interval over "
+        "events]:",
         "",
         "| model | event macro-F1 (eq/ex/su) | earthquake F1 | explosion F1 | surface event F1 "
         "| ECE | ECE, calibrated |",

@@ -81,6 +81,32 @@ def test_event_level_is_mean_probability() -> None:
         m.evaluate(probs, ["earthquake", "explosion", "earthquake", "noise"], ids, CLASSES)
 
 
+def test_event_level_geometric_pooling() -> None:
+    # The same event A: the normalised geometric mean multiplies the stations' evidence,
+    # so the confident earthquake station outweighs the two undecided ones more strongly.
+    probs = np.array(
+        [
+            [0.40, 0.60, 0.0, 0.0],
+            [0.45, 0.55, 0.0, 0.0],
+            [0.95, 0.05, 0.0, 0.0],
+            [0.10, 0.10, 0.8, 0.0],
+        ]
+    )
+    ids = ["A", "A", "A", "B"]
+    events, p = m.event_probabilities(probs, ids, "geometric")
+    assert list(events) == ["A", "B"]
+    geo = np.exp(np.log(np.clip(probs[:3], 1e-9, 1)).mean(axis=0))
+    np.testing.assert_allclose(p[0], geo / geo.sum())
+    assert p[0, 0] > 0.6 > p[0, 1]  # sharper than the mean (0.6 / 0.4)
+    np.testing.assert_allclose(p.sum(axis=1), 1.0)
+    assert p[1].argmax() == 2
+    # one trace: geometric == mean (up to the 1e-9 floor)
+    _, single = m.event_probabilities(probs[3:], ["B"], "geometric")
+    np.testing.assert_allclose(single[0], probs[3], atol=1e-8)
+    with pytest.raises(ValueError, match="pooling"):
+        m.event_probabilities(probs, ids, "median")
+
+
 # --- feature models on seeded synthetic tables ------------------------------------------
 
 
@@ -331,6 +357,13 @@ def test_train_writes_model_directory(trained: tuple[Path, Path, dict[str, objec
         assert set(block["event_f1"]) == {"earthquake", "explosion", "surface_event"}
     assert selection["n_events"] >= 200 and meta["calibration"]["temperature"] > 0
     assert out["cv"] == meta["headline"]
+    # the event pooling is chosen by the same CV: the primary's score is the best of all
+    # (pooling, candidate) pairs, and prediction pools events the same way
+    assert meta["event_pooling"] == selection["event_pooling"] == out["event_pooling"]
+    pairs = selection["pooling_candidates"]
+    assert set(pairs) == {"mean", "geometric"}
+    top = max(v["event_macro_f1"] for by in pairs.values() for v in by.values())
+    assert pairs[meta["event_pooling"]][meta["primary"]]["event_macro_f1"] == top
     assert meta["training_data"]["labels"]["analyst_labelled_events"] == 0
     # every model file is listed with its sha256, and nothing in it is a pickle
     for rel in meta["files"]:
@@ -369,3 +402,15 @@ def test_dead_channels_rank_among_most_anomalous(
     keys = examples["trace_key"].to_numpy()
     ranks = {k: int(rank[keys == k][0]) for k in dead}
     assert max(ranks.values()) <= 0.02 * len(examples), ranks
+
+
+def test_train_options_round_trip_the_poolings() -> None:
+    from seismoflow.models.metrics import POOLINGS
+    from seismoflow.models.training import TrainOptions
+
+    options = TrainOptions()
+    assert options.poolings == POOLINGS == ("mean", "geometric")
+    values = json.loads(json.dumps(options.to_dict()))  # as a flow parameter travels
+    assert TrainOptions.from_dict(values) == options
+    only_mean = TrainOptions.from_dict({**values, "poolings": ["mean"]})
+    assert only_mean.poolings == ("mean",)

@@ -111,3 +111,36 @@ def test_score_candidates_and_choose() -> None:
     assert np.asarray(scores["good"]["event_confusion"]).sum() == 2 * n_events
     assert set(scores["good"]["per_class_f1"]) == set(classes[:3])
     assert 0 <= scores["good"]["ece_calibrated"] <= scores["good"]["ece"]
+
+
+def test_scores_per_pooling_and_choose_pooling() -> None:
+    # Each event has one confident, right trace and two undecided ones leaning wrong: the
+    # mean of the traces' probabilities follows the undecided majority, the geometric mean
+    # the confident station; the choice takes the better pooling and its best candidate.
+    classes = ("earthquake", "explosion", "surface_event", "noise")
+    n_events = 30
+    ids = np.repeat([f"e{i}" for i in range(n_events)], 3)
+    truth_ev = np.arange(n_events) % 3
+    labels = np.array(classes)[np.repeat(truth_ev, 3)]
+    probs = np.zeros((len(ids), 4))
+    for i, t in enumerate(truth_ev):
+        wrong = (t + 1) % 3
+        probs[3 * i] = 0.025
+        probs[3 * i, t], probs[3 * i, wrong] = 0.9, 0.05
+        for j in (1, 2):
+            probs[3 * i + j] = 0.05
+            probs[3 * i + j, t], probs[3 * i + j, wrong] = 0.2, 0.7
+    folds = [np.arange(len(ids)) // 3 % 3]
+    oof = {"logistic": [probs], "flat": [np.full_like(probs, 0.25)]}
+    by = {
+        p: sel.score_candidates(oof, labels, ids, folds, classes, classes[:3], 20, 0, p)
+        for p in ("mean", "geometric")
+    }
+    assert by["mean"]["logistic"]["macro_f1"]["mean"] == 0.0
+    assert by["geometric"]["logistic"]["macro_f1"]["mean"] == 1.0
+    assert sel.choose_pooling(by, ("mean", "geometric")) == ("geometric", "logistic")
+    # ties go to the earlier pooling
+    tie = {"mean": by["geometric"], "geometric": by["geometric"]}
+    assert sel.choose_pooling(tie, ("mean", "geometric"))[0] == "mean"
+    with pytest.raises(ValueError):
+        sel.choose_pooling(by, ("median",))

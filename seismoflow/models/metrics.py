@@ -1,7 +1,8 @@
 """Classification metrics at trace level and event level, as JSON-serialisable dicts.
 
-Event level: an event's class probabilities are the mean of its traces' probabilities
-(every station votes with its full distribution), and its predicted class is the argmax.
+Event level: an event's class probabilities are pooled over its traces' probabilities (the
+mean, or the normalised geometric mean: :func:`event_probabilities`; every station votes
+with its full distribution), and its predicted class is the argmax.
 Macro averages run over the classes that occur in the truth, so a class missing from a
 held-out set does not count as an F1 of zero.
 """
@@ -78,14 +79,36 @@ def classification_metrics(
     }
 
 
+# How an event's class probabilities are pooled from its traces' (``event_probabilities``).
+MEAN = "mean"  # arithmetic mean of the traces' probabilities
+GEOMETRIC = "geometric"  # normalised geometric mean: mean log-probability, then softmax
+POOLINGS: tuple[str, ...] = (MEAN, GEOMETRIC)
+_LOG_FLOOR = 1e-9  # probabilities are clipped here before the log (a 0 would veto a class)
+
+
 def event_probabilities(
-    probabilities: np.ndarray, event_ids: Sequence[str] | np.ndarray
+    probabilities: np.ndarray, event_ids: Sequence[str] | np.ndarray, pooling: str = MEAN
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean class probability over each event's traces: (event ids sorted, (event, class))."""
+    """Class probabilities per event pooled over its traces: (event ids sorted, (event,
+    class)).
+
+    ``pooling``: ``"mean"``, the mean of the traces' probabilities, or ``"geometric"``, the
+    normalised geometric mean (``softmax`` of the mean log-probability, each probability
+    clipped at 1e-9): the stations' evidence multiplied as if independent, so one confident
+    station is not averaged away by several undecided ones (a product of experts)."""
     probs = np.asarray(probabilities, dtype=np.float64)
     ids = np.asarray(event_ids, dtype=object)
     if probs.ndim != 2 or probs.shape[0] != ids.shape[0]:
         raise ValueError(f"probabilities {probs.shape} do not match {ids.shape[0]} event ids")
+    if pooling not in POOLINGS:
+        raise ValueError(f"event pooling {pooling!r} is not one of {POOLINGS}")
+    if pooling == GEOMETRIC:
+        logp = np.log(np.clip(probs, _LOG_FLOOR, 1.0))
+        frame = pd.DataFrame(logp).groupby(ids.astype(str), sort=True).mean()
+        z = frame.to_numpy(dtype=np.float64)
+        z = np.exp(z - z.max(axis=1, keepdims=True)) if len(z) else z
+        pooled = z / z.sum(axis=1, keepdims=True) if len(z) else z
+        return frame.index.to_numpy(dtype=object), np.asarray(pooled, dtype=np.float64)
     frame = pd.DataFrame(probs).groupby(ids.astype(str), sort=True).mean()
     return frame.index.to_numpy(dtype=object), frame.to_numpy(dtype=np.float64)
 

@@ -68,6 +68,7 @@ class TracePredictions:
     tsne: np.ndarray  # (trace, 2)
     usable: np.ndarray | None = None  # rows an event's prediction uses (None: all)
     temperature: float = 1.0  # of the event probabilities (``calibration`` in model.json)
+    pooling: str = "mean"  # how traces pool into events (``event_pooling`` in model.json)
 
     @property
     def predicted_class(self) -> np.ndarray:
@@ -122,9 +123,10 @@ def predict_examples(
         emb = tsne_embedding(feature_matrix(features, fm.feature_names), config)
     usable = usable_rows(examples)
     temperature = float((meta.get("calibration") or {}).get("temperature", 1.0))
+    pooling = str(meta.get("event_pooling", "mean"))  # models before pooling was chosen: mean
     return TracePredictions(
         examples.reset_index(drop=True), classes, probs, probability, cluster, anomaly, pca, emb,
-        usable, temperature,
+        usable, temperature, pooling,
     )  # fmt: skip
 
 
@@ -194,13 +196,14 @@ def _reorder(p: np.ndarray, have: Sequence[str], want: Sequence[str]) -> np.ndar
 
 
 def event_table(preds: TracePredictions) -> pd.DataFrame:
-    """One row per event with a usable trace: mean class probability over its usable
-    traces, calibrated by the model's temperature, argmax class, its ``uncertainty``, most
+    """One row per event with a usable trace: class probabilities pooled over its usable
+    traces as the model's ``event_pooling`` says (mean or normalised geometric mean),
+    calibrated by the model's temperature, argmax class, its ``uncertainty``, most
     common cluster (ties: the lowest), mean anomaly score, number of traces used."""
     usable = np.ones(len(preds.examples), bool) if preds.usable is None else preds.usable
     rows = np.flatnonzero(usable)
     ids = preds.examples["event_id"].astype(str).to_numpy()[rows]
-    events, probs = event_probabilities(preds.probability[rows], ids)
+    events, probs = event_probabilities(preds.probability[rows], ids, preds.pooling)
     if len(probs) and preds.temperature != 1.0:
         probs = apply_temperature(probs, preds.temperature)
     names = np.asarray(preds.classes, dtype=object)

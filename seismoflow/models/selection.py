@@ -6,14 +6,17 @@ site (``seismoflow.examples.site_folds``), repeated over fold seeds, and hands t
 
 - :func:`score_candidates`: event-level macro-F1 over the catalogued event classes and each
   class's F1, mean over seeds and a 95% bootstrap interval over events;
-- :func:`choose`: the candidate with the best mean CV macro-F1 (the primary);
+- :func:`choose`: the candidate with the best mean CV macro-F1 (the primary), and
+  :func:`choose_pooling` the best (event pooling, candidate) pair when the candidates were
+  scored once per way of pooling traces into events;
 - :func:`cross_fitted_temperature`: temperature scaling of event probabilities fitted inside
   the CV (the events of fold ``k`` are calibrated by a temperature fitted on the other
   folds' events), and the expected calibration error (:func:`expected_calibration_error`)
   before and after.
 
-Event level everywhere: an event's class probabilities are the mean over its traces, its
-class the argmax over all classes (noise included, so a catalogued event called noise is a
+Event level everywhere: an event's class probabilities are pooled over its traces (the
+mean, or the normalised geometric mean: ``seismoflow.models.metrics.POOLINGS``), its class
+the argmax over all classes (noise included, so a catalogued event called noise is a
 miss); only catalogued events are scored (a noise window is not an event).
 """
 
@@ -26,6 +29,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from scipy.optimize import minimize_scalar
+
+from seismoflow.models.metrics import MEAN, event_probabilities
 
 ECE_BINS = 10
 _EPS = 1e-12
@@ -43,15 +48,18 @@ class EventSet:
 
 
 def event_frame(
-    probabilities: np.ndarray, event_ids: np.ndarray, rows: np.ndarray | None = None
+    probabilities: np.ndarray,
+    event_ids: np.ndarray,
+    rows: np.ndarray | None = None,
+    pooling: str = MEAN,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Mean class probability per event over the given rows: (sorted ids, (event, class))."""
+    """Class probability per event over the given rows, pooled as ``pooling`` says
+    (:func:`seismoflow.models.metrics.event_probabilities`): (sorted ids, (event, class))."""
     probs = np.asarray(probabilities, dtype=np.float64)
     ids = np.asarray(event_ids, dtype=object).astype(str)
     if rows is not None:
         probs, ids = probs[rows], ids[rows]
-    frame = pd.DataFrame(probs).groupby(ids, sort=True).mean()
-    return frame.index.to_numpy(dtype=object), frame.to_numpy(dtype=np.float64)
+    return event_probabilities(probs, ids, pooling)
 
 
 def f1_scores(
@@ -217,11 +225,13 @@ def score_candidates(
     scored_classes: Sequence[str],
     n_boot: int = 1000,
     seed: int = 0,
+    pooling: str = MEAN,
 ) -> dict[str, dict[str, Any]]:
     """CV scores of each candidate from its out-of-fold trace probabilities (one array per
     fold seed; rows with NaN probabilities are not scored) over the events whose label is in
     ``scored_classes``: :func:`bootstrap_f1` (by class name), the summed event confusion
-    over seeds, and ECE before and after cross-fitted temperature scaling."""
+    over seeds, and ECE before and after cross-fitted temperature scaling. Event
+    probabilities are pooled over traces as ``pooling`` says (:func:`event_frame`)."""
     names = list(classes)
     y = np.asarray(labels, dtype=object).astype(str)
     ids = np.asarray(event_ids, dtype=object).astype(str)
@@ -234,7 +244,7 @@ def score_candidates(
         truth_ev = np.zeros(0, dtype=np.int64)
         for probs, fold in zip(per_seed, folds, strict=True):
             rows = np.isfinite(probs).all(axis=1) & np.isin(y, list(scored_classes))
-            ev, p = event_frame(probs, ids, np.flatnonzero(rows))
+            ev, p = event_frame(probs, ids, np.flatnonzero(rows), pooling)
             truth_ev = event_truth(y[rows], ids[rows], ev, names)
             fold_ev = pd.Series(np.asarray(fold)[rows]).groupby(ids[rows]).first()
             fold_ev = fold_ev.reindex(ev).to_numpy()
@@ -278,15 +288,16 @@ def event_temperature(
     event_ids: np.ndarray,
     classes: Sequence[str],
     scored_classes: Sequence[str],
+    pooling: str = MEAN,
 ) -> float:
     """The temperature for the refit model: fitted on every seed's out-of-fold event
-    probabilities together (each event once per seed)."""
+    probabilities (pooled as ``pooling`` says) together (each event once per seed)."""
     y = np.asarray(labels, dtype=object).astype(str)
     ids = np.asarray(event_ids, dtype=object).astype(str)
     ps, ts = [], []
     for probs in per_seed:
         rows = np.isfinite(probs).all(axis=1) & np.isin(y, list(scored_classes))
-        ev, p = event_frame(probs, ids, np.flatnonzero(rows))
+        ev, p = event_frame(probs, ids, np.flatnonzero(rows), pooling)
         ps.append(p)
         ts.append(event_truth(y[rows], ids[rows], ev, list(classes)))
     return fit_temperature(np.concatenate(ps), np.concatenate(ts))
@@ -297,6 +308,23 @@ def choose(scores: Mapping[str, Mapping[str, Any]]) -> str:
     if not scores:
         raise ValueError("no candidates were cross-validated")
     return max(sorted(scores), key=lambda m: float(scores[m]["macro_f1"]["mean"]))
+
+
+def choose_pooling(
+    by_pooling: Mapping[str, Mapping[str, Mapping[str, Any]]], order: Sequence[str]
+) -> tuple[str, str]:
+    """The (pooling, candidate) pair with the best mean CV macro-F1 from
+    :func:`score_candidates` run once per event pooling (``by_pooling[pooling]``); ties go
+    to the candidate :func:`choose` prefers, then to the earlier pooling of ``order``."""
+    order = [p for p in order if p in by_pooling]
+    if not order:
+        raise ValueError("no event pooling was scored")
+    best = {p: choose(by_pooling[p]) for p in order}
+    pooling = max(
+        order,
+        key=lambda p: (float(by_pooling[p][best[p]]["macro_f1"]["mean"]), -order.index(p)),
+    )
+    return pooling, best[pooling]
 
 
 def sites_disjoint(sites: np.ndarray, folds: np.ndarray) -> bool:

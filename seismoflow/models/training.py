@@ -6,11 +6,13 @@ Examples and features come from the store (``seismoflow.examples``,
 window with a vertical component, repeated over fold seeds (:func:`cross_validate`): every
 candidate (each feature classifier, the CNN when ``cnn_cv``, and ``ensemble``, the mean of
 them) is scored by event-level macro-F1 over earthquake / explosion / surface event with a
-95% bootstrap interval over events (``seismoflow.models.selection``); the best mean is the
-model's ``primary``, whose event probabilities are calibrated by a temperature fitted on the
-out-of-fold probabilities. Then every model is refit on all those windows. Every evaluation
-uses the vertical component only (the CNN's horizontals are hidden, the classifiers only see
-``z_`` features), because in the archive horizontals exist only for surface events.
+95% bootstrap interval over events (``seismoflow.models.selection``), once per event
+pooling (mean or normalised geometric mean of the traces' probabilities); the best mean is
+the model's ``primary`` with its pooling, whose event probabilities are calibrated by a
+temperature fitted on the out-of-fold probabilities. Then every model is refit on all those
+windows. Every evaluation uses the vertical component only (the CNN's horizontals are
+hidden, the classifiers only see ``z_`` features), because in the archive horizontals exist
+only for surface events.
 """
 
 from __future__ import annotations
@@ -30,6 +32,7 @@ from seismoflow.errors import StoreError
 from seismoflow.featurize.extract import features_missing
 from seismoflow.labels import CLASSES, EVENT_CLASSES
 from seismoflow.models import plots
+from seismoflow.models.metrics import POOLINGS
 from seismoflow.models.predict import CNN, ENSEMBLE, present_components
 from seismoflow.models.registry import (
     CNN_DIR,
@@ -40,7 +43,7 @@ from seismoflow.models.registry import (
     write_metadata,
 )
 from seismoflow.models.selection import (
-    choose,
+    choose_pooling,
     event_temperature,
     score_candidates,
     sites_disjoint,
@@ -81,10 +84,14 @@ class TrainOptions:
     tsne: bool = True
     gallery_per_class: int = 4
     cnn_overrides: dict[str, Any] | None = None  # CNNConfig fields (benches)
+    # Event poolings the CV scores every candidate with (``metrics.POOLINGS``); the best
+    # (candidate, pooling) pair is chosen, ties to the earlier pooling.
+    poolings: tuple[str, ...] = POOLINGS
 
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
         out["cv_seeds"] = list(self.cv_seeds)
+        out["poolings"] = list(self.poolings)
         return out
 
     @classmethod
@@ -93,6 +100,8 @@ class TrainOptions:
         values.pop("fractions", None)  # the train/val/test split of earlier versions
         if "cv_seeds" in values:
             values["cv_seeds"] = tuple(int(s) for s in values["cv_seeds"])
+        if "poolings" in values:
+            values["poolings"] = tuple(str(p) for p in values["poolings"])
         return cls(**values)
 
     def feature_config(self) -> FeatureModelConfig:
@@ -151,9 +160,11 @@ def training_rows(examples: pd.DataFrame) -> np.ndarray:
 class Selection:
     """Site-grouped CV of every candidate and the choice it makes.
 
-    ``scores``: :func:`seismoflow.models.selection.score_candidates` per candidate;
-    ``oof``: the primary's out-of-fold trace probabilities of the first fold seed over all
-    rows of the examples (NaN on rows not trained on)."""
+    ``scores``: :func:`seismoflow.models.selection.score_candidates` per candidate, with
+    event probabilities pooled as ``pooling`` (the chosen pooling); ``pooling_scores``: the
+    mean CV macro-F1 and explosion F1 of every (pooling, candidate) pair the choice was
+    made among; ``oof``: the primary's out-of-fold trace probabilities of the first fold
+    seed over all rows of the examples (NaN on rows not trained on)."""
 
     scores: dict[str, dict[str, Any]]
     primary: str
@@ -172,6 +183,8 @@ class Selection:
     labels: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
     event_ids: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=object))
     fold_ids: list[np.ndarray] = field(default_factory=list)
+    pooling: str = "mean"
+    pooling_scores: dict[str, dict[str, dict[str, float]]] = field(default_factory=dict)
 
     def headline(self, name: str) -> dict[str, Any]:
         s = self.scores[name]
@@ -186,14 +199,17 @@ class Selection:
     def to_dict(self) -> dict[str, Any]:
         return {
             "method": "cross-validation grouped by source site (0.25-degree cells), "
-            f"{self.folds} folds, fold seeds {list(self.seeds)}; event level (mean class "
-            "probability over an event's vertical traces, argmax over all classes) scored "
-            "on the catalogued events; 95% interval: bootstrap over events",
+            f"{self.folds} folds, fold seeds {list(self.seeds)}; event level (class "
+            "probabilities pooled over an event's vertical traces as event_pooling says, "
+            "argmax over all classes) scored on the catalogued events; 95% interval: "
+            "bootstrap over events",
             "folds": self.folds,
             "seeds": list(self.seeds),
             "n_windows": self.n_rows,
             "n_events": self.n_events,
             "primary": self.primary,
+            "event_pooling": self.pooling,
+            "pooling_candidates": self.pooling_scores,
             "candidates": {k: self.headline(k) for k in sorted(self.scores)},
             "seconds": round(self.seconds, 2),
         }
@@ -245,17 +261,32 @@ def cross_validate(
     oof[ENSEMBLE] = [
         np.mean([oof[m][i] for m in members], axis=0) for i in range(len(folds_used))
     ]
-    scores = score_candidates(
-        oof, y, ids, folds_used, classes, EVENT_CLASSES, options.n_boot, options.seed
-    )
-    primary = choose(scores)
-    temperature = event_temperature(oof[primary], y, ids, classes, EVENT_CLASSES)
+    by_pooling = {
+        p: score_candidates(
+            oof, y, ids, folds_used, classes, EVENT_CLASSES, options.n_boot, options.seed, p
+        )
+        for p in options.poolings
+    }
+    pooling, primary = choose_pooling(by_pooling, options.poolings)
+    scores = by_pooling[pooling]
+    pooling_scores = {
+        p: {
+            k: {
+                "event_macro_f1": float(v["macro_f1"]["mean"]),
+                "explosion_f1": float(v["per_class_f1"].get("explosion", {}).get("mean", 0.0)),
+            }
+            for k, v in sorted(s.items())
+        }
+        for p, s in by_pooling.items()
+    }
+    temperature = event_temperature(oof[primary], y, ids, classes, EVENT_CLASSES, pooling)
     full = np.full((len(examples), len(classes)), np.nan)
     full[rows] = oof[primary][0]
     n_events = int(pd.Series(ids[np.isin(y, list(EVENT_CLASSES))]).nunique())
     return Selection(
         scores, primary, members, temperature, n_folds, tuple(options.cv_seeds), len(ex),
         n_events, full, cnn_folds, time.perf_counter() - clock, oof, y, ids, folds_used,
+        pooling, pooling_scores,
     )  # fmt: skip
 
 
@@ -340,10 +371,12 @@ def write_model_dir(
         "classes": list(CLASSES),
         "primary": selection.primary,
         "ensemble": selection.members,
+        "event_pooling": selection.pooling,
         "selection": selection.to_dict(),
         "calibration": {
             "method": "temperature",
-            "level": "event (applied to the mean class probability over an event's traces)",
+            "level": "event (applied to the class probabilities pooled over an event's "
+            "traces as event_pooling says)",
             "temperature": round(selection.temperature, 6),
             "cv_ece": primary["ece_calibrated"],
             "cv_ece_uncalibrated": primary["ece"],
@@ -493,6 +526,7 @@ def summary(directory: Path, selection: Selection, examples: pd.DataFrame) -> di
         "model_dir": str(directory),
         "primary": selection.primary,
         "ensemble": selection.members,
+        "event_pooling": selection.pooling,
         "n_examples": len(examples),
         "labels": label_counts(examples),
         "cv": {k: selection.headline(k) for k in sorted(selection.scores)},
