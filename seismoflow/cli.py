@@ -538,6 +538,22 @@ def features(
 # --- models (issue 4): train, predict, export predictions ---------------------------------
 
 
+CvSeedsOpt = Annotated[
+    str, typer.Option("--cv-seeds", help="fold seeds of the CV, comma-separated")
+]
+
+
+def _cv_seeds(text: str) -> tuple[int, ...]:
+    """``--cv-seeds 0,1,2`` as a tuple of ints (a bad value names the option)."""
+    try:
+        seeds = tuple(int(v) for v in text.split(",") if v.strip())
+    except ValueError as exc:
+        raise BadInputError(f"--cv-seeds {text!r}: give integers, e.g. 0,1,2") from exc
+    if not seeds:
+        raise BadInputError("--cv-seeds needs at least one seed")
+    return seeds
+
+
 @app.command()
 def train(
     models_dir: Annotated[Path, typer.Option("--models-dir", help="folder of model directories")],
@@ -549,9 +565,7 @@ def train(
     clusters: Annotated[int | None, typer.Option(help="K-Means k (default: silhouette)")] = None,
     seed: Annotated[int, typer.Option(help="seed of the models")] = 0,
     folds: Annotated[int, typer.Option(help="site-grouped CV folds")] = 5,
-    cv_seeds: Annotated[
-        str, typer.Option("--cv-seeds", help="fold seeds of the CV, comma-separated")
-    ] = "0,1,2",
+    cv_seeds: CvSeedsOpt = "0,1,2",
     cnn_cv: Annotated[
         bool,
         typer.Option(
@@ -568,12 +582,7 @@ def train(
     """Choose the classifier by cross-validation grouped by source site, refit on every
     window and write a new model directory under --models-dir (runs the ``train-models``
     flow)."""
-    try:
-        seeds = tuple(int(v) for v in cv_seeds.split(",") if v.strip())
-    except ValueError as exc:
-        raise BadInputError(f"--cv-seeds {cv_seeds!r}: give integers, e.g. 0,1,2") from exc
-    if not seeds:
-        raise BadInputError("--cv-seeds needs at least one seed")
+    seeds = _cv_seeds(cv_seeds)
     settings = _settings(config, store=store, max_workers=workers)
     summary = api.train(
         models_dir=models_dir, epochs=epochs, cnn=cnn, tsne=tsne, trees=trees,
@@ -706,6 +715,10 @@ def run_job(
     epochs: Annotated[int | None, typer.Option(help="CNN epochs when training")] = None,
     cnn: Annotated[bool, typer.Option("--cnn/--no-cnn", help="train the CNN")] = True,
     trees: Annotated[int | None, typer.Option(help="forest trees when training")] = None,
+    cv_seeds: Annotated[
+        str | None,
+        typer.Option("--cv-seeds", help="fold seeds of the CV when training (default: 0,1,2)"),
+    ] = None,
     tsne: Annotated[bool, typer.Option("--tsne/--no-tsne", help="t-SNE maps")] = True,
     device: Annotated[str | None, typer.Option(help="torch device (default: auto)")] = None,
     export: Annotated[
@@ -731,6 +744,8 @@ def run_job(
         train_options["epochs"] = epochs
     if trees is not None:
         train_options["n_estimators"] = trees
+    if cv_seeds is not None:
+        train_options["cv_seeds"] = list(_cv_seeds(cv_seeds))
     if device is not None:
         train_options["device"] = device
     region = _region(

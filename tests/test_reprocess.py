@@ -134,9 +134,10 @@ def test_stage_clock_sums_repeated_stages() -> None:
 # --- the README's main job against the local FDSN service -------------------------------------
 
 # Two years of the archive (earthquakes, explosions and surface events) keep the run short;
-# the CNN is left out and few noise windows are drawn so that training stays fast.
+# the CNN is left out, the CV runs one fold seed and few noise windows are drawn so that
+# training stays fast.
 START, END = "2020-01-01", "2022-01-01"
-FAST = ("--no-cnn", "--trees", "40", "--no-tsne")
+FAST = ("--no-cnn", "--trees", "40", "--no-tsne", "--cv-seeds", "0")
 FAST_ENV = {"SEISMOFLOW_NOISE_PER_CHANNEL_SET": "8"}
 
 
@@ -241,7 +242,7 @@ def test_rerun_touches_nothing(
     params = ReprocessParams(
         store=store, start=START, end=END, providers=[service.url],
         models_dir=str(base / "models"), train_options={"cnn": False, "tsne": False,
-        "n_estimators": 40}, tsne=False, settings={"noise_per_channel_set": 8},
+        "n_estimators": 40, "cv_seeds": [0]}, tsne=False, settings={"noise_per_channel_set": 8},
     )  # fmt: skip
     out = run_reprocess(params)
     assert service.count(service="dataselect") == 0
