@@ -35,7 +35,7 @@ from seismoflow.storage.shardread import (
     shard_reader,
     store_objects,
 )
-from seismoflow.storage.tables import read_table
+from seismoflow.storage.tables import read_records, read_table
 from zarr.storage import FsspecStore, LocalStore
 
 from seismoflow.ids import ChannelId
@@ -138,12 +138,10 @@ class DayLedger:
     """``tables/channel_days`` by channel and day, read once."""
 
     def __init__(self, location: str, channels: Iterable[str] | None = None) -> None:
-        table = read_table(location, LEDGER)
-        if channels is not None and len(table):
-            table = table[table["channel"].isin(set(channels))]
+        wanted = None if channels is None else set(channels)
         self.rows: dict[tuple[str, int], DayRecord] = {}
-        if len(table):
-            for row in table.to_dict("records"):
+        for row in read_records(location, LEDGER):
+            if wanted is None or row["channel"] in wanted:
                 rec = record_from_row(row)
                 self.rows[(rec.channel, rec.day_ns)] = rec
 
