@@ -58,6 +58,8 @@ DTYPE = np.dtype("int32")
 
 # Fills ``out`` (one whole inner chunk, C-contiguous) from the chunk's stored bytes.
 Decode = Callable[[bytes, np.ndarray], None]
+# Fills ``out`` with values ``start:stop`` of the chunk, ``scratch`` (a whole chunk) at hand.
+DecodeRange = Callable[[bytes, int, int, np.ndarray, np.ndarray], None]
 
 
 class ShardError(StoreError):
@@ -118,9 +120,10 @@ def _is_delta(step: Mapping[str, Any]) -> bool:
     )
 
 
-def inner_decoder(codecs: Sequence[Mapping[str, Any]]) -> Decode | None:
-    """The decoder of an inner chunk stored through ``codecs`` (their ``zarr.json`` form),
-    or ``None`` for a chain this module does not handle."""
+def inner_decoder(codecs: Sequence[Mapping[str, Any]]) -> tuple[Decode, DecodeRange] | None:
+    """The decoders of an inner chunk stored through ``codecs`` (their ``zarr.json`` form),
+    of the whole chunk and of a range of it, or ``None`` for a chain this module does not
+    handle."""
     if len(codecs) == 1 and codecs[0].get("name") == "numcodecs.pcodec":
 
         def pcodec(raw: bytes, out: np.ndarray) -> None:
@@ -128,7 +131,13 @@ def inner_decoder(codecs: Sequence[Mapping[str, Any]]) -> Decode | None:
             if progress.n_processed != out.size or not progress.finished:
                 raise ShardError(f"a pcodec chunk holds other than {out.size} values")
 
-        return pcodec
+        def pcodec_range(
+            raw: bytes, start: int, stop: int, scratch: np.ndarray, out: np.ndarray
+        ) -> None:
+            pcodec(raw, scratch)
+            out[:] = scratch[start:stop]
+
+        return pcodec, pcodec_range
     serializer = next((i for i, c in enumerate(codecs) if _endian(c) is not None), None)
     if serializer is None:
         return None
@@ -142,7 +151,8 @@ def inner_decoder(codecs: Sequence[Mapping[str, Any]]) -> Decode | None:
     swap = _endian(codecs[serializer]) != ("<" if sys.byteorder == "little" else ">")
     n_delta = len(filters)
 
-    def chain(raw: bytes, out: np.ndarray) -> None:
+    def serialized(raw: bytes, out: np.ndarray) -> None:
+        """The bytes codecs undone: ``out`` holds the values before the filters."""
         buf: Any = raw
         for step in decoders[:-1]:
             buf = step.decode(buf)
@@ -154,10 +164,28 @@ def inner_decoder(codecs: Sequence[Mapping[str, Any]]) -> Decode | None:
             out[:] = np.frombuffer(buf, DTYPE)
         if swap:
             out.byteswap(inplace=True)
+
+    def chain(raw: bytes, out: np.ndarray) -> None:
+        serialized(raw, out)
         for _ in range(n_delta):
             np.cumsum(out, out=out)
 
-    return chain
+    def chain_range(
+        raw: bytes, start: int, stop: int, scratch: np.ndarray, out: np.ndarray
+    ) -> None:
+        # A snippet in a mostly empty chunk: the running sum up to ``start`` is one sum
+        # (int32 wraps as the cumulative sum does), and nothing after ``stop`` is summed.
+        serialized(raw, scratch)
+        if n_delta == 1:
+            np.cumsum(scratch[start:stop], out=out)
+            if start:
+                out += scratch[:start].sum(dtype=DTYPE)
+            return
+        for _ in range(n_delta):
+            np.cumsum(scratch[:stop], out=scratch[:stop])
+        out[:] = scratch[start:stop]
+
+    return chain, chain_range
 
 
 class Objects(Protocol):
@@ -270,6 +298,7 @@ class ShardReader:
     index_order: str  # '<' or '>'
     index_crc: bool
     decode: Decode
+    decode_range: DecodeRange
     fill_value: int
 
     @property
@@ -344,8 +373,7 @@ class ShardReader:
             else:
                 if scratch is None:
                     scratch = np.empty(n, DTYPE)
-                self.decode(raw, scratch)
-                out[a - lo : b - lo] = scratch[a - j * n : b - j * n]
+                self.decode_range(raw, a - j * n, b - j * n, scratch, out[a - lo : b - lo])
 
 
 def shard_reader(array: zarr.Array) -> ShardReader | None:
@@ -385,14 +413,14 @@ def reader_from_metadata(meta: Mapping[str, Any], objects: Objects) -> ShardRead
     index_codecs = list(conf.get("index_codecs", ()))
     location = conf.get("index_location", "end")
     key = _chunk_key(meta.get("chunk_key_encoding") or {})
-    decode = inner_decoder(list(conf.get("codecs", ())))
+    decoders = inner_decoder(list(conf.get("codecs", ())))
     order = _endian(index_codecs[0]) if index_codecs else None
     crc = len(index_codecs) == 2 and _is_crc32c(index_codecs[1])
     if (
         shape[1] % inner
         or location not in ("end", "start")
         or key is None
-        or decode is None
+        or decoders is None
         or order is None
         or not (crc or len(index_codecs) == 1)
     ):
@@ -406,6 +434,7 @@ def reader_from_metadata(meta: Mapping[str, Any], objects: Objects) -> ShardRead
         index_at_end=location == "end",
         index_order=order,
         index_crc=crc,
-        decode=decode,
+        decode=decoders[0],
+        decode_range=decoders[1],
         fill_value=int(fill),
     )

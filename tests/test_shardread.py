@@ -126,8 +126,9 @@ def test_empty_index_and_damaged_shards(tmp_path: Path) -> None:
         [BytesCodec(endian="big"), ZstdCodec(), Crc32cCodec()],
         [Delta(dtype="int32"), BytesCodec(), BloscCodec(cname="lz4")],
         [BytesCodec()],
+        [Delta(dtype="int32"), Delta(dtype="int32"), BytesCodec(), ZstdCodec()],
     ],
-    ids=["big-endian-zstd-crc", "delta-lz4", "raw"],
+    ids=["big-endian-zstd-crc", "delta-lz4", "raw", "delta-delta-zstd"],
 )
 @pytest.mark.parametrize("index_location", ["start", "end"])
 def test_other_sharding_configurations(
