@@ -112,12 +112,14 @@ def _endian(step: Mapping[str, Any]) -> str | None:
 
 
 def _is_delta(step: Mapping[str, Any]) -> bool:
+    """Whether ``step`` is numcodecs' Delta on int32 (stored as int32)."""
     conf = step.get("configuration") or {}
-    return (
-        step.get("name") == "numcodecs.delta"
-        and np.dtype(conf.get("dtype", "")) == DTYPE
-        and np.dtype(conf.get("astype") or conf["dtype"]) == DTYPE
-    )
+    if step.get("name") != "numcodecs.delta" or "dtype" not in conf:
+        return False
+    try:
+        return np.dtype(conf["dtype"]) == DTYPE and np.dtype(conf.get("astype") or DTYPE) == DTYPE
+    except TypeError:
+        return False
 
 
 def inner_decoder(codecs: Sequence[Mapping[str, Any]]) -> tuple[Decode, DecodeRange] | None:
@@ -219,6 +221,8 @@ class _LocalObjects:
             return None
         try:
             size = os.fstat(fd).st_size
+            if size < index_bytes:
+                raise ShardError(f"shard {key} of {size} bytes is shorter than its index")
             index = os.pread(fd, index_bytes, size - index_bytes if at_end else 0)
             start, stop = span(index)
             return index, os.pread(fd, stop - start, start) if stop > start else b"", start

@@ -118,6 +118,8 @@ def test_empty_index_and_damaged_shards(tmp_path: Path) -> None:
     shard.write_bytes(b"short")
     with pytest.raises(ShardError):
         reader.read(d, 0, layout.width)
+    with pytest.raises(ShardError):
+        reader.read(d, 0, 10)
 
 
 @pytest.mark.parametrize(
