@@ -1,17 +1,18 @@
 """Writes and reads of continuous channel-day data (layout in :mod:`storage.schema`).
 
 Samples live in one array per channel (``continuous/{NSLC}``), one shard per channel-day,
-written and read through zarr's public array API. What is known about each day (its grid
-start time, recorded runs, source segments, flags, source files and the completion time)
-is a row of ``tables/channel_days``: :class:`DayLedger` reads it, and the ingest appends
-it once the day's shard is written.
+written through zarr's public array API and read back by decoding the day's shard per the
+Zarr v3 sharding specification (:mod:`storage.shardread`; zarr's read where it cannot).
+What is known about each day (its grid start time, recorded runs, source segments, flags,
+source files and the completion time) is a row of ``tables/channel_days``:
+:class:`DayLedger` reads it, and the ingest appends it once the day's shard is written.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,7 +27,15 @@ from seismoflow.storage.schema import (
     describe_flags,
     layout_from_attrs,
 )
-from seismoflow.storage.tables import read_table
+from seismoflow.storage.shardread import (
+    Objects,
+    ShardReader,
+    read_document,
+    reader_from_metadata,
+    shard_reader,
+    store_objects,
+)
+from seismoflow.storage.tables import read_records, read_table
 from zarr.storage import FsspecStore, LocalStore
 
 from seismoflow.ids import ChannelId
@@ -129,12 +138,10 @@ class DayLedger:
     """``tables/channel_days`` by channel and day, read once."""
 
     def __init__(self, location: str, channels: Iterable[str] | None = None) -> None:
-        table = read_table(location, LEDGER)
-        if channels is not None and len(table):
-            table = table[table["channel"].isin(set(channels))]
+        wanted = None if channels is None else set(channels)
         self.rows: dict[tuple[str, int], DayRecord] = {}
-        if len(table):
-            for row in table.to_dict("records"):
+        for row in read_records(location, LEDGER):
+            if wanted is None or row["channel"] in wanted:
                 rec = record_from_row(row)
                 self.rows[(rec.channel, rec.day_ns)] = rec
 
@@ -209,11 +216,40 @@ class ChannelArray:
     """One channel's array: writes whole channel-days, reads recorded samples back."""
 
     def __init__(self, array: zarr.Array, layout: ContinuousLayout | None = None) -> None:
-        self.array = array
+        self._array: zarr.Array | None = array
+        self._open: Callable[[], zarr.Array] | None = None
         self.layout = layout or layout_from_attrs(array.attrs.asdict())
         self.samples_per_day = self.layout.samples_per_day
         self.chunk_samples = int(self.layout.chunk_samples)
         self.width = int(array.shape[1])
+        # Decodes shards by the sharding specification; None: read through zarr instead.
+        self.shards: ShardReader | None = shard_reader(array)
+
+    @classmethod
+    def from_document(
+        cls, document: dict[str, Any], objects: Objects, open_array: Callable[[], zarr.Array]
+    ) -> ChannelArray:
+        """The channel array of ``zarr.json`` ``document``, read by :mod:`storage.shardread`;
+        zarr opens the array (``open_array``) only when it is written, or read where the
+        shard reader does not handle its encoding. Opening an array through zarr costs a few
+        ms, as much as decoding a small file's samples."""
+        self = cls.__new__(cls)
+        self._array = None
+        self._open = open_array
+        self.layout = layout_from_attrs(document["attributes"])
+        self.samples_per_day = self.layout.samples_per_day
+        self.chunk_samples = int(self.layout.chunk_samples)
+        self.width = int(document["shape"][1])
+        self.shards = reader_from_metadata(document, objects)
+        return self
+
+    @property
+    def array(self) -> zarr.Array:
+        """The channel's zarr array (opened on first use)."""
+        if self._array is None:
+            assert self._open is not None
+            self._array = self._open()
+        return self._array
 
     def write_day(
         self,
@@ -281,7 +317,11 @@ class ChannelArray:
         )
 
     def read(self, day_ns: int, lo: int, hi: int) -> np.ndarray:
-        """Grid samples ``lo:hi`` of a day (zeros where nothing was recorded)."""
+        """Grid samples ``lo:hi`` of a day (zeros where nothing was recorded), decoded from
+        the day's shard by :mod:`storage.shardread` (zarr's public read for an array whose
+        encoding it does not handle)."""
+        if self.shards is not None:
+            return self.shards.read(day_index(day_ns), lo, hi)
         return np.asarray(self.array[day_index(day_ns), lo:hi], dtype=np.int32)
 
     def stored_segments(self, rec: DayRecord, sources: set[str]) -> list[tuple[str, Piece]]:
@@ -338,13 +378,23 @@ class ChannelArray:
 def open_channel(root: zarr.Group, channel: ChannelId, rate: float) -> ChannelArray | None:
     """The channel's array at ``rate`` (``None`` if the store has none)."""
     path = continuous_path(channel, rate)
-    try:
+
+    def open_array() -> zarr.Array:
         arr = root[path]
-    except KeyError:
+        if not isinstance(arr, zarr.Array):
+            raise SchemaError(f"{path} is a group, not a channel's array")
+        return arr
+
+    objects = store_objects(root.store, f"{root.path}/{path}".lstrip("/"))
+    if objects is not None:
+        doc = read_document(objects)
+        if doc is None or doc.get("node_type") != "array":
+            return None
+        return ChannelArray.from_document(doc, objects, open_array)
+    try:
+        return ChannelArray(open_array())
+    except (KeyError, SchemaError):
         return None
-    if not isinstance(arr, zarr.Array):
-        return None
-    return ChannelArray(arr)
 
 
 class ContinuousReader:

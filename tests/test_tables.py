@@ -12,7 +12,13 @@ from pathlib import Path
 
 import pandas as pd
 from seismoflow.storage.location import open_root
-from seismoflow.storage.tables import append_rows, compact_table, part_names, read_table
+from seismoflow.storage.tables import (
+    append_rows,
+    compact_table,
+    part_names,
+    read_records,
+    read_table,
+)
 
 WRITER = """
 import sys
@@ -76,6 +82,8 @@ def test_rows_replace_by_key_and_survive_compaction(tmp_path: Path) -> None:
         )
     assert len(part_names(location, "fetch_requests")) == 8
     before = read_table(location, "fetch_requests")
+    # the rows without pandas: the same, in the same order
+    assert read_records(location, "fetch_requests") == before.to_dict("records")
     assert compact_table(location, "fetch_requests") == 8
     after = read_table(location, "fetch_requests")
     assert after.equals(before) and list(after["bytes"]) == [6, 7, 5]  # the last of each key
