@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import zarr
+from seismoflow.storage.fsio import store_location
 from seismoflow.storage.schema import (
     ContinuousLayout,
     SchemaError,
@@ -27,7 +28,6 @@ from seismoflow.storage.schema import (
     layout_from_attrs,
 )
 from seismoflow.storage.tables import read_table
-from zarr.storage import FsspecStore, LocalStore
 
 from seismoflow.ids import ChannelId
 from seismoflow.times import NAT, NS_PER_DAY, NS_PER_S, rate_fraction
@@ -148,16 +148,6 @@ class DayLedger:
         return (NAT, "") if rec is None else (rec.ingested_at_ns, rec.state)
 
 
-def store_location(root: zarr.Group) -> str:
-    """The location (folder or URL) of the store ``root`` was opened from."""
-    store = root.store
-    if isinstance(store, LocalStore):
-        return str(store.root)
-    if isinstance(store, FsspecStore):
-        return str(store.fs.unstrip_protocol(store.path))
-    raise SchemaError(f"a store of type {type(store).__name__} has no location for its tables")
-
-
 @dataclass
 class Piece:
     """A contiguous run of recorded samples with its exact start time."""
@@ -233,8 +223,8 @@ class ChannelArray:
 
         ``data``/``mask`` hold grid samples ``offset .. offset + len``; unrecorded samples
         are stored as 0 and the record's ``runs`` say which are recorded, so a gap is never
-        a silent zero. With ``fresh`` (the day has no shard yet) only the inner chunks that
-        hold samples are written; otherwise the whole day is, so no stale chunk survives.
+        a silent zero. The whole day's row is written, so no stale chunk survives; with
+        ``fresh`` (the day has no shard yet) a day without samples writes nothing.
         The caller appends the record to the ledger after this returns.
         """
         layout = self.layout
@@ -250,21 +240,18 @@ class ChannelArray:
                 f"outside the day's {spd} samples"
             )
         d = day_index(day_ns)
-        cs = self.chunk_samples
         n_recorded = int(np.count_nonzero(mask))
-        if fresh and n_recorded == 0:
-            lo = hi = 0
-        elif fresh:
-            lo, hi = offset // cs * cs, min(self.width, -(-(offset + data.size) // cs) * cs)
-        else:
-            lo, hi = 0, self.width
-        if hi > lo:
-            block = np.zeros(hi - lo, dtype=np.int32)
-            region = slice(offset - lo, offset - lo + data.size)
+        if not (fresh and n_recorded == 0):
+            # Always the whole row: zarr then encodes the shard without reading the one
+            # stored (a request that finds nothing on an object store, for a fresh day).
+            # Inner chunks of zeros (the fill value) are not stored, so the shard holds the
+            # chunks with samples only, as a write of just those chunks would leave it.
+            block = np.zeros(self.width, dtype=np.int32)
+            region = slice(offset, offset + data.size)
             block[region] = data
             if n_recorded < mask.size:
                 block[region][~mask] = 0
-            self.array[d, lo:hi] = block
+            self.array[d, :] = block
         runs = [(a + offset, b + offset) for a, b in runs_of(mask)]
         return DayRecord(
             channel=layout.channel.nslc,

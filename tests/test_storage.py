@@ -18,6 +18,7 @@ from seismoflow.storage.continuous import (
     read_pieces,
 )
 from seismoflow.storage.events import TraceWriter, materialize_window_ledger, pending_traces
+from seismoflow.storage.fsio import read_bytes
 from seismoflow.storage.location import consolidate, open_root, store_lock
 from seismoflow.storage.schema import (
     ContinuousEncoding,
@@ -316,6 +317,12 @@ def test_consolidated_metadata_as_zarr_writes_it_and_dropped_by_writers(tmp_path
     )
     remote = "memory://seismoflow-consolidate/store.zarr"
     _write(remote)
+    create_events(open_root(remote), EventWindowLayout(40.0, 40.0, 90.0, "origin"))
+    consolidate(remote)  # listed and read through fsspec, not walked
+    ours = json.loads(read_bytes(remote, "zarr.json") or b"{}")
+    zarr.consolidate_metadata(remote, zarr_format=3)
+    assert ours == json.loads(read_bytes(remote, "zarr.json") or b"{}")
+    assert len(ours["consolidated_metadata"]["metadata"]) > 10
     consolidate(remote)
     assert zarr.open_group(remote, mode="r").metadata.consolidated_metadata is not None
     assert open_root(remote).metadata.consolidated_metadata is None
