@@ -10,6 +10,7 @@ it once the day's shard is written.
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 import zarr
-from seismoflow.storage.fsio import store_location
+from seismoflow.storage.fsio import delete, store_location, write_bytes
 from seismoflow.storage.schema import (
     ContinuousLayout,
     SchemaError,
@@ -28,6 +29,7 @@ from seismoflow.storage.schema import (
     layout_from_attrs,
 )
 from seismoflow.storage.tables import read_table
+from zarr.storage import MemoryStore
 
 from seismoflow.ids import ChannelId
 from seismoflow.times import NAT, NS_PER_DAY, NS_PER_S, rate_fraction
@@ -37,6 +39,8 @@ LEDGER = "channel_days"
 # merged with what its shard held.
 WRITING = "writing"
 JSON_COLUMNS = ("segments", "runs", "quarantine", "sources")
+# What of an array's metadata decides the bytes of its shards.
+ENCODING_KEYS = ("shape", "data_type", "chunk_grid", "chunk_key_encoding", "fill_value", "codecs")
 
 
 @dataclass(frozen=True)
@@ -204,6 +208,9 @@ class ChannelArray:
         self.samples_per_day = self.layout.samples_per_day
         self.chunk_samples = int(self.layout.chunk_samples)
         self.width = int(array.shape[1])
+        self._shards: dict[str, Any] = {}  # shards encoded by the mirror, until written
+        self._mirrored: tuple[zarr.Array | None] | None = None
+        self._guard = threading.Lock()
 
     def write_day(
         self,
@@ -251,7 +258,7 @@ class ChannelArray:
             block[region] = data
             if n_recorded < mask.size:
                 block[region][~mask] = 0
-            self.array[d, :] = block
+            self._write_row(d, block)
         runs = [(a + offset, b + offset) for a, b in runs_of(mask)]
         return DayRecord(
             channel=layout.channel.nslc,
@@ -266,6 +273,53 @@ class ChannelArray:
             sources=sources,
             runs=runs,
         )
+
+    def _write_row(self, d: int, block: np.ndarray) -> None:
+        """Write row ``d`` (one whole shard) as one object.
+
+        zarr writes into a sharded array by reading the stored shard first, even when the
+        write covers it whole: on an object store a request per channel-day that, for a new
+        day, finds nothing. So zarr encodes the shard into a store in memory, through an
+        array of this one's shape and codecs, and the object is put into the store as is
+        (or deleted, when zarr would: a row of fill values). Arrays whose codecs the copy
+        does not reproduce are written through zarr.
+        """
+        mirror = self._mirror()
+        if mirror is None:
+            self.array[d, :] = block
+            return
+        key = self.array.metadata.encode_chunk_key((d, 0))
+        mirror[d, :] = block
+        shard = self._shards.pop(key, None)
+        location = store_location(self.array)
+        path = f"{self.array.path}/{key}"
+        if shard is None:
+            delete(location, path)
+        else:
+            write_bytes(location, path, shard.to_bytes())
+
+    def _mirror(self) -> zarr.Array | None:
+        """An array in memory with this one's shape, chunks and codecs (``None`` if it
+        would not encode shards the same)."""
+        with self._guard:
+            if self._mirrored is None:
+                arr = self.array
+                mirror = zarr.create_array(
+                    MemoryStore(self._shards),
+                    shape=arr.shape,
+                    chunks=arr.chunks,
+                    shards=arr.shards,
+                    dtype=arr.dtype,
+                    fill_value=arr.fill_value,
+                    filters=arr.filters,
+                    serializer=arr.serializer,
+                    compressors=arr.compressors,
+                    chunk_key_encoding=arr.metadata.chunk_key_encoding,
+                )
+                theirs, ours = arr.metadata.to_dict(), mirror.metadata.to_dict()
+                same = all(theirs.get(k) == ours.get(k) for k in ENCODING_KEYS)
+                self._mirrored = (mirror,) if same else (None,)
+            return self._mirrored[0]
 
     def read(self, day_ns: int, lo: int, hi: int) -> np.ndarray:
         """Grid samples ``lo:hi`` of a day (zeros where nothing was recorded)."""

@@ -143,7 +143,7 @@ def read_many(location: str, keys: list[str]) -> list[bytes | None]:
     return [norm.get(p.split("://", 1)[-1]) for p in paths]
 
 
-def store_location(root: zarr.Group) -> str:
+def store_location(root: zarr.Group | zarr.Array) -> str:
     """The location (folder or URL) of the store ``root`` was opened from."""
     store = root.store
     if isinstance(store, LocalStore):
