@@ -230,8 +230,9 @@ class ChannelArray:
 
         ``data``/``mask`` hold grid samples ``offset .. offset + len``; unrecorded samples
         are stored as 0 and the record's ``runs`` say which are recorded, so a gap is never
-        a silent zero. The whole day's row is written, so no stale chunk survives; with
-        ``fresh`` (the day has no shard yet) a day without samples writes nothing.
+        a silent zero. With ``fresh`` (the day has no shard yet) only the inner chunks that
+        hold samples are written; otherwise the whole day is. Either way the day's shard is
+        replaced whole (:meth:`_write_shard`), so no stale chunk survives.
         The caller appends the record to the ledger after this returns.
         """
         layout = self.layout
@@ -247,18 +248,21 @@ class ChannelArray:
                 f"outside the day's {spd} samples"
             )
         d = day_index(day_ns)
+        cs = self.chunk_samples
         n_recorded = int(np.count_nonzero(mask))
-        if not (fresh and n_recorded == 0):
-            # Always the whole row: zarr then encodes the shard without reading the one
-            # stored (a request that finds nothing on an object store, for a fresh day).
-            # Inner chunks of zeros (the fill value) are not stored, so the shard holds the
-            # chunks with samples only, as a write of just those chunks would leave it.
-            block = np.zeros(self.width, dtype=np.int32)
-            region = slice(offset, offset + data.size)
+        if fresh and n_recorded == 0:
+            lo = hi = 0
+        elif fresh:
+            lo, hi = offset // cs * cs, min(self.width, -(-(offset + data.size) // cs) * cs)
+        else:
+            lo, hi = 0, self.width
+        if hi > lo:
+            block = np.zeros(hi - lo, dtype=np.int32)
+            region = slice(offset - lo, offset - lo + data.size)
             block[region] = data
             if n_recorded < mask.size:
                 block[region][~mask] = 0
-            self._write_row(d, block)
+            self._write_shard(d, lo, hi, block)
         runs = [(a + offset, b + offset) for a, b in runs_of(mask)]
         return DayRecord(
             channel=layout.channel.nslc,
@@ -274,22 +278,22 @@ class ChannelArray:
             runs=runs,
         )
 
-    def _write_row(self, d: int, block: np.ndarray) -> None:
-        """Write row ``d`` (one whole shard) as one object.
+    def _write_shard(self, d: int, lo: int, hi: int, block: np.ndarray) -> None:
+        """Write samples ``lo:hi`` of row ``d`` as the row's whole shard, one object.
 
-        zarr writes into a sharded array by reading the stored shard first, even when the
-        write covers it whole: on an object store a request per channel-day that, for a new
-        day, finds nothing. So zarr encodes the shard into a store in memory, through an
-        array of this one's shape and codecs, and the object is put into the store as is
-        (or deleted, when zarr would: a row of fill values). Arrays whose codecs the copy
-        does not reproduce are written through zarr.
+        zarr writes into a sharded array by reading the stored shard first and merging: on
+        an object store a request per channel-day that, for a new day, finds nothing. So
+        zarr encodes the shard into a store in memory, through an array of this one's shape
+        and codecs that holds no other shard, and the object is put into the store as is
+        (or deleted where zarr would: nothing but fill values). Arrays whose codecs the
+        copy does not reproduce are written through zarr.
         """
         mirror = self._mirror()
         if mirror is None:
-            self.array[d, :] = block
+            self.array[d, lo:hi] = block
             return
         key = self.array.metadata.encode_chunk_key((d, 0))
-        mirror[d, :] = block
+        mirror[d, lo:hi] = block
         shard = self._shards.pop(key, None)
         location = store_location(self.array)
         path = f"{self.array.path}/{key}"
