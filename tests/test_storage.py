@@ -43,7 +43,7 @@ from seismoflow.storage.tables import (
 )
 
 from seismoflow.ids import ChannelId
-from seismoflow.times import NAT, NS_PER_S, to_ns
+from seismoflow.times import NAT, NS_PER_DAY, NS_PER_S, to_ns
 
 CH = ChannelId("XX", "TEST", "00", "HHZ")
 DAY = to_ns("2021-03-04")
@@ -409,3 +409,28 @@ def test_day_long_rows_round_trip_with_a_padded_last_chunk(
     assert rec.runs == [(0, 700_000), (1_100_000, spd)]
     for lo, hi in ((0, spd), (5, 6), (359_999, 720_001), (spd - 7, spd)):
         assert np.array_equal(channel.read(DAY, lo, hi), data[lo:hi])
+
+
+@pytest.mark.parametrize("codec", ["pcodec", "delta-zstd"])
+def test_day_shard_written_as_zarr_writes_it(tmp_path: Path, codec: str) -> None:
+    """A channel-day's shard, encoded in memory and put as one object, has the bytes zarr's
+    own write into the array gives, and a row of nothing but fill values removes it."""
+    root = open_root(str(tmp_path / "s.zarr"))
+    arr = create_continuous(
+        root, ContinuousLayout(ChannelId.parse("XX.STA..HHZ"), 50.0, 345_600, codec)
+    )
+    ca = ChannelArray(arr)
+    data = (np.random.default_rng(1).normal(size=30_000) * 100).astype(np.int32)
+    day = 19_000 * NS_PER_DAY
+    ca.write_day(day, t0_ns=day, offset=1_000_000, data=data, mask=np.ones(30_000, bool),
+                 flags=0, segments=[], quarantine=[], sources=[], fresh=True)  # fmt: skip
+    lo, hi = 691_200, 1_036_800
+    block = np.zeros(hi - lo, np.int32)
+    block[1_000_000 - lo : 1_030_000 - lo] = data
+    arr[19_001, lo:hi] = block
+    folder = tmp_path / "s.zarr" / arr.path
+    assert (folder / "c.19000.0").read_bytes() == (folder / "c.19001.0").read_bytes()
+    assert np.array_equal(ca.read(day, 1_000_000, 1_030_000), data)
+    ca.write_day(day, t0_ns=day, offset=0, data=np.zeros(10, np.int32), mask=np.zeros(10, bool),
+                 flags=0, segments=[], quarantine=[], sources=[])  # fmt: skip
+    assert not (folder / "c.19000.0").exists()
