@@ -14,7 +14,7 @@ import threading
 import time
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
@@ -308,6 +308,10 @@ class ChannelArray:
         with self._guard:
             if self._mirrored is None:
                 arr = self.array
+                theirs = arr.metadata.to_dict()
+                if arr.metadata.zarr_format != 3 or arr.serializer is None:
+                    self._mirrored = (None,)
+                    return None
                 mirror = zarr.create_array(
                     MemoryStore(self._shards),
                     shape=arr.shape,
@@ -318,9 +322,9 @@ class ChannelArray:
                     filters=arr.filters,
                     serializer=arr.serializer,
                     compressors=arr.compressors,
-                    chunk_key_encoding=arr.metadata.chunk_key_encoding,
+                    chunk_key_encoding=dict(cast(dict[str, Any], theirs["chunk_key_encoding"])),
                 )
-                theirs, ours = arr.metadata.to_dict(), mirror.metadata.to_dict()
+                ours = mirror.metadata.to_dict()
                 same = all(theirs.get(k) == ours.get(k) for k in ENCODING_KEYS)
                 self._mirrored = (mirror,) if same else (None,)
             return self._mirrored[0]
