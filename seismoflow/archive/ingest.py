@@ -568,7 +568,7 @@ def prepare_windows(location: str, settings: Settings) -> list[int]:
         root = open_root(location)
         group = create_events(root, layout)
         if catalog.empty or channel_days.empty:
-            return _by_station(group, pending_traces(location, group))
+            return pending_traces(location, group)
         for col in ("first_ns", "last_ns", "n_samples", "origin_time_ns"):
             for df in (catalog, channel_days):
                 if col in df:
@@ -579,23 +579,7 @@ def prepare_windows(location: str, settings: Settings) -> list[int]:
         new = [s for s in specs if s.trace_key not in known]
         for i in range(0, len(new), 1024):
             append_traces(group, [s.as_row() for s in new[i : i + 1024]])
-        return _by_station(group, pending_traces(location, group))
-
-
-def _by_station(group: zarr.Group, indices: list[int]) -> list[int]:
-    """``indices`` ordered by station and channel set (then trace): a batch of them then
-    reads the arrays of a few stations, each channel's opened by one batch or two, where
-    traces in event order have every batch open most channels (a request each on an object
-    store)."""
-    if len(indices) < 2:
-        return indices
-    names = ("network", "station", "location", "channel_set")
-    columns = []
-    for name in names:
-        arr = group[name]
-        assert isinstance(arr, zarr.Array)
-        columns.append(np.asarray(arr[:]).tolist())
-    return sorted(indices, key=lambda i: (*(str(c[i]) for c in columns), i))
+        return pending_traces(location, group)
 
 
 def _specs(
