@@ -27,6 +27,11 @@ WindowReference = Literal["origin", "p"]
 DEFAULT_CONFIG_FILE = Path("seismoflow.toml")
 
 
+# Threads an ingest task waits on an object store with when ``store_threads`` is 0: its
+# time there goes to request latency, not CPU (BENCHMARKS.md, "Object storage").
+STORE_THREADS_REMOTE = 8
+
+
 class Settings(BaseSettings):
     """Run configuration. Units: seconds, Hz, samples."""
 
@@ -60,6 +65,13 @@ class Settings(BaseSettings):
     )
     window_batch: int = Field(256, gt=0, description="event-window traces per task")
     max_workers: int = Field(2, ge=1, description="threads of the local task runner")
+    store_threads: int = Field(
+        0,
+        ge=0,
+        description="threads one ingest task waits on the store with (shard writes, window "
+        "cuts): 0 picks 1 for a local folder and STORE_THREADS_REMOTE for a URL, where the "
+        "work waits on requests",
+    )
 
     # FDSN fetch (issue 3). Credentials are never part of these fields' dumps: see
     # ``seismoflow.fdsn.credentials``.
@@ -161,6 +173,14 @@ class Settings(BaseSettings):
         0, ge=0, description="archive-batch tasks submitted at once (0: twice the cluster's "
         "threads); bounds the flow's and the workers' memory"
     )
+
+    def io_threads(self) -> int:
+        """Threads an ingest task uses for the store's requests (``store_threads``, or the
+        default for the kind of store)."""
+        if self.store_threads:
+            return self.store_threads
+        local = "://" not in self.store or self.store.startswith("file://")
+        return 1 if local else STORE_THREADS_REMOTE
 
     @field_validator("store")
     @classmethod

@@ -11,14 +11,16 @@ source files and the completion time) is a row of ``tables/channel_days``:
 from __future__ import annotations
 
 import json
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import pandas as pd
 import zarr
+from seismoflow.storage.fsio import delete, store_location, write_bytes
 from seismoflow.storage.schema import (
     ContinuousLayout,
     SchemaError,
@@ -36,7 +38,7 @@ from seismoflow.storage.shardread import (
     store_objects,
 )
 from seismoflow.storage.tables import read_records, read_table
-from zarr.storage import FsspecStore, LocalStore
+from zarr.storage import MemoryStore
 
 from seismoflow.ids import ChannelId
 from seismoflow.times import NAT, NS_PER_DAY, NS_PER_S, rate_fraction
@@ -46,6 +48,8 @@ LEDGER = "channel_days"
 # merged with what its shard held.
 WRITING = "writing"
 JSON_COLUMNS = ("segments", "runs", "quarantine", "sources")
+# What of an array's metadata decides the bytes of its shards.
+ENCODING_KEYS = ("shape", "data_type", "chunk_grid", "chunk_key_encoding", "fill_value", "codecs")
 
 
 @dataclass(frozen=True)
@@ -155,16 +159,6 @@ class DayLedger:
         return (NAT, "") if rec is None else (rec.ingested_at_ns, rec.state)
 
 
-def store_location(root: zarr.Group) -> str:
-    """The location (folder or URL) of the store ``root`` was opened from."""
-    store = root.store
-    if isinstance(store, LocalStore):
-        return str(store.root)
-    if isinstance(store, FsspecStore):
-        return str(store.fs.unstrip_protocol(store.path))
-    raise SchemaError(f"a store of type {type(store).__name__} has no location for its tables")
-
-
 @dataclass
 class Piece:
     """A contiguous run of recorded samples with its exact start time."""
@@ -224,6 +218,9 @@ class ChannelArray:
         self.width = int(array.shape[1])
         # Decodes shards by the sharding specification; None: read through zarr instead.
         self.shards: ShardReader | None = shard_reader(array)
+        self._encoded: dict[str, Any] = {}  # shards encoded by the mirror, until written
+        self._mirrored: tuple[zarr.Array | None] | None = None
+        self._guard = threading.Lock()
 
     @classmethod
     def from_document(
@@ -241,6 +238,9 @@ class ChannelArray:
         self.chunk_samples = int(self.layout.chunk_samples)
         self.width = int(document["shape"][1])
         self.shards = reader_from_metadata(document, objects)
+        self._encoded = {}
+        self._mirrored = None
+        self._guard = threading.Lock()
         return self
 
     @property
@@ -270,7 +270,8 @@ class ChannelArray:
         ``data``/``mask`` hold grid samples ``offset .. offset + len``; unrecorded samples
         are stored as 0 and the record's ``runs`` say which are recorded, so a gap is never
         a silent zero. With ``fresh`` (the day has no shard yet) only the inner chunks that
-        hold samples are written; otherwise the whole day is, so no stale chunk survives.
+        hold samples are written; otherwise the whole day is. Either way the day's shard is
+        replaced whole (:meth:`_write_shard`), so no stale chunk survives.
         The caller appends the record to the ledger after this returns.
         """
         layout = self.layout
@@ -300,7 +301,7 @@ class ChannelArray:
             block[region] = data
             if n_recorded < mask.size:
                 block[region][~mask] = 0
-            self.array[d, lo:hi] = block
+            self._write_shard(d, lo, hi, block)
         runs = [(a + offset, b + offset) for a, b in runs_of(mask)]
         return DayRecord(
             channel=layout.channel.nslc,
@@ -315,6 +316,57 @@ class ChannelArray:
             sources=sources,
             runs=runs,
         )
+
+    def _write_shard(self, d: int, lo: int, hi: int, block: np.ndarray) -> None:
+        """Write samples ``lo:hi`` of row ``d`` as the row's whole shard, one object.
+
+        zarr writes into a sharded array by reading the stored shard first and merging: on
+        an object store a request per channel-day that, for a new day, finds nothing. So
+        zarr encodes the shard into a store in memory, through an array of this one's shape
+        and codecs that holds no other shard, and the object is put into the store as is
+        (or deleted where zarr would: nothing but fill values). Arrays whose codecs the
+        copy does not reproduce are written through zarr.
+        """
+        mirror = self._mirror()
+        if mirror is None:
+            self.array[d, lo:hi] = block
+            return
+        key = self.array.metadata.encode_chunk_key((d, 0))
+        mirror[d, lo:hi] = block
+        shard = self._encoded.pop(key, None)
+        location = store_location(self.array)
+        path = f"{self.array.path}/{key}"
+        if shard is None:
+            delete(location, path)
+        else:
+            write_bytes(location, path, shard.to_bytes())
+
+    def _mirror(self) -> zarr.Array | None:
+        """An array in memory with this one's shape, chunks and codecs (``None`` if it
+        would not encode shards the same)."""
+        with self._guard:
+            if self._mirrored is None:
+                arr = self.array
+                theirs = arr.metadata.to_dict()
+                if arr.metadata.zarr_format != 3 or arr.serializer is None:
+                    self._mirrored = (None,)
+                    return None
+                mirror = zarr.create_array(
+                    MemoryStore(self._encoded),
+                    shape=arr.shape,
+                    chunks=arr.chunks,
+                    shards=arr.shards,
+                    dtype=arr.dtype,
+                    fill_value=arr.fill_value,
+                    filters=arr.filters,
+                    serializer=arr.serializer,
+                    compressors=arr.compressors,
+                    chunk_key_encoding=dict(cast(dict[str, Any], theirs["chunk_key_encoding"])),
+                )
+                ours = mirror.metadata.to_dict()
+                same = all(theirs.get(k) == ours.get(k) for k in ENCODING_KEYS)
+                self._mirrored = (mirror,) if same else (None,)
+            return self._mirrored[0]
 
     def read(self, day_ns: int, lo: int, hi: int) -> np.ndarray:
         """Grid samples ``lo:hi`` of a day (zeros where nothing was recorded), decoded from

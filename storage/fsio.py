@@ -16,7 +16,11 @@ from pathlib import Path
 from typing import Any
 
 import fsspec
+import zarr
 from fsspec.implementations.local import LocalFileSystem
+from zarr.storage import FsspecStore, LocalStore
+
+from seismoflow.errors import StoreError
 
 # Names of temporary files start with this: readers and listings skip them.
 TEMP_PREFIX = ".tmp-"
@@ -30,6 +34,20 @@ def local_path(location: str) -> Path:
     return Path(location.removeprefix("file://"))
 
 
+# Object-store protocols whose filesystem takes ``S3_OPTIONS`` (s3fs).
+S3_PROTOCOLS = ("s3://", "s3a://")
+# s3fs reads a whole object (no byte range) as one ranged download per 50 MB part when
+# ``max_concurrency`` > 1, and first asks the object's size for that: a HEAD before every
+# GET of a document, a table part or a partial shard (and a LIST after each HEAD that
+# finds nothing). The store's objects are small, so they are read with one GET.
+S3_OPTIONS: dict[str, Any] = {"max_concurrency": 1}
+
+
+def storage_options(location: str) -> dict[str, Any]:
+    """fsspec options for a store location: the same for zarr's store and for ours."""
+    return dict(S3_OPTIONS) if location.startswith(S3_PROTOCOLS) else {}
+
+
 @lru_cache(maxsize=64)
 def filesystem(location: str) -> tuple[Any, str]:
     """``(fs, root path)`` of a store location (a folder or an fsspec URL).
@@ -39,7 +57,7 @@ def filesystem(location: str) -> tuple[Any, str]:
     """
     if is_local(location):
         return LocalFileSystem(), str(local_path(location))
-    fs, path = fsspec.core.url_to_fs(location)
+    fs, path = fsspec.core.url_to_fs(location, **storage_options(location))
     return fs, str(path).rstrip("/")
 
 
@@ -77,6 +95,19 @@ def write_bytes(location: str, key: str, raw: bytes) -> None:
     fs.pipe_file(path, raw)
 
 
+def write_many(location: str, objects: dict[str, bytes]) -> None:
+    """Write several objects, each atomically (:func:`write_bytes`); on object stores the
+    PUTs go out concurrently (fsspec's ``pipe`` of a mapping)."""
+    if not objects:
+        return
+    fs, base = filesystem(location)
+    if isinstance(fs, LocalFileSystem):
+        for key, raw in objects.items():
+            write_bytes(location, key, raw)
+        return
+    fs.pipe({join(base, key): raw for key, raw in objects.items()})
+
+
 def list_names(location: str, prefix: str) -> list[str]:
     """Names (not paths) of the objects directly under ``prefix``, temporary files left
     out; empty if there is no such folder."""
@@ -110,3 +141,13 @@ def read_many(location: str, keys: list[str]) -> list[bytes | None]:
     # fsspec keys the result by path as it normalises it
     norm = {str(k).rstrip("/").split("://", 1)[-1]: v for k, v in found.items()}
     return [norm.get(p.split("://", 1)[-1]) for p in paths]
+
+
+def store_location(root: zarr.Group | zarr.Array) -> str:
+    """The location (folder or URL) of the store ``root`` was opened from."""
+    store = root.store
+    if isinstance(store, LocalStore):
+        return str(store.root)
+    if isinstance(store, FsspecStore):
+        return str(store.fs.unstrip_protocol(store.path))
+    raise StoreError(f"a store of type {type(store).__name__} has no location for its tables")

@@ -28,8 +28,10 @@ from typing import Any
 
 import numpy as np
 import zarr
+from seismoflow.storage.fsio import store_location, write_many
 from zarr.codecs import BloscCodec, PCodec, ZstdCodec
 from zarr.codecs.numcodecs import Delta
+from zarr.storage import MemoryStore
 
 from seismoflow.errors import StoreError
 from seismoflow.ids import ChannelId
@@ -317,25 +319,46 @@ def create_continuous(root: zarr.Group, layout: ContinuousLayout) -> zarr.Array:
 
 def create_continuous_many(root: zarr.Group, layouts: Sequence[ContinuousLayout]) -> None:
     """Create the arrays of ``layouts`` that are absent (call under the store lock). An
-    existing array keeps the chunking and codec it was created with."""
+    existing array keeps the chunking and codec it was created with.
+
+    Each array is its one metadata document (``zarr.json``), as zarr writes it, written
+    straight into the store, all at once: creating them through the group would check the
+    array's path and every parent group's document first (about nine requests per array on
+    an object store, one after another, under the store lock).
+    """
     group = continuous_group(root)
     existing = set(group.array_keys())
+    documents: dict[str, bytes] = {}
     for layout in layouts:
         if layout.name in existing:
             continue
-        group.create_array(
-            layout.name,
-            shape=(N_DAYS, layout.width),
-            chunks=(1, layout.chunk_samples),
-            shards=(1, layout.width),
-            dtype="int32",
-            fill_value=0,
-            dimension_names=("day", layout.sample_dim),
-            chunk_key_encoding=FLAT_KEYS,
-            attributes=layout.attrs(),
-            **integer_codec_kwargs(layout.codec, layout.codec_level, layout.pcodec_page),
-        )
+        documents[f"{CONTINUOUS}/{layout.name}/{ZARR_JSON}"] = continuous_document(layout)
         existing.add(layout.name)
+    write_many(store_location(root), documents)
+
+
+ZARR_JSON = "zarr.json"
+
+
+def continuous_document(layout: ContinuousLayout) -> bytes:
+    """The metadata document (``zarr.json``) of a channel's array, as zarr writes it: the
+    array is created through zarr's public API in a store in memory and its document
+    read back."""
+    written: dict[str, Any] = {}
+    zarr.create_array(
+        MemoryStore(written),
+        name=layout.name,
+        shape=(N_DAYS, layout.width),
+        chunks=(1, layout.chunk_samples),
+        shards=(1, layout.width),
+        dtype="int32",
+        fill_value=0,
+        dimension_names=("day", layout.sample_dim),
+        chunk_key_encoding=FLAT_KEYS,
+        attributes=layout.attrs(),
+        **integer_codec_kwargs(layout.codec, layout.codec_level, layout.pcodec_page),
+    )
+    return bytes(written[f"{layout.name}/{ZARR_JSON}"].to_bytes())
 
 
 @dataclass(frozen=True)

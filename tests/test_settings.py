@@ -5,7 +5,7 @@ from pathlib import Path
 import pytest
 
 from seismoflow.errors import BadInputError
-from seismoflow.settings import load_settings
+from seismoflow.settings import STORE_THREADS_REMOTE, Settings, load_settings
 
 
 def test_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -35,3 +35,11 @@ def test_bad_values_name_the_setting(tmp_path: Path) -> None:
         load_settings(cfg)
     with pytest.raises(BadInputError, match="--config"):
         load_settings(tmp_path / "missing.toml")
+
+
+def test_store_threads_default_by_kind_of_store() -> None:
+    """Object stores get threads for their requests by default; a folder keeps one."""
+    assert Settings(store="a.zarr").io_threads() == 1
+    assert Settings(store="file:///tmp/a.zarr").io_threads() == 1
+    assert Settings(store="s3://bucket/a.zarr").io_threads() == STORE_THREADS_REMOTE > 1
+    assert Settings(store="s3://bucket/a.zarr", store_threads=3).io_threads() == 3

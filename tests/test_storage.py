@@ -18,6 +18,7 @@ from seismoflow.storage.continuous import (
     read_pieces,
 )
 from seismoflow.storage.events import TraceWriter, materialize_window_ledger, pending_traces
+from seismoflow.storage.fsio import read_bytes
 from seismoflow.storage.location import consolidate, open_root, store_lock
 from seismoflow.storage.schema import (
     ContinuousEncoding,
@@ -42,7 +43,7 @@ from seismoflow.storage.tables import (
 )
 
 from seismoflow.ids import ChannelId
-from seismoflow.times import NAT, NS_PER_S, to_ns
+from seismoflow.times import NAT, NS_PER_DAY, NS_PER_S, to_ns
 
 CH = ChannelId("XX", "TEST", "00", "HHZ")
 DAY = to_ns("2021-03-04")
@@ -316,6 +317,12 @@ def test_consolidated_metadata_as_zarr_writes_it_and_dropped_by_writers(tmp_path
     )
     remote = "memory://seismoflow-consolidate/store.zarr"
     _write(remote)
+    create_events(open_root(remote), EventWindowLayout(40.0, 40.0, 90.0, "origin"))
+    consolidate(remote)  # listed and read through fsspec, not walked
+    ours = json.loads(read_bytes(remote, "zarr.json") or b"{}")
+    zarr.consolidate_metadata(remote, zarr_format=3)
+    assert ours == json.loads(read_bytes(remote, "zarr.json") or b"{}")
+    assert len(ours["consolidated_metadata"]["metadata"]) > 10
     consolidate(remote)
     assert zarr.open_group(remote, mode="r").metadata.consolidated_metadata is not None
     assert open_root(remote).metadata.consolidated_metadata is None
@@ -402,3 +409,28 @@ def test_day_long_rows_round_trip_with_a_padded_last_chunk(
     assert rec.runs == [(0, 700_000), (1_100_000, spd)]
     for lo, hi in ((0, spd), (5, 6), (359_999, 720_001), (spd - 7, spd)):
         assert np.array_equal(channel.read(DAY, lo, hi), data[lo:hi])
+
+
+@pytest.mark.parametrize("codec", ["pcodec", "delta-zstd"])
+def test_day_shard_written_as_zarr_writes_it(tmp_path: Path, codec: str) -> None:
+    """A channel-day's shard, encoded in memory and put as one object, has the bytes zarr's
+    own write into the array gives, and a row of nothing but fill values removes it."""
+    root = open_root(str(tmp_path / "s.zarr"))
+    arr = create_continuous(
+        root, ContinuousLayout(ChannelId.parse("XX.STA..HHZ"), 50.0, 345_600, codec)
+    )
+    ca = ChannelArray(arr)
+    data = (np.random.default_rng(1).normal(size=30_000) * 100).astype(np.int32)
+    day = 19_000 * NS_PER_DAY
+    ca.write_day(day, t0_ns=day, offset=1_000_000, data=data, mask=np.ones(30_000, bool),
+                 flags=0, segments=[], quarantine=[], sources=[], fresh=True)  # fmt: skip
+    lo, hi = 691_200, 1_036_800
+    block = np.zeros(hi - lo, np.int32)
+    block[1_000_000 - lo : 1_030_000 - lo] = data
+    arr[19_001, lo:hi] = block
+    folder = tmp_path / "s.zarr" / arr.path
+    assert (folder / "c.19000.0").read_bytes() == (folder / "c.19001.0").read_bytes()
+    assert np.array_equal(ca.read(day, 1_000_000, 1_030_000), data)
+    ca.write_day(day, t0_ns=day, offset=0, data=np.zeros(10, np.int32), mask=np.zeros(10, bool),
+                 flags=0, segments=[], quarantine=[], sources=[])  # fmt: skip
+    assert not (folder / "c.19000.0").exists()

@@ -11,16 +11,17 @@ from __future__ import annotations
 import time
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import obspy
 import pandas as pd
 import zarr
 
-from seismoflow.archive.assemble import assemble_day
+from seismoflow.archive.assemble import ChannelDay, assemble_day
 from seismoflow.archive.metadata import MetadataIndex, catalog_table, read_channel_table
 from seismoflow.archive.records import header_sampling_rate
 from seismoflow.archive.sources import Problem, Segment, SourceFile, decode, scan
@@ -319,11 +320,15 @@ def ingest_batch(
     written (every ``LEDGER_EVERY`` units and at the end). Days it rewrites (built before
     from other files) are first marked ``writing`` there, so a run killed between the two
     redoes them whole.
+
+    With ``settings.io_threads()`` above 1 (object stores), the batch's channel arrays are
+    opened at once and each day's shard is written on a thread while the next day is
+    decoded, at most that many writes in flight; results keep the units' order.
     """
     root = open_root(location)
     ledger = DayLedger(location, {u.channel for u in units})
     cache: dict[str, tuple[list[Segment], list[Problem]]] = {}
-    channels: dict[tuple[str, float], ChannelArray] = {}
+    threads = settings.io_threads()
     rewrites = []
     for u in units:
         done, state = ledger.state(u.channel, u.day_ns)
@@ -332,49 +337,95 @@ def ingest_batch(
     if rewrites:
         append_rows(location, LEDGER, pd.DataFrame(rewrites))
     results: list[UnitResult] = []
+    pending: list[tuple[ChannelDayUnit, Future[UnitResult]]] = []
     recorded = 0  # results whose ledger rows are appended
+
+    def settle(keep: int) -> None:
+        """Wait for the oldest writes until at most ``keep`` are in flight."""
+        while len(pending) > keep:
+            unit, future = pending.pop(0)
+            try:
+                results.append(future.result())
+            except Exception as exc:  # noqa: BLE001 - quarantine the unit, keep going
+                results.append(_failed_unit(unit, exc))
 
     def record() -> None:
         nonlocal recorded
+        settle(0)
         written = [r.record for r in results[recorded:] if r.record is not None]
         if written:
             append_rows(location, LEDGER, ledger_frame(written))
         recorded = len(results)
 
-    try:
-        for unit in units:
-            try:
-                if not unit.sampling_rate:
-                    results.append(_unreadable_unit(unit))
-                    continue
-                key = (unit.channel, unit.sampling_rate)
-                if key not in channels:
-                    opened = open_channel(root, ChannelId.parse(unit.channel), unit.sampling_rate)
+    with ThreadPoolExecutor(max_workers=threads) as pool:
+        channels = _open_channels(root, units, pool if threads > 1 else None)
+        try:
+            for unit in units:
+                try:
+                    if not unit.sampling_rate:
+                        pending.append((unit, _done(_unreadable_unit(unit))))
+                        continue
+                    opened = channels[(unit.channel, unit.sampling_rate)]
+                    if isinstance(opened, Exception):
+                        raise opened
                     if opened is None:
                         raise SchemaError(
                             f"no array for {unit.channel} at {unit.sampling_rate} Hz; run "
                             "prepare_store first"
                         )
-                    channels[key] = opened
-                results.append(_ingest_unit(channels[key], ledger, unit, settings, cache))
-            except Exception as exc:  # noqa: BLE001 - quarantine the unit, keep going
-                prob = Problem(
-                    ",".join(f.path for f in unit.files),
-                    f"channel-day failed "
-                    f"({type(exc).__name__}: {exc}); re-run to retry, report it if it "
-                    "persists",
-                    unit.channel,
-                    unit.day_ns,
-                )
-                results.append(UnitResult({}, _problem_rows([prob], "ingest"), "failed", 0))
-            # Files shared with the next day (midnight overflow) stay cached for one station.
-            if len(cache) > 8:
-                cache.clear()
-            if len(results) - recorded >= LEDGER_EVERY:
-                record()
-    finally:
-        record()
+                    built = _ingest_unit(opened, ledger, unit, settings, cache)
+                    if isinstance(built, UnitResult):
+                        pending.append((unit, _done(built)))
+                    elif threads > 1:
+                        pending.append((unit, pool.submit(built.write)))
+                    else:
+                        pending.append((unit, _done(built.write())))
+                except Exception as exc:  # noqa: BLE001 - quarantine the unit, keep going
+                    pending.append((unit, _done(_failed_unit(unit, exc))))
+                settle(threads - 1)
+                # Files shared with the next day (midnight overflow) stay cached for one
+                # station.
+                if len(cache) > 8:
+                    cache.clear()
+                if len(results) - recorded >= LEDGER_EVERY:
+                    record()
+        finally:
+            record()
     return results
+
+
+def _done(result: UnitResult) -> Future[UnitResult]:
+    future: Future[UnitResult] = Future()
+    future.set_result(result)
+    return future
+
+
+def _failed_unit(unit: ChannelDayUnit, exc: Exception) -> UnitResult:
+    prob = Problem(
+        ",".join(f.path for f in unit.files),
+        f"channel-day failed ({type(exc).__name__}: {exc}); re-run to retry, report it if it "
+        "persists",
+        unit.channel,
+        unit.day_ns,
+    )
+    return UnitResult({}, _problem_rows([prob], "ingest"), "failed", 0)
+
+
+def _open_channels(
+    root: zarr.Group, units: Sequence[ChannelDayUnit], pool: ThreadPoolExecutor | None
+) -> dict[tuple[str, float], ChannelArray | None | Exception]:
+    """The channel arrays the units write into (``None``: absent; an exception: failed to
+    open, raised again by each unit of the channel), opened concurrently with a pool."""
+    keys = sorted({(u.channel, u.sampling_rate) for u in units if u.sampling_rate})
+
+    def one(key: tuple[str, float]) -> ChannelArray | None | Exception:
+        try:
+            return open_channel(root, ChannelId.parse(key[0]), key[1])
+        except Exception as exc:  # noqa: BLE001 - reported by the channel's units
+            return exc
+
+    opened = pool.map(one, keys) if pool is not None else map(one, keys)
+    return dict(zip(keys, opened, strict=True))
 
 
 def _unreadable_unit(unit: ChannelDayUnit) -> UnitResult:
@@ -401,8 +452,9 @@ def _ingest_unit(
     unit: ChannelDayUnit,
     settings: Settings,
     cache: dict[str, tuple[list[Segment], list[Problem]]],
-) -> UnitResult:
-    """Build one channel-day from its files, merged with what the store has from others.
+) -> UnitResult | DayWrite:
+    """Build one channel-day from its files, merged with what the store has from others
+    (a :class:`DayWrite` to write it, or the result of a day already done).
 
     A day already built from all of these files (same size and mtime) is skipped. Otherwise
     the day is rebuilt from these files plus the stored segments of other source files (an
@@ -448,20 +500,37 @@ def _ingest_unit(
         flags |= Flag.RATE_MISMATCH_METADATA
     rows = kept_rows + _problem_rows(problems, "ingest")
     sources = sorted([*unit.sources, *kept_sources], key=lambda s: str(s["path"]))
-    record = channel_array.write_day(
-        unit.day_ns,
-        t0_ns=day.t0_ns,
-        offset=day.offset,
-        data=day.data,
-        mask=day.mask,
-        flags=flags,
-        segments=day.segments,
-        quarantine=rows,
-        sources=sources,
-        fresh=state == "",
-    )
-    status = "written" if day.n_samples else "empty"
-    return UnitResult(record.as_row(), rows, status, day.n_samples, record)
+    return DayWrite(channel_array, unit.day_ns, day, flags, rows, sources, fresh=state == "")
+
+
+@dataclass
+class DayWrite:
+    """A channel-day assembled and not yet written: :meth:`write` writes its shard."""
+
+    channel_array: ChannelArray
+    day_ns: int
+    day: ChannelDay
+    flags: int
+    rows: list[dict[str, Any]]
+    sources: list[dict[str, Any]]
+    fresh: bool
+
+    def write(self) -> UnitResult:
+        day = self.day
+        record = self.channel_array.write_day(
+            self.day_ns,
+            t0_ns=day.t0_ns,
+            offset=day.offset,
+            data=day.data,
+            mask=day.mask,
+            flags=self.flags,
+            segments=day.segments,
+            quarantine=self.rows,
+            sources=self.sources,
+            fresh=self.fresh,
+        )
+        status = "written" if day.n_samples else "empty"
+        return UnitResult(record.as_row(), self.rows, status, day.n_samples, record)
 
 
 def record_continuous(location: str, results: Sequence[UnitResult]) -> None:
@@ -513,51 +582,72 @@ def prepare_windows(location: str, settings: Settings) -> list[int]:
         return pending_traces(location, group)
 
 
-def _specs(group: zarr.Group, indices: Sequence[int]) -> list[WindowSpec]:
-    """Window specs of ``indices``, reading each coordinate array once."""
+def _specs(
+    group: zarr.Group, indices: Sequence[int], pool: ThreadPoolExecutor | None = None
+) -> list[WindowSpec]:
+    """Window specs of ``indices``, reading each coordinate array once (concurrently with
+    a ``pool``)."""
     names = list(WindowSpec.__dataclass_fields__)
-    arrays = [cast(zarr.Array, group[name]) for name in names]
-    assert all(isinstance(arr, zarr.Array) for arr in arrays)
     rows = list(indices)
-    columns = {
-        name: np.asarray(arr[:])[rows].tolist() for name, arr in zip(names, arrays, strict=True)
-    }
+
+    def column(name: str) -> list[Any]:
+        arr = group[name]
+        assert isinstance(arr, zarr.Array)
+        return list(np.asarray(arr[:])[rows].tolist())
+
+    values = pool.map(column, names) if pool is not None else map(column, names)
+    columns = dict(zip(names, values, strict=True))
     return [WindowSpec(**{k: v[i] for k, v in columns.items()}) for i in range(len(indices))]
 
 
 def cut_batch(location: str, indices: Sequence[int], settings: Settings) -> dict[str, int]:
-    """Cut, resample and write a batch of event-window traces; returns counts."""
+    """Cut, resample and write a batch of event-window traces; returns counts.
+
+    With ``settings.io_threads()`` above 1 (object stores) that many windows are cut at
+    once: each waits on its components' shards and on its own write.
+    """
     layout = window_layout(settings)
     root = open_root(location)
     group = events_group(root)
-    reader = ContinuousReader(root)
+    reader = ContinuousReader(root, DayLedger(location))  # read before threads share it
     writer = TraceWriter(group)
+    threads = settings.io_threads()
 
     def read(ch: ChannelId, t0: int, t1: int) -> list[tuple[int, float, np.ndarray]]:
         return [(p.start_ns, p.sampling_rate, p.data) for p in reader.pieces(ch, t0, t1)]
 
+    def cut(item: tuple[int, WindowSpec]) -> int | Exception:
+        index, spec = item
+        try:
+            block, flags = cut_window(spec, layout, read)
+            writer.write(index, block, flags)
+        except Exception as exc:  # noqa: BLE001 - one bad window never stops the batch
+            return exc
+        return flags
+
     counts: Counter[str] = Counter()
     problems: list[Problem] = []
     try:
-        for index, spec in zip(indices, _specs(group, indices), strict=True):
-            try:
-                block, flags = cut_window(spec, layout, read)
-                writer.write(index, block, flags)
-            except Exception as exc:  # noqa: BLE001 - one bad window never stops the batch
-                problems.append(
-                    Problem(
-                        spec.trace_key,
-                        f"event window failed ({type(exc).__name__}: {exc}); left "
-                        "unwritten, a re-run retries it",
-                        spec.channel_set,
-                        spec.window_start,
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            specs = _specs(group, indices, pool if threads > 1 else None)
+            items = list(zip(indices, specs, strict=True))
+            outcomes = pool.map(cut, items) if threads > 1 else map(cut, items)
+            for (_, spec), outcome in zip(items, outcomes, strict=True):
+                if isinstance(outcome, Exception):
+                    problems.append(
+                        Problem(
+                            spec.trace_key,
+                            f"event window failed ({type(outcome).__name__}: {outcome}); "
+                            "left unwritten, a re-run retries it",
+                            spec.channel_set,
+                            spec.window_start,
+                        )
                     )
-                )
-                counts["failed"] += 1
-                continue
-            counts["written"] += 1
-            for name in describe_flags(flags):
-                counts[f"flag_{name}"] += 1
+                    counts["failed"] += 1
+                    continue
+                counts["written"] += 1
+                for name in describe_flags(outcome):
+                    counts[f"flag_{name}"] += 1
     finally:
         writer.flush(location)
     record_problems(location, problems, "windows")
