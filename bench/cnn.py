@@ -4,11 +4,15 @@ Cross-validation (``cnn_site_cv``): folds grouped by source site (0.25-degree ce
 event location, ``seismoflow.examples.site_folds``), vertical components only, event-level
 macro-F1 over earthquake / explosion / surface event, explosion F1, noise recall.
 Throughput: windows per second through training (stream from the store, preprocess,
-forward, backward, step) and inference (stream, preprocess, forward), on CPU by default and
-on CUDA as well when a GPU is present (``--device``), measured in this one run.
+forward, backward, step) and inference (stream, preprocess, forward), on CPU and on CUDA as
+well when a GPU is present, measured in this one run. Inference is timed for the shipped
+path (``predict_cnn``) and for the reference path it replaced (zarr reads of 32 traces,
+:func:`preprocess_block_reference`, ``no_grad``), in wall seconds and in seconds of this
+process's CPU time (``time.process_time``: all its threads; robust to other jobs' load),
+and the two paths' probabilities are compared.
 
     python bench/cnn.py --store archive.zarr [--folds 5] [--seed 0] [--config '{"epochs": 10}']
-                        [--no-cv] [--threads N] [--json out.json]
+                        [--no-cv] [--throughput-epochs 2] [--threads N] [--json out.json]
 """
 
 from __future__ import annotations
@@ -30,34 +34,92 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from seismoflow.examples import list_examples, site_folds  # noqa: E402
+from seismoflow.models import windows as win  # noqa: E402
 from seismoflow.models.cnn import (  # noqa: E402
     CNNConfig,
+    _predict,
+    _windows,
     cnn_site_cv,
+    pick_device,
     predict_cnn,
     train_cnn,
 )
 
 
-def throughput(store: str, examples: Any, config: CNNConfig, device: str) -> dict[str, Any]:
-    """Training and inference windows/s on ``device``: 2 epochs over 80% of the rows
-    (the first streams from the store, the second reads the cache), then inference over
-    every row, streamed (vertical components only)."""
+class ReferenceWindows(win.StoreWindows):
+    """The inference input path before issue 16: blocks read through zarr, preprocessed
+    by :func:`preprocess_block_reference` (filters designed on every block)."""
+
+    def read_block(self, positions: np.ndarray) -> tuple[np.ndarray, ...]:
+        group = win.open_group(self.location, self.groups[positions[0]])
+        wave = group["waveform"]
+        idx = self.traces[positions]
+        lo, hi = int(idx.min()), int(idx.max()) + 1
+        if hi - lo == len(idx):
+            raw = np.asarray(wave[lo:hi])[idx - lo]
+        else:
+            raw = np.asarray(wave.get_orthogonal_selection((idx, slice(None), slice(None))))
+        x, mask = win.preprocess_block_reference(
+            raw, win.group_rate(group), self.prep, win.group_components(group)
+        )
+        return x, mask
+
+
+def reference_predict(model: Any, store: str, examples: Any, cfg: CNNConfig, device: str) -> Any:
+    dataset = _windows(store, examples, cfg, None)
+    dataset.__class__ = ReferenceWindows
+    dev = pick_device(device)
+    with torch.no_grad():  # _predict's inference_mode is the newer path; keep the old cost
+        probs, _ = _predict(model, dataset, dev, 4 * cfg.batch_size, False)
+    return probs
+
+
+def timed(fn: Any) -> tuple[Any, float, float]:
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn()
+    return out, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def throughput(
+    store: str, examples: Any, config: CNNConfig, device: str, epochs: int = 2
+) -> dict[str, Any]:
+    """Training and inference windows/s on ``device``: ``epochs`` epochs over 80% of the
+    rows (the first streams from the store, later ones read the cache), then inference
+    over every row, streamed (vertical components only), by the reference path and by the
+    shipped one, per wall second and per second of process CPU time."""
     rng = np.random.default_rng(0)
     split = np.where(rng.random(len(examples)) < 0.8, "train", "test")
-    cfg = CNNConfig.from_dict({**config.to_dict(), "epochs": 2, "patience": 99})
+    cfg = CNNConfig.from_dict({**config.to_dict(), "epochs": epochs, "patience": 99})
+    cpu = time.process_time()
     run = train_cnn(store, examples, split, cfg, device=device)
-    cold, warm = (h["train_windows_per_s"] for h in run.history)
-    clock = time.perf_counter()
-    predict_cnn(run.model, store, examples, cfg, device=device)
-    infer_s = time.perf_counter() - clock
+    train_cpu = time.process_time() - cpu
+    n_train = int(np.sum(split == "train"))
+    speeds = [h["train_windows_per_s"] for h in run.history]
+    n = len(examples)
+    ref, ref_wall, ref_cpu = timed(
+        lambda: reference_predict(run.model, store, examples, cfg, device)
+    )
+    new, new_wall, new_cpu = timed(
+        lambda: predict_cnn(run.model, store, examples, cfg, device=device)
+    )
+    assert isinstance(new, np.ndarray)
     return {
         "device": device,
-        "train_windows_per_epoch": int(np.sum(split == "train")),
-        # epoch 1 streams from the store and preprocesses; epoch 2 reuses the cached input
-        "train_windows_per_s_streaming": round(cold, 1),
-        "train_windows_per_s_cached": round(warm, 1),
-        "inference_windows": len(examples),
-        "inference_windows_per_s_streaming": round(len(examples) / infer_s, 1),
+        "train_windows_per_epoch": n_train,
+        "train_epochs": len(speeds),
+        # epoch 1 streams from the store and preprocesses; later epochs reuse the cached input
+        "train_windows_per_s_streaming": round(speeds[0], 1),
+        "train_windows_per_s_cached": round(speeds[1], 1) if len(speeds) > 1 else None,
+        "train_windows_per_cpu_s_all_epochs": round(n_train * len(speeds) / train_cpu, 1),
+        "inference_windows": n,
+        "inference_windows_per_s_streaming": round(n / new_wall, 1),
+        "inference_windows_per_cpu_s_streaming": round(n / new_cpu, 1),
+        "reference_inference_windows_per_s_streaming": round(n / ref_wall, 1),
+        "reference_inference_windows_per_cpu_s_streaming": round(n / ref_cpu, 1),
+        "inference_max_abs_prob_diff_vs_reference": float(np.max(np.abs(new - ref), initial=0)),
+        "inference_same_argmax_as_reference": bool(
+            np.array_equal(new.argmax(axis=1), ref.argmax(axis=1))
+        ),
     }
 
 
@@ -68,6 +130,12 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--config", default="{}", help="CNNConfig fields as JSON")
     parser.add_argument("--no-cv", action="store_true", help="throughput only")
+    parser.add_argument(
+        "--throughput-epochs",
+        type=int,
+        default=2,
+        help="training epochs of the throughput measurement (1: streaming only, quicker)",
+    )
     parser.add_argument(
         "--threads",
         type=int,
@@ -98,7 +166,9 @@ def main() -> None:
         "config": config.to_dict(),
     }
     devices = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
-    result["throughput"] = [throughput(args.store, vertical, config, d) for d in devices]
+    result["throughput"] = [
+        throughput(args.store, vertical, config, d, args.throughput_epochs) for d in devices
+    ]
     if not args.no_cv:
         folds = site_folds(examples, args.folds, args.seed)
         result["cv"] = cnn_site_cv(args.store, examples, folds, config)

@@ -119,6 +119,108 @@ def test_preprocess_refuses_rates_and_bands_it_cannot_honour() -> None:
         win.preprocess_block(block, 100.0, win.Preprocess(20.0, (1.0, 9.5)))
 
 
+def _per_window_reference(
+    block: np.ndarray, rate: float, prep: win.Preprocess, comps: tuple[str, ...] = ("Z", "N", "E")
+) -> tuple[np.ndarray, np.ndarray]:
+    out = [win.preprocess_block_reference(w[None], rate, prep, comps) for w in block]
+    return np.concatenate([o[0] for o in out]), np.concatenate([o[1] for o in out])
+
+
+def _assert_same_input(block: np.ndarray, rate: float, prep: win.Preprocess) -> None:
+    """The batched preprocessing of a block equals the reference applied window by window."""
+    x, mask = win.preprocess_block(block, rate, prep)
+    rx, rmask = _per_window_reference(block, rate, prep)
+    assert x.dtype == np.float32 and x.shape == rx.shape
+    assert mask.tolist() == rmask.tolist()
+    scale = max(1.0, float(np.abs(rx).max()))
+    np.testing.assert_allclose(x, rx, rtol=1e-5, atol=1e-5 * scale)
+
+
+def _synthetic_block(n: int, samples: int, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    t = np.arange(samples) / 100.0
+    walk = rng.normal(0, 1, (n, 3, samples)).cumsum(axis=-1)  # strong low frequencies
+    tone = np.sin(2 * np.pi * rng.uniform(1, 8, (n, 3, 1)) * t)
+    gain = 10.0 ** rng.uniform(0, 6, (n, 1, 1))
+    return ((walk + 50 * tone + 1e3 * t) * gain).astype(np.float32)
+
+
+@pytest.mark.parametrize("envelopes", [True, False])
+def test_batched_preprocessing_equals_the_per_window_reference(envelopes: bool) -> None:
+    """Edge cases: gaps, a missing component, a flat trace, an all-gap window, several
+    window lengths (short ones too) and store rates (decimation factors 5, 2, 1)."""
+    kw = {} if envelopes else {"envelope_bands": ()}
+    for comps in (("Z",), ("Z", "N", "E")):
+        prep = CNNConfig(components=comps, **kw).preprocess()  # type: ignore[arg-type]
+        for rate, samples in ((100.0, 13000), (100.0, 13003), (40.0, 5200), (20.0, 2600)):
+            block = _synthetic_block(9, samples)
+            block[1, 0, 100:3000] = np.nan  # a gap in Z
+            block[2, 1] = np.nan  # no N
+            block[3, :, : samples // 2] = np.nan  # the first half missing
+            block[4, 0, ::7] = np.nan  # scattered missing samples
+            block[5] = np.nan  # nothing recorded
+            block[6, 0] = 123.0  # flat
+            block[7, :, -5:] = np.nan
+            _assert_same_input(block, rate, prep)
+        for samples in (1, 5, 30, 60, 200):  # short windows: padding shrinks to the window
+            _assert_same_input(_synthetic_block(3, samples, seed=samples), 100.0, prep)
+
+
+@pytest.mark.data
+def test_batched_preprocessing_equals_the_reference_on_real_windows(archive: Path) -> None:
+    """130 s of real 100 Hz vertical recordings from the archive's SDS files, with some of
+    them cut short or holed, through both paths."""
+    from obspy import read
+
+    windows: list[np.ndarray] = []
+    for path in sorted((archive / "sds").glob("*/*/*/HHZ.D/*"))[:40]:
+        trace = read(str(path), headonly=False)[0]
+        if abs(trace.stats.sampling_rate - 100.0) > 1e-6 or trace.stats.npts < 13000:
+            continue
+        z = trace.data[:13000].astype(np.float32)
+        windows.append(np.stack([z, np.full_like(z, np.nan), np.full_like(z, np.nan)]))
+        if len(windows) == 16:
+            break
+    assert len(windows) >= 4, "no 100 Hz HHZ day files with 130 s of data"
+    block = np.stack(windows)
+    block[0, 0, 4000:4500] = np.nan
+    block[1, 0, 10000:] = np.nan
+    for comps in (("Z",), ("Z", "N", "E")):
+        _assert_same_input(block, 100.0, CNNConfig(components=comps).preprocess())
+
+
+def test_read_traces_matches_zarr_on_every_layout(tmp_path: Path) -> None:
+    """The direct chunk reader returns what zarr returns (missing chunks as NaN, any order
+    of distinct traces), and other layouts (another codec, several traces per chunk) go
+    through zarr."""
+    import zarr
+    from zarr.codecs import BloscCodec, ZstdCodec
+
+    rng = np.random.default_rng(1)
+    data = rng.normal(0, 1e3, (12, 3, 500)).astype(np.float32)
+    layouts = {
+        "direct": {"chunks": (1, 3, 500), "compressors": ZstdCodec(level=3)},
+        "blosc": {"chunks": (1, 3, 500), "compressors": BloscCodec()},
+        "chunks_of_4": {"chunks": (4, 3, 500), "compressors": ZstdCodec(level=3)},
+    }
+    for name, kw in layouts.items():
+        root = zarr.open_group(str(tmp_path / f"{name}.zarr"), mode="w", zarr_format=3)
+        wave = root.create_array("waveform", shape=data.shape, dtype="float32",
+                                 fill_value=np.nan, **kw)  # fmt: skip
+        keep = np.ones(12, dtype=bool)
+        keep[[3, 7]] = False  # chunks never written: read as the fill value
+        for i in np.flatnonzero(keep):
+            wave[int(i)] = data[i]
+        arr = win.open_group(str(tmp_path / f"{name}.zarr"), "")["waveform"]
+        assert (win._direct_reader(arr) is not None) == (name == "direct")  # type: ignore[arg-type]
+        for idx in ([0, 1, 2], [1, 3, 4, 9, 11], [7], list(range(12))):
+            got = win.read_traces(arr, np.array(idx))  # type: ignore[arg-type]
+            np.testing.assert_array_equal(got, np.asarray(arr[:])[idx])
+            assert np.isnan(got[np.isin(idx, [3, 7])]).all()
+        with pytest.raises(IndexError):
+            win.read_traces(arr, np.array([12]))  # type: ignore[arg-type]
+
+
 def test_config_round_trips_through_json() -> None:
     config = CNNConfig(components=("Z", "N", "E"), band=(0.5, 6.0), epochs=3)
     again = CNNConfig.from_dict(json.loads(json.dumps(config.to_dict())))
@@ -201,6 +303,50 @@ def test_stream_yields_the_direct_read_in_chunk_order(
         assert mask.astype(bool).tolist() == dm.tolist()
     # The stored windows really differ from each other (not a constant read).
     assert not np.allclose(direct_x[0], direct_x[1])
+
+
+@pytest.mark.slow
+@pytest.mark.data
+def test_inference_input_equals_the_reference_path(store: str, examples: pd.DataFrame) -> None:
+    """Inference streaming (direct chunk reads, large blocks, batched preprocessing, no
+    Python step per window) gives the model the input of the path it replaced (zarr reads
+    of 32 traces, the reference preprocessing), and so the same probabilities."""
+    rows = examples.sample(n=96, random_state=5)
+    rows = rows[rows["has_z"]].reset_index(drop=True)
+    config = CNNConfig.from_dict({**TINY.to_dict(), "components": ["Z", "N", "E"]})
+    prep = config.preprocess()
+    groups, traces = rows["group"].astype(str).tolist(), rows["trace"].astype(int).tolist()
+    fast = win.StoreWindows(store, groups, traces, prep, None, block_size=256)
+    got_x = np.zeros((len(rows), len(prep.channel_components), 260), dtype=np.float32)
+    got_m = np.zeros((len(rows), len(prep.channel_components)), dtype=bool)
+    for x, mask, positions in fast.iter_blocks():
+        got_x[positions], got_m[positions] = x, mask
+    for group in sorted(set(groups)):
+        g = win.open_group(store, group)
+        wave = g["waveform"]
+        assert isinstance(wave, zarr_array())
+        at = np.flatnonzero(rows["group"].astype(str).to_numpy() == group)
+        idx = rows["trace"].to_numpy()[at]
+        raw = np.asarray(wave.get_orthogonal_selection((idx, slice(None), slice(None))))
+        ref_x, ref_m = win.preprocess_block_reference(
+            raw, win.group_rate(g), prep, win.group_components(g)
+        )
+        np.testing.assert_allclose(got_x[at], ref_x, rtol=1e-5, atol=1e-5)
+        assert got_m[at].tolist() == ref_m.tolist()
+    torch.manual_seed(0)
+    model = EventCNN(len(prep.channel_components), len(CLASSES), (8, 12), 5, 8).eval()
+    probs = predict_cnn(model, store, rows, config, device="cpu")
+    with torch.no_grad():
+        ref = torch.softmax(
+            model(torch.from_numpy(got_x), torch.from_numpy(got_m.astype(np.float32))), dim=1
+        ).numpy()
+    np.testing.assert_allclose(probs, ref, atol=1e-5)
+
+
+def zarr_array() -> type:
+    import zarr
+
+    return zarr.Array
 
 
 @pytest.mark.slow
