@@ -28,7 +28,7 @@ import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
@@ -181,19 +181,20 @@ def _direct_reader(wave: zarr.Array) -> tuple[Path, np.dtype[Any]] | None:
     store, zarr format 3, one trace per chunk, plain little-endian bytes + zstd, no
     transformers. Otherwise None (read through zarr)."""
     from zarr.codecs import BytesCodec, ZstdCodec
-    from zarr.core.chunk_grids import RegularChunkGrid
     from zarr.storage import LocalStore
 
     meta = wave.metadata
     store = wave.store
     if not isinstance(store, LocalStore) or meta.zarr_format != 3:
         return None
-    grid = meta.chunk_grid
+    # the chunk grid as zarr.json states it (public), not zarr's grid classes
+    grid: dict[str, Any] = dict(cast(dict[str, Any], meta.to_dict().get("chunk_grid") or {}))
+    chunk_shape = (grid.get("configuration") or {}).get("chunk_shape") or ()
     codecs = meta.codecs
     if (
         getattr(meta, "storage_transformers", ())
-        or not isinstance(grid, RegularChunkGrid)
-        or tuple(grid.chunk_shape) != (1, *wave.shape[1:])
+        or grid.get("name") != "regular"
+        or tuple(chunk_shape) != (1, *wave.shape[1:])
         or len(codecs) != 2
         or not isinstance(codecs[0], BytesCodec)
         or not isinstance(codecs[1], ZstdCodec)
