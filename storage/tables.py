@@ -59,22 +59,15 @@ def part_names(location: str, name: str) -> list[str]:
     ]
 
 
-def _read_parts(
-    location: str, name: str, parts: Sequence[str]
-) -> tuple[pd.DataFrame, bool]:
-    """The rows of ``parts`` and whether all of them were still there."""
-    frames = []
-    whole = True
-    for part in parts:
-        raw = read_bytes(location, f"{table_prefix(name)}/{part}")
-        if raw is None:  # compacted away since the listing: its rows are in a newer part
-            whole = False
-            continue
-        frames.append(pq.read_table(io.BytesIO(raw)).to_pandas())
-    frames = [f for f in frames if len(f.columns)]
-    if not frames:
-        return pd.DataFrame(), whole
-    return (pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0]), whole
+def _part_tables(location: str, name: str) -> tuple[list[str], list[pa.Table]]:
+    """The listed parts and their Arrow tables; listed again if a compaction removed a part
+    meanwhile (its rows are then in a newer part)."""
+    for _ in range(5):
+        parts = part_names(location, name)
+        raws = [read_bytes(location, f"{table_prefix(name)}/{part}") for part in parts]
+        if all(raw is not None for raw in raws):
+            break
+    return parts, [pq.read_table(io.BytesIO(raw)) for raw in raws if raw is not None]
 
 
 def _latest(df: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
@@ -89,13 +82,12 @@ def _latest(df: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
 
 
 def _all_rows(location: str, name: str) -> tuple[list[str], pd.DataFrame]:
-    """Every part's rows; listed again if a compaction removed a part meanwhile."""
-    for _ in range(5):
-        parts = part_names(location, name)
-        df, whole = _read_parts(location, name, parts)
-        if whole:
-            break
-    return parts, df
+    """Every part's rows (:func:`_part_tables`) in one DataFrame."""
+    parts, tables = _part_tables(location, name)
+    frames = [f for f in (table.to_pandas() for table in tables) if len(f.columns)]
+    if not frames:
+        return parts, pd.DataFrame()
+    return parts, (pd.concat(frames, ignore_index=True) if len(frames) > 1 else frames[0])
 
 
 def read_table(location: str, name: str, keys: Sequence[str] | None = None) -> pd.DataFrame:
@@ -113,17 +105,8 @@ def read_records(location: str, name: str) -> list[dict[str, Any]]:
     pandas: a reader of a few rows (the ledger of one read-back) pays ~3 ms, not ~20.
     Columns a part lacks are ``None``; values are as Parquet stores them."""
     keys = TABLE_KEYS.get(name, ())
-    for _ in range(5):
-        parts = part_names(location, name)
-        raws = [read_bytes(location, f"{table_prefix(name)}/{part}") for part in parts]
-        if all(raw is not None for raw in raws):
-            break
-    rows = [
-        row
-        for raw in raws
-        if raw is not None
-        for row in pq.read_table(io.BytesIO(raw)).to_pylist()
-    ]
+    _, tables = _part_tables(location, name)
+    rows = [row for table in tables for row in table.to_pylist()]
     rows.sort(key=lambda r: r.get(ORDER) or 0)  # stable: parts are listed oldest first
     out = rows
     if keys:
