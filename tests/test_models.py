@@ -59,18 +59,23 @@ def test_metrics_hand_made() -> None:
         m.classification_metrics(["quake"], ["earthquake"], CLASSES)
 
 
+# Event A: two stations lean explosion weakly, one says earthquake strongly; event B one
+# surface-event trace.
+EVENT_A_B = np.array(
+    [
+        [0.40, 0.60, 0.0, 0.0],
+        [0.45, 0.55, 0.0, 0.0],
+        [0.95, 0.05, 0.0, 0.0],
+        [0.10, 0.10, 0.8, 0.0],
+    ]
+)
+EVENT_IDS = ("A", "A", "A", "B")
+
+
 def test_event_level_is_mean_probability() -> None:
     # Event A: two stations lean explosion weakly, one says earthquake strongly: the mean
     # says earthquake, although a majority vote of traces would say explosion.
-    probs = np.array(
-        [
-            [0.40, 0.60, 0.0, 0.0],
-            [0.45, 0.55, 0.0, 0.0],
-            [0.95, 0.05, 0.0, 0.0],
-            [0.10, 0.10, 0.8, 0.0],
-        ]
-    )
-    ids = ["A", "A", "A", "B"]
+    probs, ids = EVENT_A_B.copy(), list(EVENT_IDS)
     events, p = m.event_probabilities(probs, ids)
     assert list(events) == ["A", "B"]
     np.testing.assert_allclose(p[0], [0.6, 0.4, 0.0, 0.0])
@@ -84,15 +89,7 @@ def test_event_level_is_mean_probability() -> None:
 def test_event_level_geometric_pooling() -> None:
     # The same event A: the normalised geometric mean multiplies the stations' evidence,
     # so the confident earthquake station outweighs the two undecided ones more strongly.
-    probs = np.array(
-        [
-            [0.40, 0.60, 0.0, 0.0],
-            [0.45, 0.55, 0.0, 0.0],
-            [0.95, 0.05, 0.0, 0.0],
-            [0.10, 0.10, 0.8, 0.0],
-        ]
-    )
-    ids = ["A", "A", "A", "B"]
+    probs, ids = EVENT_A_B.copy(), list(EVENT_IDS)
     events, p = m.event_probabilities(probs, ids, "geometric")
     assert list(events) == ["A", "B"]
     geo = np.exp(np.log(np.clip(probs[:3], 1e-9, 1)).mean(axis=0))
