@@ -39,12 +39,80 @@ REQUEST_LINE = re.compile(r'"(?P<method>[A-Z]+) (?P<target>\S+) HTTP/[\d.]+" (?P
 COLOUR = re.compile(r"\x1b\[[0-9;]*m")  # werkzeug colours the lines of non-200 answers
 
 
+# The ingest functions whose requests ``--by-function`` counts apart: (module, name). The
+# innermost one running when the server answers names the request (the stages run one after
+# another; within one, the tasks running at once run the same function).
+TAGGED = (
+    ("seismoflow.archive.ingest", "plan_ingest"),
+    ("seismoflow.archive.ingest", "prepare_store"),
+    ("seismoflow.archive.ingest", "ingest_batch"),
+    ("seismoflow.archive.ingest", "record_continuous"),
+    ("seismoflow.archive.ingest", "record_problems"),
+    ("seismoflow.archive.ingest", "prepare_windows"),
+    ("seismoflow.archive.ingest", "create_events"),
+    ("seismoflow.archive.ingest", "append_traces"),
+    ("seismoflow.archive.ingest", "pending_traces"),
+    ("seismoflow.archive.ingest", "cut_batch"),
+    ("seismoflow.archive.ingest", "finalize"),
+)
+# What a request's object is, from its key: the first pattern that matches.
+OBJECT_KINDS = (
+    ("lock", re.compile(r"lock")),
+    ("tables", re.compile(r"/tables/")),
+    ("continuous shard", re.compile(r"/continuous/.*/c[./]\d")),
+    ("continuous zarr.json", re.compile(r"/continuous/.*zarr\.json")),
+    ("window trace", re.compile(r"/(events|noise)/waveform/")),
+    ("window zarr.json", re.compile(r"/(events|noise)/.*zarr\.json")),
+    ("window coordinate", re.compile(r"/(events|noise)/")),
+    ("zarr.json, other", re.compile(r"zarr\.json")),
+)
+
+
+class Tags:
+    """The innermost tagged function running (a stack, shared by the process's threads)."""
+
+    def __init__(self) -> None:
+        self.stack: list[str] = []
+        self._guard = threading.Lock()
+
+    def current(self) -> str:
+        with self._guard:
+            return self.stack[-1] if self.stack else "(none)"
+
+    def install(self) -> None:
+        import functools
+        import importlib
+
+        for module_name, name in TAGGED:
+            module = importlib.import_module(module_name)
+            inner = getattr(module, name)
+
+            @functools.wraps(inner)
+            def tagged(*args: Any, __inner: Any = inner, __name: str = name, **kw: Any) -> Any:
+                with self._guard:
+                    self.stack.append(__name)
+                try:
+                    return __inner(*args, **kw)
+                finally:
+                    with self._guard:
+                        self.stack.remove(__name)
+
+            setattr(module, name, tagged)
+
+
+def object_kind(target: str) -> str:
+    path = target.split("?", 1)[0]
+    return next((kind for kind, pattern in OBJECT_KINDS if pattern.search(path)), "other")
+
+
 class RequestCounter(logging.Handler):
     """Counts the requests moto's server logs (werkzeug: one INFO line per request)."""
 
-    def __init__(self) -> None:
+    def __init__(self, tags: Tags | None = None) -> None:
         super().__init__(logging.INFO)
         self.counts: collections.Counter[str] = collections.Counter()
+        self.by_function: collections.Counter[tuple[str, str, str]] = collections.Counter()
+        self.tags = tags
         self._guard = threading.Lock()
 
     def emit(self, record: logging.LogRecord) -> None:
@@ -53,8 +121,11 @@ class RequestCounter(logging.Handler):
             return
         method, target = match["method"], match["target"]
         kind = "LIST" if method == "GET" and "list-type=" in target else method
+        tag = self.tags.current() if self.tags is not None else ""
         with self._guard:
             self.counts[kind] += 1
+            if self.tags is not None:
+                self.by_function[(tag, kind, object_kind(target))] += 1
             if match["status"] >= "400":
                 self.counts[f"{kind} answered {match['status']}"] += 1
 
@@ -63,6 +134,12 @@ class RequestCounter(logging.Handler):
             out = {k: self.counts.get(k, 0) for k in KINDS}
             out.update({k: v for k, v in sorted(self.counts.items()) if k not in KINDS})
             self.counts.clear()
+        return out
+
+    def take_by_function(self) -> list[tuple[str, str, str, int]]:
+        with self._guard:
+            out = [(*k, v) for k, v in self.by_function.most_common()]
+            self.by_function.clear()
         return out
 
 
@@ -139,10 +216,17 @@ def main() -> None:
     parser.add_argument("--years", nargs="*", default=[], help="only these SDS years")
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", type=Path, help="write the results here too")
+    parser.add_argument(
+        "--by-function", action="store_true",
+        help="also count the s3 ingest's requests by ingest function and object kind",
+    )  # fmt: skip
     args = parser.parse_args()
     logging.getLogger("prefect").setLevel(logging.WARNING)
 
-    counter = RequestCounter()
+    tags = Tags() if args.by_function else None
+    if tags is not None:
+        tags.install()
+    counter = RequestCounter(tags)
     server = start_server(counter)
     work = Path(tempfile.mkdtemp(prefix="bench-s3-"))
     try:
@@ -156,8 +240,10 @@ def main() -> None:
         counter.take()
         local_s, local = ingest(sds, args.archive, str(work / "local.zarr"), args.workers)
         s3_url = f"s3://{bucket}/archive.zarr"
+        counter.take_by_function()
         s3_s, remote = ingest(sds, args.archive, s3_url, args.workers)
         requests = counter.take()
+        by_function = counter.take_by_function()
         local_objects, local_bytes = count_objects(str(work / "local.zarr"))
         s3_objects, s3_bytes = count_objects(s3_url)
         counter.take()
@@ -177,8 +263,14 @@ def main() -> None:
         "seconds": {"local": round(local_s, 2), "s3": round(s3_s, 2)},
         "s3_over_local": round(s3_s / local_s, 2),
         "same_summary": _comparable(local) == _comparable(remote),
+        "stages_s": {"local": local.get("seconds"), "s3": remote.get("seconds")},
+        "requests_by_function": [
+            {"function": f, "request": k, "object": o, "count": n} for f, k, o, n in by_function
+        ],
     }  # fmt: skip
     print(table(result))
+    for row in result["requests_by_function"]:
+        print(f"{row['count']:7d}  {row['function']:20s} {row['request']:8s} {row['object']}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
 

@@ -368,12 +368,13 @@ class ChannelArray:
                 self._mirrored = (mirror,) if same else (None,)
             return self._mirrored[0]
 
-    def read(self, day_ns: int, lo: int, hi: int) -> np.ndarray:
+    def read(self, day_ns: int, lo: int, hi: int, max_bytes: int | None = None) -> np.ndarray:
         """Grid samples ``lo:hi`` of a day (zeros where nothing was recorded), decoded from
         the day's shard by :mod:`storage.shardread` (zarr's public read for an array whose
-        encoding it does not handle)."""
+        encoding it does not handle). ``max_bytes``: a bound on the shard's size, if known
+        (:func:`shard_bound`)."""
         if self.shards is not None:
-            return self.shards.read(day_index(day_ns), lo, hi)
+            return self.shards.read(day_index(day_ns), lo, hi, max_bytes)
         return np.asarray(self.array[day_index(day_ns), lo:hi], dtype=np.int32)
 
     def stored_segments(self, rec: DayRecord, sources: set[str]) -> list[tuple[str, Piece]]:
@@ -410,7 +411,7 @@ class ChannelArray:
         # Read only the span the runs cover.
         a_min = min(a for a, _ in local)
         b_max = max(b for _, b in local)
-        data = self.read(rec.day_ns, lo + a_min, lo + b_max)
+        data = self.read(rec.day_ns, lo + a_min, lo + b_max, shard_bound(rec))
         # Split runs at every segment start so off-grid starts keep their exact times.
         cuts = sorted({int(s["index"]) - lo for s in rec.segments if lo < int(s["index"]) < hi})
         out: list[Piece] = []
@@ -425,6 +426,18 @@ class ChannelArray:
                 if piece is not None:
                     out.append(piece)
         return out
+
+
+# Bytes of a shard beyond its samples' (the index, codec headers): generous for pcodec and
+# blosc, whose stored chunks are smaller than the raw int32 values they hold.
+SHARD_OVERHEAD_BYTES = 64 * 1024
+
+
+def shard_bound(rec: DayRecord) -> int:
+    """A bound, in bytes, on the size of the shard of day ``rec``, from its recorded samples
+    (4 bytes each, what int32 takes uncompressed: the codecs store less), used to choose how
+    to read the shard, never to read it."""
+    return 4 * int(rec.n_samples) + SHARD_OVERHEAD_BYTES
 
 
 def open_channel(root: zarr.Group, channel: ChannelId, rate: float) -> ChannelArray | None:

@@ -13,8 +13,10 @@ folder, or any fsspec URL such as ``s3://``):
    ``bytes`` then an optional ``crc32c`` (checked); ``(2**64 - 1, 2**64 - 1)`` marks an inner
    chunk that is not stored (the fill value);
 3. the inner chunks a range touches are read (the whole object when every inner chunk is
-   needed, else the index then one byte range spanning the needed chunks) and decoded with
-   pcodec or numcodecs directly, into the result where a chunk is wholly inside the range.
+   needed, or on an object store when the caller's bound on the shard's size is at most
+   :data:`WHOLE_READ_BYTES`; else the index then one byte range spanning the needed chunks)
+   and decoded with pcodec or numcodecs directly, into the result where a chunk is wholly
+   inside the range.
 
 Handled configurations (what ``storage.schema`` writes, and a little more): a 2-D array of
 ``int32`` with a numeric fill value, one shard per row (``chunk_shape [1, width]``), inner
@@ -27,8 +29,8 @@ reads through zarr's public API (``array[row, lo:hi]``).
 
 A shard is replaced whole (a local file renamed over it, one PUT on an object store). On a
 local folder the index and the chunks are read from one open file, so a read never mixes
-two versions of a shard; on an object store the index and the chunk bytes are two requests,
-as in zarr's own read.
+two versions of a shard; on an object store a small shard is one request, a large one's
+index and chunk bytes are two, as in zarr's own read.
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ EMPTY = 2**64 - 1  # offset and nbytes of an inner chunk that is not stored
 ENTRY_BYTES = 16  # (offset, nbytes), two uint64 per inner chunk
 CRC_BYTES = 4
 DTYPE = np.dtype("int32")
+# On an object store, a shard known to be at most this large is read whole, one GET, rather
+# than its index and then its chunks' byte range (two GETs, one after the other): each
+# request costs a round trip, and a megabyte more moves in about the time of one.
+WHOLE_READ_BYTES = 1 << 20
 
 # Fills ``out`` (one whole inner chunk, C-contiguous) from the chunk's stored bytes.
 Decode = Callable[[bytes, np.ndarray], None]
@@ -195,6 +201,10 @@ class Objects(Protocol):
 
     def whole(self, key: str) -> bytes | None: ...
 
+    def read_whole_below(self) -> int:
+        """Shards at most this large (bytes) are read whole even for a part of them."""
+        ...
+
     def index_and_span(
         self, key: str, index_bytes: int, at_end: bool, span: Callable[[bytes], tuple[int, int]]
     ) -> tuple[bytes, bytes, int] | None: ...
@@ -205,6 +215,9 @@ class _LocalObjects:
 
     def __init__(self, folder: Path) -> None:
         self.folder = folder
+
+    def read_whole_below(self) -> int:
+        return 0  # two preads of one open file cost less than reading the rest
 
     def whole(self, key: str) -> bytes | None:
         try:
@@ -236,6 +249,9 @@ class _FsspecObjects:
 
     def __init__(self, location: str) -> None:
         self.fs, self.base = fsio.filesystem(location)
+
+    def read_whole_below(self) -> int:
+        return WHOLE_READ_BYTES
 
     def whole(self, key: str) -> bytes | None:
         try:
@@ -318,8 +334,12 @@ class ShardReader:
         entries = np.frombuffer(raw, f"{self.index_order}u8", 2 * self.n_inner)
         return entries.reshape(self.n_inner, 2).astype(np.uint64, copy=False)
 
-    def read(self, row: int, lo: int, hi: int) -> np.ndarray:
-        """Values ``lo:hi`` of row ``row`` (the fill value where nothing is stored)."""
+    def read(self, row: int, lo: int, hi: int, max_bytes: int | None = None) -> np.ndarray:
+        """Values ``lo:hi`` of row ``row`` (the fill value where nothing is stored).
+
+        ``max_bytes``: a bound on the size of the row's shard, if the caller knows one (e.g.
+        from the ledger's sample count); a shard that small is read whole on an object store.
+        """
         width = self.shape[1]
         if not (0 <= row < self.shape[0] and 0 <= lo <= hi <= width):
             raise IndexError(f"row {row}, values {lo}:{hi} outside an array of {self.shape}")
@@ -328,7 +348,9 @@ class ShardReader:
             return out
         first, last = lo // self.inner, (hi - 1) // self.inner
         key = self.key(row)
-        if first == 0 and last == self.n_inner - 1:
+        below = self.objects.read_whole_below()
+        small = below > 0 and max_bytes is not None and max_bytes <= below
+        if small or (first == 0 and last == self.n_inner - 1):
             shard = self.objects.whole(key)
             if shard is None:
                 out.fill(self.fill_value)

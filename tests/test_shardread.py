@@ -5,13 +5,20 @@ chunk boundaries, other sharding configurations, a real day-long file of the arc
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import google_crc32c
 import numpy as np
 import obspy
 import pytest
 import zarr
-from seismoflow.storage.continuous import ChannelArray, ContinuousReader, open_channel
+from seismoflow.storage.continuous import (
+    SHARD_OVERHEAD_BYTES,
+    ChannelArray,
+    ContinuousReader,
+    open_channel,
+    shard_bound,
+)
 from seismoflow.storage.location import open_root
 from seismoflow.storage.schema import (
     ContinuousLayout,
@@ -19,7 +26,7 @@ from seismoflow.storage.schema import (
     create_continuous,
     day_index,
 )
-from seismoflow.storage.shardread import ShardError, ShardReader, shard_reader
+from seismoflow.storage.shardread import WHOLE_READ_BYTES, ShardError, ShardReader, shard_reader
 from zarr.codecs import BloscCodec, BytesCodec, Crc32cCodec, GzipCodec, ShardingCodec, ZstdCodec
 from zarr.codecs.numcodecs import Delta
 
@@ -233,3 +240,58 @@ def test_object_store(s3_bucket: str) -> None:
     opened = open_channel(open_root(location, "r"), CH, 1.0)
     assert opened is not None and opened.shards is not None
     assert np.array_equal(opened.read(DAY, 3 * CHUNK + 5, 3 * CHUNK + 5 + data.size), data)
+
+
+def test_object_store_small_shard_read_whole(s3_bucket: str) -> None:
+    """On ``s3://``, a part of a shard known to be small (``max_bytes``) is read with one
+    request for the whole object, and returns what zarr's read returns; without the bound,
+    or above ``WHOLE_READ_BYTES``, the index and then the chunks (two requests)."""
+    location = f"s3://{s3_bucket}/w.zarr"
+    root = open_root(location)
+    layout = ContinuousLayout(CH, 1.0, CHUNK, "pcodec")
+    array = create_continuous(root, layout)
+    channel = ChannelArray(array, layout)
+    data = np.cumsum(np.random.default_rng(5).integers(-50, 50, 30_000)).astype(np.int32)
+    _write_day(channel, DAY, 3 * CHUNK + 5, data)
+    reader = shard_reader(array)
+    assert reader is not None
+    calls: list[str] = []
+    objects = reader.objects
+    whole, ranged = objects.whole, objects.index_and_span
+
+    def counted_whole(key: str) -> bytes | None:
+        calls.append("whole")
+        return whole(key)
+
+    def counted_ranged(*args: Any) -> Any:
+        calls.append("index+span")
+        return ranged(*args)
+
+    objects.whole = counted_whole  # type: ignore[method-assign]
+    objects.index_and_span = counted_ranged  # type: ignore[method-assign]
+    d = day_index(DAY)
+    small = 4 * data.size + SHARD_OVERHEAD_BYTES
+    rng = np.random.default_rng(6)
+    for lo, hi in _ranges(layout.width, rng):
+        calls.clear()
+        assert np.array_equal(reader.read(d, lo, hi, small), array[d, lo:hi]), (lo, hi)
+        assert calls in ([], ["whole"]), (lo, hi)
+    calls.clear()
+    part = (3 * CHUNK, 3 * CHUNK + 9)
+    assert np.array_equal(reader.read(d, *part), array[d, slice(*part)])
+    assert np.array_equal(reader.read(d, *part, WHOLE_READ_BYTES + 1), array[d, slice(*part)])
+    assert calls == ["index+span", "index+span"]
+    # a missing shard read whole is the fill value, as before
+    assert not reader.read(d + 1, 5, 50, small).any()
+    # a day's pieces pass the ledger's bound (its recorded samples): one whole read
+    rec = channel.write_day(
+        DAY, t0_ns=DAY, offset=3 * CHUNK + 5, data=data, mask=np.ones(data.size, bool),
+        flags=0, segments=[], quarantine=[], sources=[SRC], fresh=True,
+    )  # fmt: skip
+    assert shard_bound(rec) == small
+    assert channel.shards is not None
+    channel.shards.objects.whole = counted_whole  # type: ignore[method-assign]
+    channel.shards.objects.index_and_span = counted_ranged  # type: ignore[method-assign]
+    calls.clear()
+    (piece,) = channel.pieces(rec, DAY, DAY + NS_PER_DAY)
+    assert np.array_equal(piece.data, data) and calls == ["whole"]
