@@ -10,6 +10,7 @@ source files and the completion time) is a row of ``tables/channel_days``:
 
 from __future__ import annotations
 
+import copy
 import json
 import threading
 import time
@@ -20,6 +21,7 @@ from typing import Any, cast
 import numpy as np
 import pandas as pd
 import zarr
+from seismoflow.storage.documents import RunDocuments
 from seismoflow.storage.fsio import delete, store_location, write_bytes
 from seismoflow.storage.schema import (
     ContinuousLayout,
@@ -38,7 +40,7 @@ from seismoflow.storage.shardread import (
     store_objects,
 )
 from seismoflow.storage.tables import read_records, read_table
-from zarr.storage import MemoryStore
+from zarr.storage import MemoryStore, StorePath
 
 from seismoflow.ids import ChannelId
 from seismoflow.times import NAT, NS_PER_DAY, NS_PER_S, rate_fraction
@@ -440,8 +442,15 @@ def shard_bound(rec: DayRecord) -> int:
     return 4 * int(rec.n_samples) + SHARD_OVERHEAD_BYTES
 
 
-def open_channel(root: zarr.Group, channel: ChannelId, rate: float) -> ChannelArray | None:
-    """The channel's array at ``rate`` (``None`` if the store has none)."""
+def open_channel(
+    root: zarr.Group, channel: ChannelId, rate: float, documents: RunDocuments | None = None
+) -> ChannelArray | None:
+    """The channel's array at ``rate`` (``None`` if the store has none).
+
+    With a run's ``documents`` (:mod:`storage.documents`), the array's ``zarr.json`` is read
+    from the store at most once per run; zarr then opens the array from that document
+    (``zarr.Array.from_dict``) without reading it again.
+    """
     path = continuous_path(channel, rate)
 
     def open_array() -> zarr.Array:
@@ -450,12 +459,22 @@ def open_channel(root: zarr.Group, channel: ChannelId, rate: float) -> ChannelAr
             raise SchemaError(f"{path} is a group, not a channel's array")
         return arr
 
-    objects = store_objects(root.store, f"{root.path}/{path}".lstrip("/"))
+    node = f"{root.path}/{path}".lstrip("/")
+    objects = store_objects(root.store, node)
     if objects is not None:
-        doc = read_document(objects)
-        if doc is None or doc.get("node_type") != "array":
-            return None
-        return ChannelArray.from_document(doc, objects, open_array)
+        doc = documents.get(node) if documents is not None else None
+        if doc is None:
+            doc = read_document(objects)
+            if doc is None or doc.get("node_type") != "array":
+                return None
+            if documents is not None:
+                documents.remember({node: doc})
+        known = doc
+
+        def from_document() -> zarr.Array:
+            return zarr.Array.from_dict(StorePath(root.store, node), copy.deepcopy(known))
+
+        return ChannelArray.from_document(doc, objects, from_document)
     try:
         return ChannelArray(open_array())
     except (KeyError, SchemaError):
@@ -465,9 +484,15 @@ def open_channel(root: zarr.Group, channel: ChannelId, rate: float) -> ChannelAr
 class ContinuousReader:
     """Reads recorded samples back, caching the ledger and open channels across calls."""
 
-    def __init__(self, root: zarr.Group, ledger: DayLedger | None = None) -> None:
+    def __init__(
+        self,
+        root: zarr.Group,
+        ledger: DayLedger | None = None,
+        documents: RunDocuments | None = None,
+    ) -> None:
         self.root = root
         self._ledger = ledger
+        self._documents = documents
         self._channels: dict[tuple[str, float], ChannelArray | None] = {}
 
     @property
@@ -479,7 +504,7 @@ class ContinuousReader:
     def channel(self, channel: ChannelId, rate: float) -> ChannelArray | None:
         key = (channel.nslc, float(rate))
         if key not in self._channels:
-            self._channels[key] = open_channel(self.root, channel, rate)
+            self._channels[key] = open_channel(self.root, channel, rate, self._documents)
         return self._channels[key]
 
     def pieces(self, channel: ChannelId, start_ns: int, end_ns: int) -> list[Piece]:

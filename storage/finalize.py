@@ -3,6 +3,7 @@ consolidated."""
 
 from __future__ import annotations
 
+from seismoflow.storage.documents import run_documents
 from seismoflow.storage.events import materialize_window_ledger
 from seismoflow.storage.location import consolidate, open_root, store_lock
 from seismoflow.storage.tables import compact_tables
@@ -15,4 +16,4 @@ def finalize_store(location: str) -> None:
         root = open_root(location)
         materialize_window_ledger(location, root)
         compact_tables(location)
-        consolidate(location)
+        consolidate(location, run_documents(location))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import copy
 import fcntl
 import hashlib
 import json
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import zarr
+from seismoflow.storage.documents import RunDocuments
 from seismoflow.storage.fsio import (
     filesystem,
     read_bytes,
@@ -218,7 +220,7 @@ def _object_lock(location: str) -> Iterator[None]:
             lock.release()
 
 
-def consolidate(location: str) -> None:
+def consolidate(location: str, documents: RunDocuments | None = None) -> None:
     """Write consolidated metadata so ``xarray.open_datatree`` opens the store in one read.
 
     The documents are gathered straight from the store, and the root document written is
@@ -226,9 +228,10 @@ def consolidate(location: str) -> None:
     hierarchy node by node through its event loop, ~1 ms per node on a local folder and a
     request or two per node, one after another, on an object store, and a store holds
     ~15 nodes per channel. A local folder is walked; an object store is listed (one request
-    per 1,000 objects) and its documents read concurrently.
+    per 1,000 objects) and its documents read concurrently, except those a run's
+    ``documents`` already hold (channel arrays' documents, never changed once written).
     """
-    nodes = _local_nodes(location) if is_local(location) else _listed_nodes(location)
+    nodes = _local_nodes(location) if is_local(location) else _listed_nodes(location, documents)
     raw = read_bytes(location, "zarr.json")
     if raw is None:
         raise FileNotFoundError(f"{location}: no root group to consolidate")
@@ -267,7 +270,9 @@ def _local_nodes(location: str) -> dict[str, dict[str, Any]]:
     return nodes
 
 
-def _listed_nodes(location: str) -> dict[str, dict[str, Any]]:
+def _listed_nodes(
+    location: str, documents: RunDocuments | None = None
+) -> dict[str, dict[str, Any]]:
     """Every node below the root of a store at a URL, as :func:`_local_nodes` finds them:
     a folder is a node if it holds a ``zarr.json`` and every folder above it is a group."""
     fs, base = filesystem(location)
@@ -278,16 +283,19 @@ def _listed_nodes(location: str) -> dict[str, dict[str, Any]]:
         folder, _, name = rel.rpartition("/")
         if name == "zarr.json" and folder and not any(p.startswith(".") for p in folder.split("/")):
             folders.append(folder)
-    docs = dict(
-        zip(folders, read_many(location, [f"{f}/zarr.json" for f in folders]), strict=True)
+    known = {f: documents.get(f) for f in folders} if documents is not None else {}
+    unknown = [f for f in folders if known.get(f) is None]
+    docs: dict[str, Any] = dict(
+        zip(unknown, read_many(location, [f"{f}/zarr.json" for f in unknown]), strict=True)
     )
+    docs.update({f: doc for f, doc in known.items() if doc is not None})
     nodes: dict[str, dict[str, Any]] = {}
     groups = {""}
     for folder in sorted(folders, key=lambda f: (f.count("/"), f)):
         raw = docs[folder]
         if raw is None or folder.rpartition("/")[0] not in groups:
             continue  # gone since the listing, or below an array or a non-node
-        doc = json.loads(raw)
+        doc = copy.deepcopy(raw) if isinstance(raw, dict) else json.loads(raw)
         if doc.get("node_type") == "group":
             groups.add(folder)
         nodes[folder] = _node_document(doc)

@@ -22,12 +22,14 @@ regions and concurrent runs cannot corrupt each other's chunks.
 from __future__ import annotations
 
 import enum
+import json
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 import zarr
+from seismoflow.storage.documents import run_documents
 from seismoflow.storage.fsio import store_location, write_many
 from zarr.codecs import BloscCodec, PCodec, ZstdCodec
 from zarr.codecs.numcodecs import Delta
@@ -334,7 +336,17 @@ def create_continuous_many(root: zarr.Group, layouts: Sequence[ContinuousLayout]
             continue
         documents[f"{CONTINUOUS}/{layout.name}/{ZARR_JSON}"] = continuous_document(layout)
         existing.add(layout.name)
-    write_many(store_location(root), documents)
+    location = store_location(root)
+    write_many(location, documents)
+    run = run_documents(location)
+    if run is not None:  # the run's tasks open these arrays from the bytes written here
+        prefix = f"{root.path}/".lstrip("/")
+        run.remember(
+            {
+                prefix + key.removesuffix(f"/{ZARR_JSON}"): json.loads(raw)
+                for key, raw in documents.items()
+            }
+        )
 
 
 ZARR_JSON = "zarr.json"
@@ -448,7 +460,27 @@ def create_events(
                 f"{wanted}; use the same window settings or another store"
             )
         return group
-    group = root.require_group(name)
+    # The group is made in a store in memory through zarr's public API and its objects
+    # (documents, the component and time chunks) put into the store at once, the group's
+    # own document last so it appears whole: made in the store itself, zarr checks and
+    # reads every parent's document around each of its ~20 nodes (~230 requests, one after
+    # another, on an object store).
+    written: dict[str, Any] = {}
+    staging = zarr.open_group(MemoryStore(written), mode="w", zarr_format=3)
+    _fill_window_group(staging.create_group(name), layout, name)
+    objects = {k: bytes(v.to_bytes()) for k, v in written.items() if k.startswith(f"{name}/")}
+    prefix = f"{root.path}/".lstrip("/")
+    own = f"{name}/{ZARR_JSON}"
+    location = store_location(root)
+    write_many(location, {prefix + k: raw for k, raw in objects.items() if k != own})
+    write_many(location, {prefix + own: objects[own]})
+    group = root[name]
+    assert isinstance(group, zarr.Group)
+    return group
+
+
+def _fill_window_group(group: zarr.Group, layout: EventWindowLayout, name: str) -> None:
+    """The arrays and attributes of a new window group ``name`` (see :func:`create_events`)."""
     group.attrs.update(layout.attrs())
     n = layout.n_samples
     group.create_array(
@@ -496,7 +528,6 @@ def create_events(
             attributes=attrs,
         )
     group.attrs["coordinates"] = " ".join(_trace_coords(name))
-    return group
 
 
 def append_traces(group: zarr.Group, rows: Sequence[Mapping[str, Any]]) -> range:

@@ -21,6 +21,8 @@ from seismoflow.storage.events import TraceWriter, materialize_window_ledger, pe
 from seismoflow.storage.fsio import read_bytes
 from seismoflow.storage.location import consolidate, open_root, store_lock
 from seismoflow.storage.schema import (
+    EVENTS,
+    NOISE_GROUP,
     ContinuousEncoding,
     ContinuousLayout,
     EventWindowLayout,
@@ -434,3 +436,25 @@ def test_day_shard_written_as_zarr_writes_it(tmp_path: Path, codec: str) -> None
     ca.write_day(day, t0_ns=day, offset=0, data=np.zeros(10, np.int32), mask=np.zeros(10, bool),
                  flags=0, segments=[], quarantine=[], sources=[])  # fmt: skip
     assert not (folder / "c.19000.0").exists()
+
+
+def test_window_group_made_in_memory_is_what_zarr_makes_in_the_store(tmp_path: Path) -> None:
+    """``create_events`` puts the objects of a group zarr made in memory: byte for byte the
+    files zarr writes making the same group in the store itself, for both window groups;
+    a second call finds the group and writes nothing."""
+    from seismoflow.storage.schema import _fill_window_group
+
+    layout = EventWindowLayout(40.0, 30.0, 90.0, "origin")
+    zarr_made, ours = tmp_path / "zarr.zarr", tmp_path / "ours.zarr"
+    for name in (EVENTS, NOISE_GROUP):
+        direct = open_root(str(zarr_made))
+        _fill_window_group(direct.require_group(name), layout, name)
+        create_events(open_root(str(ours)), layout, name)
+        create_events(open_root(str(ours)), layout, name)
+
+    def files(folder: Path) -> dict[str, bytes]:
+        found = [p for p in folder.rglob("*") if p.is_file()]
+        return {str(p.relative_to(folder)): p.read_bytes() for p in found}
+
+    assert files(zarr_made) == files(ours)
+    assert len(files(ours)) > 40

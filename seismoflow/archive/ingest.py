@@ -40,8 +40,10 @@ from seismoflow.storage.continuous import (
     open_channel,
     writing_row,
 )
+from seismoflow.storage.documents import begin_run, end_run, run_documents
 from seismoflow.storage.events import TraceWriter, events_group, pending_traces, trace_keys
 from seismoflow.storage.finalize import finalize_store
+from seismoflow.storage.fsio import store_location
 from seismoflow.storage.location import open_root, store_lock
 from seismoflow.storage.schema import (
     PCODEC_PAGE,
@@ -238,6 +240,7 @@ def prepare_store(location: str, plan: IngestPlan, settings: Settings) -> Ingest
     stored by an earlier run keeps its rate, and data at another rate are quarantined by
     the unit instead of failing the run. Each rate of a channel has its own array.
     """
+    begin_run(location)  # channel documents kept until finalize (storage.documents)
     ledger = DayLedger(location, {u.channel for u in plan.units})
     units = []
     for u in plan.units:
@@ -417,10 +420,11 @@ def _open_channels(
     """The channel arrays the units write into (``None``: absent; an exception: failed to
     open, raised again by each unit of the channel), opened concurrently with a pool."""
     keys = sorted({(u.channel, u.sampling_rate) for u in units if u.sampling_rate})
+    documents = run_documents(store_location(root))
 
     def one(key: tuple[str, float]) -> ChannelArray | None | Exception:
         try:
-            return open_channel(root, ChannelId.parse(key[0]), key[1])
+            return open_channel(root, ChannelId.parse(key[0]), key[1], documents)
         except Exception as exc:  # noqa: BLE001 - reported by the channel's units
             return exc
 
@@ -609,7 +613,8 @@ def cut_batch(location: str, indices: Sequence[int], settings: Settings) -> dict
     layout = window_layout(settings)
     root = open_root(location)
     group = events_group(root)
-    reader = ContinuousReader(root, DayLedger(location))  # read before threads share it
+    # the ledger read before threads share it; channels opened from the run's documents
+    reader = ContinuousReader(root, DayLedger(location), run_documents(location))
     writer = TraceWriter(group)
     threads = settings.io_threads()
 
@@ -655,8 +660,12 @@ def cut_batch(location: str, indices: Sequence[int], settings: Settings) -> dict
 
 
 def finalize(location: str) -> None:
-    """Window ledger into the window groups, tables compacted, metadata consolidated."""
-    finalize_store(location)
+    """Window ledger into the window groups, tables compacted, metadata consolidated; the
+    run's channel documents forgotten."""
+    try:
+        finalize_store(location)
+    finally:
+        end_run(location)
 
 
 def summarize_units(results: Sequence[UnitResult]) -> dict[str, Any]:
