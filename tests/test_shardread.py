@@ -12,6 +12,7 @@ import numpy as np
 import obspy
 import pytest
 import zarr
+from seismoflow.storage import shardread
 from seismoflow.storage.continuous import (
     SHARD_OVERHEAD_BYTES,
     ChannelArray,
@@ -72,8 +73,13 @@ def _same_as_zarr(reader: ShardReader, array: zarr.Array, rows: list[int]) -> No
             assert np.array_equal(got, array[row, lo:hi]), (row, lo, hi)
 
 
+@pytest.mark.parametrize("threads", [1, 3])
 @pytest.mark.parametrize("codec", ["pcodec", "delta-zstd"])
-def test_channel_arrays_read_as_zarr_reads_them(tmp_path: Path, codec: str) -> None:
+def test_channel_arrays_read_as_zarr_reads_them(
+    tmp_path: Path, codec: str, threads: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Also with the whole inner chunks of a read decoded on one thread, or three."""
+    monkeypatch.setattr(shardread, "decode_threads", lambda: threads)
     location = str(tmp_path / "s.zarr")
     root = open_root(location)
     layout = ContinuousLayout(CH, 1.0, CHUNK, codec)
