@@ -22,7 +22,10 @@ the last commit of the schema-2 layout) in a child process, in the same run, and
 both side by side: the old layout is the baseline of the new one.
 
 Times are the best of ``--repeat`` runs; ratios use process CPU time (per core) and, in
-brackets, wall time. Run from the repository root:
+brackets, wall time. Everything runs pinned to one core (``--cpu``) except a second timing
+of the read-back on ``--read-cores`` cores (default 2), where the shard reader decodes a
+read's inner chunks on that many threads: its wall time can beat ObsPy's by more than its
+CPU time does. Run from the repository root:
 
     .venv/bin/python bench/ingest.py --json /tmp/bench_ingest.json --baseline a977ace
 """
@@ -69,6 +72,9 @@ DEFAULT_ARCHIVE = Path(__file__).resolve().parents[2] / "shared" / "data" / "arc
 DAY_LONG_S = 3600.0  # a day file holding more than this many seconds of samples is day-long
 KINDS = ("day-long", "small")
 PIPELINE = ("plan", "prepare", "ingest", "record")
+# Cores the read-back runs on a second time (``--read-cores``): the shard reader decodes a
+# read's inner chunks on as many threads (``storage.shardread.decode_threads``).
+READ_CORES: set[int] = set()
 
 
 @dataclass
@@ -219,6 +225,13 @@ def measure_kind(
         rows = [r.row for r in results if r.status == "written"]
         read["ingest"] = sum(r.n_samples for r in results)
         read["reader"], steps["reader"] = timed(read_reader, location, rows)
+        if len(READ_CORES) > 1:
+            pinned = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, READ_CORES)
+            try:
+                read["reader_threads"], steps["reader_threads"] = timed(read_reader, location, rows)
+            finally:
+                os.sched_setaffinity(0, pinned)
         read["zarr"], steps["zarr"] = timed(read_zarr, location, rows)
         steps["decode"], steps["encode"] = codec_alone(location)
         best = {k: c.best(best.get(k, Clock())) for k, c in steps.items()}
@@ -240,7 +253,8 @@ def summarize(
         "samples_per_s": rate,
         "ratio": {
             f"{k}/obspy": {m: rate[k][m] / rate["obspy"][m] for m in ("cpu", "wall")}
-            for k in ("ingest", "pipeline", "reader", "zarr", "decode", "encode")
+            for k in ("ingest", "pipeline", "reader", "reader_threads", "zarr", "decode", "encode")
+            if k in best
         },
         # What the codec alone allows: reading at decode speed, ingesting at ObsPy's decode
         # plus the codec's encode (sample for sample, so a ratio of times).
@@ -302,6 +316,7 @@ RATIOS = (
     ("ingest/obspy", "ingest_batch / ObsPy (>= 0.25)"),
     ("pipeline/obspy", "plan..record / ObsPy"),
     ("reader/obspy", "read pieces / ObsPy (>= 2)"),
+    ("reader_threads/obspy", "read pieces, --read-cores / ObsPy"),
     ("zarr/obspy", "read zarr rows / ObsPy (>= 2)"),
     ("decode/obspy", "codec decode alone / ObsPy"),
     ("encode/obspy", "codec encode alone / ObsPy"),
@@ -309,7 +324,11 @@ RATIOS = (
 
 
 def ratio_cell(key: str) -> Callable[[dict[str, Any]], str]:
-    return lambda v: f"{v['ratio'][key]['cpu']:.3f} [{v['ratio'][key]['wall']:.3f}]"
+    def cell(v: dict[str, Any]) -> str:
+        r = v["ratio"].get(key)
+        return "-" if r is None else f"{r['cpu']:.3f} [{r['wall']:.3f}]"
+
+    return cell
 
 
 def report(result: dict[str, Any]) -> str:
@@ -416,7 +435,13 @@ def main() -> None:
     ap.add_argument("--child-tree", type=Path, help=argparse.SUPPRESS)
     ap.add_argument("--child-copies", type=int, default=1, help=argparse.SUPPRESS)
     ap.add_argument("--child-out", type=Path, help=argparse.SUPPRESS)
+    ap.add_argument(
+        "--read-cores", type=int, default=2,
+        help="also time the read-back on this many cores (the reader decodes on threads)",
+    )  # fmt: skip
     args = ap.parse_args()
+    allowed = sorted(os.sched_getaffinity(0), key=lambda c: (c != args.cpu, c))
+    READ_CORES.update(allowed[: max(1, args.read_cores)])
     os.sched_setaffinity(0, {args.cpu})  # one core; children inherit it
     if args.child_tree:
         return child(args.child_tree, args.stations, args.child_copies, args.child_out, args.codec)
