@@ -26,6 +26,7 @@ import re
 import secrets
 import shutil
 import socket
+import subprocess
 import sys
 import tempfile
 import threading
@@ -116,7 +117,10 @@ class RequestCounter(logging.Handler):
         self._guard = threading.Lock()
 
     def emit(self, record: logging.LogRecord) -> None:
-        match = REQUEST_LINE.search(COLOUR.sub("", record.getMessage()))
+        self.count_line(record.getMessage())
+
+    def count_line(self, line: str) -> None:
+        match = REQUEST_LINE.search(COLOUR.sub("", line))
         if match is None:
             return
         method, target = match["method"], match["target"]
@@ -143,19 +147,72 @@ class RequestCounter(logging.Handler):
         return out
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def start_server(counter: RequestCounter) -> Any:
+    """moto's server on a thread of this process (its request handling shares this
+    process's GIL with the ingest)."""
     from moto.server import ThreadedMotoServer
 
     log = logging.getLogger("werkzeug")
     log.setLevel(logging.INFO)
     log.propagate = False
     log.addHandler(counter)
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = int(s.getsockname()[1])
+    port = _free_port()
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
     server.start()
-    endpoint = f"http://127.0.0.1:{port}"
+    use_endpoint(f"http://127.0.0.1:{port}")
+    return server
+
+
+class ServerProcess:
+    """moto's server in a process of its own (``python -m moto.server``), as an S3 service
+    is: its CPU time is not this process's. Requests are counted from its log."""
+
+    def __init__(self, counter: RequestCounter, log: Path) -> None:
+        self.counter = counter
+        self.log = log
+        self.offset = 0
+        port = _free_port()
+        self._out = log.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=self._out, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=1).close()
+                break
+            except OSError:
+                if time.monotonic() > deadline or self.proc.poll() is not None:
+                    raise RuntimeError(f"moto's server did not start: {log}") from None
+                time.sleep(0.2)
+        use_endpoint(f"http://127.0.0.1:{port}")
+
+    def pump(self) -> None:
+        """Count the request lines logged since the last call."""
+        self._out.flush()
+        time.sleep(0.5)  # the server writes a request's line once it has answered it
+        with self.log.open("rb") as fh:
+            fh.seek(self.offset)
+            text = fh.read()
+        self.offset += len(text)
+        for line in text.decode(errors="replace").splitlines():
+            self.counter.count_line(line)
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait(timeout=30)
+        self._out.close()
+
+
+def use_endpoint(endpoint: str) -> None:
+    """Point s3fs at ``endpoint`` with moto's dummy credentials."""
     # dummy credentials for moto; fsspec read its FSSPEC_* environment when imported
     os.environ.update(
         {
@@ -168,7 +225,6 @@ def start_server(counter: RequestCounter) -> Any:
     import fsspec.config
 
     fsspec.config.conf["s3"] = {**fsspec.config.conf.get("s3", {}), "endpoint_url": endpoint}
-    return server
 
 
 def subset(archive: Path, years: list[str], dest: Path) -> Path:
@@ -217,18 +273,24 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--json", type=Path, help="write the results here too")
     parser.add_argument(
+        "--server-process", action="store_true",
+        help="run moto's server in a process of its own (default: a thread of this one)",
+    )  # fmt: skip
+    parser.add_argument(
         "--by-function", action="store_true",
         help="also count the s3 ingest's requests by ingest function and object kind",
     )  # fmt: skip
     args = parser.parse_args()
     logging.getLogger("prefect").setLevel(logging.WARNING)
 
-    tags = Tags() if args.by_function else None
+    tags = Tags() if args.by_function and not args.server_process else None
     if tags is not None:
         tags.install()
     counter = RequestCounter(tags)
-    server = start_server(counter)
     work = Path(tempfile.mkdtemp(prefix="bench-s3-"))
+    process = ServerProcess(counter, work / "moto.log") if args.server_process else None
+    server = process if process is not None else start_server(counter)
+    pump = process.pump if process is not None else (lambda: None)
     try:
         sds = subset(args.archive, args.years, work / "sds") if args.years else args.archive / "sds"
         n_files = sum(1 for _ in sds.rglob("*.D.*"))
@@ -237,11 +299,13 @@ def main() -> None:
 
         bucket = f"bench-{secrets.token_hex(4)}"
         s3fs.S3FileSystem().mkdir(bucket)
+        pump()
         counter.take()
         local_s, local = ingest(sds, args.archive, str(work / "local.zarr"), args.workers)
         s3_url = f"s3://{bucket}/archive.zarr"
         counter.take_by_function()
         s3_s, remote = ingest(sds, args.archive, s3_url, args.workers)
+        pump()
         requests = counter.take()
         by_function = counter.take_by_function()
         local_objects, local_bytes = count_objects(str(work / "local.zarr"))
@@ -262,6 +326,7 @@ def main() -> None:
         "bytes": {"local": local_bytes, "s3": s3_bytes},
         "seconds": {"local": round(local_s, 2), "s3": round(s3_s, 2)},
         "s3_over_local": round(s3_s / local_s, 2),
+        "server": "process" if args.server_process else "thread",
         "same_summary": _comparable(local) == _comparable(remote),
         "stages_s": {"local": local.get("seconds"), "s3": remote.get("seconds")},
         "requests_by_function": [
