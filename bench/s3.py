@@ -260,7 +260,9 @@ def count_objects(store: str) -> tuple[int, int]:
 
 
 def warm_up() -> None:
-    """Start Prefect's embedded server before the clocks run (the first flow run does)."""
+    """Start Prefect's embedded server and import the ingest's modules before the clocks
+    run (else the first ingest, the local one, pays for both)."""
+    import seismoflow.flows.ingest  # noqa: F401
     from prefect import flow
 
     flow(name="bench-s3-warm-up")(lambda: None)()
