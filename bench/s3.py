@@ -13,6 +13,11 @@ Run from the repository root (``--years 2022`` limits the run to the archive's d
 those years, for a quick look; the numbers in BENCHMARKS.md are of the whole archive):
 
     .venv/bin/python bench/s3.py --json /tmp/bench_s3.json
+
+``--server-process`` runs moto's server in a process of its own (``python -m moto.server``,
+requests counted from its log) instead of a thread of this one, whose request handling
+shares the ingest's GIL. ``--by-function`` (thread only) also counts the s3 ingest's requests
+by the ingest function running and the kind of object asked for.
 """
 
 from __future__ import annotations
