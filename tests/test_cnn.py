@@ -195,7 +195,7 @@ def test_sosfilt_rows_equals_sosfilt(band: tuple[float, float]) -> None:
     states, both directions; including lengths below, at and above one piece."""
     from scipy.signal import butter, sosfilt, sosfilt_zi
 
-    from seismoflow.models.sosblock import PIECE, sosfilt_rows
+    from seismoflow.models.blockfilters import PIECE, sosfilt_rows
 
     sos = butter(4, band, btype="bandpass", fs=20.0, output="sos")
     rng = np.random.default_rng(2)
@@ -208,6 +208,24 @@ def test_sosfilt_rows_equals_sosfilt(band: tuple[float, float]) -> None:
             got = sosfilt_rows(sos, x, zi, reverse=reverse)
             np.testing.assert_allclose(got, ref, rtol=0, atol=1e-9 * np.abs(ref).max())
     assert sosfilt_rows(sos, np.zeros((0, 10)), np.zeros((0, 8))).shape == (0, 10)
+
+
+def test_decimate_rows_equals_resample_poly() -> None:
+    """The matrix form of the decimation gives ``resample_poly``'s numbers for every
+    factor the store rates give and any length (shorter than one piece too)."""
+    from scipy.signal import resample_poly
+
+    from seismoflow.models.blockfilters import decimate_rows
+
+    rng = np.random.default_rng(3)
+    for q in (2, 4, 5, 10):
+        h = win._antialias(q)
+        for n in (1, 3, q * 16, q * 16 + 1, 13003):
+            x = rng.normal(0, 1, (4, n)).cumsum(axis=-1)
+            ref = resample_poly(x, 1, q, axis=-1, window=h)
+            got = decimate_rows(x, h, q)
+            assert got.shape == ref.shape
+            np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12 * max(1.0, np.abs(ref).max()))
 
 
 def test_config_round_trips_through_json() -> None:

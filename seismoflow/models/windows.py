@@ -37,7 +37,7 @@ from scipy.signal import butter, firwin, resample_poly, sosfilt_zi, sosfiltfilt
 from scipy.signal.windows import tukey
 from torch.utils.data import IterableDataset, get_worker_info
 
-from seismoflow.models.sosblock import sosfilt_rows
+from seismoflow.models.blockfilters import decimate_buffer, decimation_input, sosfilt_rows
 from seismoflow.storage.chunkread import read_rows
 
 # Highest band-pass corner as a share of the model's Nyquist frequency.
@@ -141,7 +141,7 @@ def _filtfilt(
     """``sosfiltfilt(sos, x, axis=-1, padlen=...)`` as the reference calls it (odd
     extension, initial conditions scaled by the first sample of each pass), with the filter
     and its steady-state initial conditions designed once instead of on every call, and
-    both passes run as matrix products over all rows (:func:`sosblock.sosfilt_rows`)."""
+    both passes run as matrix products over all rows (:func:`blockfilters.sosfilt_rows`)."""
     sos = _bandpass(order, band, fs)
     edge = min(x.shape[-1] - 1, 3 * (2 * len(sos) + 1))
     if edge <= 0 and (skip_unpadded or x.shape[-1] == 0):
@@ -183,6 +183,26 @@ def _taper(n_samples: int, alpha: float) -> np.ndarray:
     return w
 
 
+@functools.lru_cache(maxsize=16)
+def _trend_terms(n_samples: int, alpha: float, q: int) -> tuple[np.ndarray, int, np.ndarray]:
+    """For windows of ``n_samples``: the vector whose product with a demeaned window is its
+    least-squares slope (per sample, about the window's centre), how many samples at each
+    end the taper changes, and the taper times the centred time decimated by ``q`` (what a
+    unit slope becomes)."""
+    t = np.arange(n_samples, dtype=np.float64)
+    dt = t - t.mean()
+    slope_of = dt / max(float(dt @ dt), 1e-12)
+    w = _taper(n_samples, alpha)
+    changed = np.flatnonzero(w[: (n_samples + 1) // 2] != 1.0)
+    edge = int(changed[-1]) + 1 if len(changed) else 0
+    tilted = w * dt
+    if q > 1:
+        tilted = resample_poly(tilted, 1, q, window=_antialias(q))
+    for a in (slope_of, tilted):
+        a.setflags(write=False)
+    return slope_of, edge, tilted
+
+
 def preprocess_block(
     block: np.ndarray,
     store_rate: float,
@@ -199,35 +219,53 @@ def preprocess_block(
     without gaps; most of the time of streaming windows to the CNN is spent here.
     """
     q = prep.factor(store_rate)
-    x = np.asarray(block)[:, component_indices(store_components, prep.components)]
-    x = x.astype(np.float64)
-    n_samples = x.shape[-1]
-    finite = np.isfinite(x)
+    stored = np.asarray(block)[:, component_indices(store_components, prep.components)]
+    lead, n_samples = stored.shape[:-1], stored.shape[-1]
+    rows = int(np.prod(lead))
+    finite = np.isfinite(stored)
     present = finite.any(axis=-1)
     full = finite.all(axis=-1)  # (n, components): traces without a gap, the usual case
     gapless = bool(full.all())
+    buf: np.ndarray | None = None
+    if q > 1:  # the samples go straight into the decimation's zero-padded input
+        buf, x = decimation_input(rows, n_samples, q)
+        x[...] = stored.reshape(rows, n_samples)
+    else:
+        x = stored.reshape(rows, n_samples).astype(np.float64)
+    gappy = ~full.reshape(rows)
     if not gapless:
-        gappy = ~full
-        xg, fg = x[gappy], finite[gappy]  # (m, samples): the traces with gaps
+        fg = finite.reshape(rows, n_samples)[gappy]  # the traces with gaps
+        xg = x[gappy]
         count = np.maximum(fg.sum(axis=-1, keepdims=True), 1)
         xg[~fg] = 0.0
         xg -= xg.sum(axis=-1, keepdims=True) / count
         xg[~fg] = 0.0
         if n_samples > 1:
             xg = _detrend(xg, fg, count)
-        x[gappy] = 0.0
-    x -= x.mean(axis=-1, keepdims=True)
-    if n_samples > 1:
-        t = np.arange(n_samples, dtype=np.float64)
-        dt = t - t.mean()
-        slope = (x @ dt)[..., None] / max(float(dt @ dt), 1e-12)
-        x -= slope * dt
-    if not gapless:
         x[gappy] = xg
+    # The trend is removed after the taper and the decimation, which are linear:
+    # decimate(w (x - b t)) = decimate(w x) - b decimate(w t). The mean is removed first, so
+    # that a flat trace is exactly 0 as in the reference; the taper touches only the
+    # window's ends (it is 1 between them). Traces with gaps are already detrended.
+    mean = x.mean(axis=-1, keepdims=True) if n_samples else np.zeros((rows, 1))
+    mean[gappy] = 0.0
+    x -= mean
+    slope: np.ndarray | None = None
     if n_samples > 1:
-        x *= _taper(n_samples, min(1.0, 2 * prep.taper))
-    if q > 1:
-        x = resample_poly(x, 1, q, axis=-1, window=_antialias(q))
+        slope_of, edge, tilted = _trend_terms(n_samples, min(1.0, 2 * prep.taper), q)
+        slope = x @ slope_of
+        slope[gappy] = 0.0
+        w = _taper(n_samples, min(1.0, 2 * prep.taper))
+        if 2 * edge < n_samples:
+            x[:, :edge] *= w[:edge]
+            x[:, n_samples - edge :] *= w[n_samples - edge :]
+        else:
+            x *= w
+    if buf is not None:
+        x = decimate_buffer(buf, n_samples, _antialias(q), q)
+    if slope is not None:
+        x -= slope[:, None] * tilted
+    x = x.reshape(*lead, x.shape[-1])
     recorded = finite[..., ::q][..., : x.shape[-1]]
     band = (float(prep.band[0]), float(prep.band[1]))
     x = np.ascontiguousarray(_filtfilt(prep.filter_order, band, float(prep.sampling_rate), x, True))

@@ -1,4 +1,13 @@
-"""``scipy.signal.sosfilt`` of many equal-length signals as matrix products.
+"""Filters of many equal-length signals as matrix products (BLAS over all rows at once).
+
+:func:`decimate_rows` is ``scipy.signal.resample_poly(x, 1, q, axis=-1, window=h)``: each
+output sample is ``sum_k h[k] x[m q - half + k]`` (``h`` symmetric, ``2 half + 1`` taps,
+zeros outside the window), computed ``B`` outputs at a time as one product of the
+``B q``-sample pieces of the input with a ``(B q, 3 B)`` matrix: a piece's own outputs and
+the tails of its neighbours' (the filter reaches ``half <= B q`` samples across).
+``upfirdn``, which ``resample_poly`` runs, does the same multiply-adds one at a time.
+
+:func:`sosfilt_rows` is ``scipy.signal.sosfilt``.
 
 ``sosfilt`` runs one sample at a time, section by section (a chain of dependent
 multiply-adds: ~3.4 ns per section and sample here, whatever the number of signals). A
@@ -24,6 +33,10 @@ import functools
 
 import numpy as np
 from scipy.signal import sosfilt
+
+# Outputs per piece of the decimation: 16 is ~1.6x faster than resample_poly at q = 5
+# (10 and 32 are slower; measured on 256 x 13000 samples).
+DECIMATION_PIECE = 16
 
 # Samples per piece: longer pieces cost more multiply-adds (L per sample), shorter ones
 # more steps of the state loop; 32-64 are equally fast (measured on 256 x 2654 samples).
@@ -81,3 +94,58 @@ def sosfilt_rows(
         buf[:, i, piece:] = state
         state = carry[:, i] + state @ at
     return (buf.reshape(m * c, piece + k) @ w).reshape(m, c * piece)[:, :n]
+
+
+@functools.lru_cache(maxsize=16)
+def _decimation_matrix(h_bytes: bytes, q: int, piece: int) -> np.ndarray:
+    """``(piece * q, 3 * piece)``: a piece's contribution to the outputs of the piece before
+    it, its own and the one after it."""
+    h = np.frombuffer(h_bytes, dtype=np.float64)
+    half = (len(h) - 1) // 2
+    span = piece * q
+    if half > span:
+        raise ValueError(f"a filter of {len(h)} taps reaches beyond one piece of {span}")
+    m = np.zeros((span, 3, piece))
+    local = np.arange(span)[:, None]
+    for d in (-1, 0, 1):
+        k = local + d * span - np.arange(piece)[None, :] * q + half
+        inside = (k >= 0) & (k < len(h))
+        m[:, d + 1][inside] = h[k[inside]]
+    out = m.reshape(span, 3 * piece)
+    out.setflags(write=False)
+    return out
+
+
+def decimation_input(
+    rows: int, n_samples: int, q: int, piece: int = DECIMATION_PIECE
+) -> tuple[np.ndarray, np.ndarray]:
+    """A zeroed float64 buffer for :func:`decimate_buffer` of ``rows`` signals of
+    ``n_samples``, and the ``(rows, n_samples)`` view of it where the samples go (so the
+    caller writes them once, with no copy for the padding)."""
+    span = piece * q
+    n_out = -(-n_samples // q)
+    n_pieces = -(-n_out // piece)
+    buf = np.zeros((rows, (n_pieces + 2) * span))
+    return buf, buf[:, span : span + n_samples]
+
+
+def decimate_buffer(
+    buf: np.ndarray, n_samples: int, h: np.ndarray, q: int, piece: int = DECIMATION_PIECE
+) -> np.ndarray:
+    """``resample_poly(x, 1, q, axis=-1, window=h)`` of the signals in ``buf`` (from
+    :func:`decimation_input`): ``(rows, ceil(n_samples / q))``."""
+    span = piece * q
+    rows = buf.shape[0]
+    n_pieces = buf.shape[1] // span - 2
+    mat = _decimation_matrix(np.ascontiguousarray(h, dtype=np.float64).tobytes(), q, piece)
+    p = (buf.reshape(-1, span) @ mat).reshape(rows, n_pieces + 2, 3 * piece)
+    y = p[:, :-2, :piece] + p[:, 1:-1, piece : 2 * piece]
+    y += p[:, 2:, 2 * piece :]
+    return y.reshape(rows, n_pieces * piece)[:, : -(-n_samples // q)]
+
+
+def decimate_rows(x: np.ndarray, h: np.ndarray, q: int) -> np.ndarray:
+    """``resample_poly(x, 1, q, axis=-1, window=h)`` for ``x`` of shape ``(rows, n)``."""
+    buf, view = decimation_input(x.shape[0], x.shape[1], q)
+    view[...] = x
+    return decimate_buffer(buf, x.shape[1], h, q)
