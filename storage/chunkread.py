@@ -84,18 +84,40 @@ class RowChunkReader:
     decoders: tuple[_Decoder, ...]
     fill_value: Any
 
-    def read(self, rows: Sequence[int] | np.ndarray) -> np.ndarray:
-        """``array[rows]`` for distinct or repeated row indices, in the given order."""
+    def read(
+        self, rows: Sequence[int] | np.ndarray, select: Sequence[int] | None = None
+    ) -> np.ndarray:
+        """``array[rows]`` for distinct or repeated row indices, in the given order; with
+        ``select``, only those indices of the second axis (``array[rows][:, select]``).
+
+        A selection still decodes whole chunks (a chunk is one compressed frame), into one
+        scratch chunk that stays in cache, and copies out only what was asked for."""
         idx = np.asarray(rows, dtype=np.int64).reshape(-1)
         if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= self.shape[0]):
             raise IndexError(f"row index out of range for an array of {self.shape[0]} rows")
-        out = np.empty((len(idx), *self.shape[1:]), dtype=self.dtype)
+        if select is None:
+            out = np.empty((len(idx), *self.shape[1:]), dtype=self.dtype)
+            for i, row in enumerate(idx.tolist()):
+                raw = self.objects.whole(self.key(row))
+                if raw is None:
+                    out[i] = self.fill_value
+                else:
+                    self._decode(raw, out[i])
+            return out
+        if len(self.shape) < 2:
+            raise ValueError("a selection needs an array of at least two dimensions")
+        sel = np.asarray(select, dtype=np.int64).reshape(-1)
+        if len(sel) and (int(sel.min()) < 0 or int(sel.max()) >= self.shape[1]):
+            raise IndexError(f"selection {sel.tolist()} outside an axis of {self.shape[1]}")
+        out = np.empty((len(idx), len(sel), *self.shape[2:]), dtype=self.dtype)
+        scratch = np.empty(self.shape[1:], dtype=self.dtype)
         for i, row in enumerate(idx.tolist()):
             raw = self.objects.whole(self.key(row))
             if raw is None:
                 out[i] = self.fill_value
             else:
-                self._decode(raw, out[i])
+                self._decode(raw, scratch)
+                np.take(scratch, sel, axis=0, out=out[i])
         return out
 
     def _decode(self, raw: bytes, out: np.ndarray) -> None:
@@ -161,8 +183,11 @@ def row_chunk_reader(array: zarr.Array) -> RowChunkReader | None:
     return reader_from_metadata(array.metadata.to_dict(), objects)
 
 
-def read_rows(array: zarr.Array, rows: Sequence[int] | np.ndarray) -> np.ndarray:
-    """``array[rows]`` (rows sorted and distinct read fastest; any order works).
+def read_rows(
+    array: zarr.Array, rows: Sequence[int] | np.ndarray, select: Sequence[int] | None = None
+) -> np.ndarray:
+    """``array[rows]`` (rows sorted and distinct read fastest; any order works), with
+    ``select`` only those indices of the second axis (``array[rows][:, select]``).
 
     From a local array of one chunk per row the chunk objects are read and decoded directly
     (:class:`RowChunkReader`); any other array is read through zarr (one slice when the
@@ -173,9 +198,15 @@ def read_rows(array: zarr.Array, rows: Sequence[int] | np.ndarray) -> np.ndarray
         raise IndexError(f"row index out of range for {array.path} of {array.shape[0]} rows")
     reader = row_chunk_reader(array) if len(idx) else None
     if reader is not None:
-        return reader.read(idx)
+        return reader.read(idx, select)
+    rest: tuple[Any, ...] = (slice(None),) * (array.ndim - 1)
+    if select is not None:
+        sel = np.asarray(select, dtype=np.int64).reshape(-1)
+        if len(sel) and (int(sel.min()) < 0 or int(sel.max()) >= array.shape[1]):
+            raise IndexError(f"selection {sel.tolist()} outside an axis of {array.shape[1]}")
+        rest = (sel, *rest[1:])
     lo, hi = (int(idx.min()), int(idx.max()) + 1) if len(idx) else (0, 0)
     if hi - lo == len(idx) and (not len(idx) or bool(np.all(np.diff(idx) == 1))):
-        return np.asarray(array[lo:hi])
-    rest = (slice(None),) * (array.ndim - 1)
+        whole = np.asarray(array[lo:hi])
+        return whole if select is None else whole[:, rest[0]]
     return np.asarray(array.get_orthogonal_selection((idx, *rest)))

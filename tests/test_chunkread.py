@@ -64,8 +64,13 @@ def test_read_rows_matches_zarr_on_every_layout(tmp_path: Path, name: str) -> No
         got = chunkread.read_rows(arr, np.array(idx, dtype=np.int64))
         assert got.dtype == np.float32 and got.shape == (len(idx), 3, 500)
         np.testing.assert_array_equal(got, expected[idx])
+        for select in ([0], [2, 0], [1, 1, 2], []):
+            part = chunkread.read_rows(arr, np.array(idx, dtype=np.int64), select)
+            np.testing.assert_array_equal(part, expected[idx][:, select])
     with pytest.raises(IndexError):
         chunkread.read_rows(arr, np.array([12]))
+    with pytest.raises(IndexError):
+        chunkread.read_rows(arr, np.array([1]), [3])
     with pytest.raises(IndexError):
         chunkread.read_rows(arr, np.array([-1]))
 

@@ -526,10 +526,12 @@ class StoreWindows(IterableDataset[Item]):
         idx = self.traces[positions]
         # block_order sorts a block's traces; read each distinct one once
         unique, inverse = np.unique(idx, return_inverse=True)
-        raw = read_rows(wave, unique)
+        # only the components the model reads are kept (a vertical-only model: a third)
+        comps = list(self.prep.components)
+        raw = read_rows(wave, unique, component_indices(group_components(group), comps))
         if len(unique) != len(idx) or not np.array_equal(unique, idx):
             raw = raw[inverse.reshape(-1)]
-        x, mask = preprocess_block(raw, group_rate(group), self.prep, group_components(group))
+        x, mask = preprocess_block(raw, group_rate(group), self.prep, comps)
         if self.drop:
             drop_components(x, mask, self.prep.channel_components, self.drop)
         return x, mask
