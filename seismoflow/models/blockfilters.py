@@ -125,7 +125,9 @@ def decimation_input(
     span = piece * q
     n_out = -(-n_samples // q)
     n_pieces = -(-n_out // piece)
-    buf = np.zeros((rows, (n_pieces + 2) * span))
+    buf = np.empty((rows, (n_pieces + 2) * span))
+    buf[:, :span] = 0.0  # only the padding is zeroed: the caller fills the rest
+    buf[:, span + n_samples :] = 0.0
     return buf, buf[:, span : span + n_samples]
 
 
