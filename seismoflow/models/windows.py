@@ -215,8 +215,10 @@ def preprocess_block(
     mask, bool ``(n, len(prep.components))``, True where the component has data.
 
     The same numbers as :func:`preprocess_block_reference` (to float rounding), computed for
-    the whole block at once with the filters designed once and a shortcut for traces
-    without gaps; most of the time of streaming windows to the CNN is spent here.
+    the whole block at once: the filters designed once, the decimation and the IIR passes
+    as matrix products over all traces (:mod:`seismoflow.models.blockfilters`), the trend
+    removed after the (linear) taper and decimation, and a shortcut for traces without
+    gaps; most of the time of streaming windows to the CNN is spent here.
     """
     q = prep.factor(store_rate)
     stored = np.asarray(block)[:, component_indices(store_components, prep.components)]
