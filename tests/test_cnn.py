@@ -431,18 +431,21 @@ def _sprung() -> Trap:
 @pytest.mark.slow
 @pytest.mark.data
 def test_short_training_learns_on_real_windows(store: str, examples: pd.DataFrame) -> None:
-    """Earthquakes against surface events on whole held-out events: clearly above chance."""
+    """Earthquakes against surface events on whole held-out events: clearly above chance.
+
+    The held-out events are a test split, not a validation split, so all ten epochs run and
+    the model returned is the last one: how well it fits its training windows does not hang
+    on which early epoch a small validation split happened to pick."""
     rows = subset(examples[examples["label"].isin(["earthquake", "surface_event"])], 300)
-    split = event_split(rows, (0.7, 0.3, 0.001), seed=0, by_site=False)
-    split = np.where(split == "test", "train", split)
+    split = event_split(rows, (0.7, 0.001, 0.3), seed=0, by_site=False)
+    assert set(split) == {"train", "test"}
     config = CNNConfig(
         epochs=10, batch_size=16, lr=3e-3, dropout=0.3, widths=(12, 16, 24), hidden=16, patience=10
     )
     run = train_cnn(store, rows, split, config, device="cpu")
     losses = [h["train_loss"] for h in run.history]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
-    best = max(h["val_macro_f1"] for h in run.history)
-    assert best == run.history[run.best_epoch]["val_macro_f1"]
+    assert len(run.history) == 10 and run.best_epoch == 9  # no validation: the last epoch
     probs = predict_cnn(run.model, store, rows, config)
     assert isinstance(probs, np.ndarray)
     truth = rows["label"].astype(str).to_numpy() == "surface_event"
@@ -456,9 +459,17 @@ def test_short_training_learns_on_real_windows(store: str, examples: pd.DataFram
 
     # Windows and labels stay aligned through streaming and shuffling: the model fits its
     # training windows, and ranks windows of unseen events above chance.
-    train_auc, val_auc = auc(split == "train"), auc(split == "val")
-    assert train_auc > 0.8, train_auc  # measured: 0.85
-    assert val_auc > 0.55, val_auc  # measured: 0.65
+    train_auc, test_auc = auc(split == "train"), auc(split == "test")
+    assert train_auc > 0.8, train_auc  # measured: 0.89 (fold seeds 1, 2: 0.91, 0.83)
+    assert test_auc > 0.6, test_auc  # measured: 0.70 (0.82, 0.73)
+
+    # With a validation split, the model kept is the epoch with the best validation score.
+    split = event_split(rows, (0.7, 0.3, 0.001), seed=0, by_site=False)
+    split = np.where(split == "test", "train", split)
+    run = train_cnn(store, rows, split, CNNConfig.from_dict({**TINY.to_dict(), "epochs": 3}))
+    scores = [h["val_macro_f1"] for h in run.history]
+    assert len(scores) == 3 and scores[run.best_epoch] == max(scores)
+    assert run.best_epoch == scores.index(max(scores))
 
 
 @pytest.mark.slow
