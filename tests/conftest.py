@@ -15,16 +15,40 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from filelock import FileLock
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("SEISMOFLOW_TEST_DATA", REPO.parent / "shared" / "data"))
 ARCHIVE = DATA / "archive"
 OUTPUT = REPO / "test-output"
+
+# Under pytest-xdist two workers share the cores: one compute thread each (torch, BLAS), in
+# this process and the CLI runs it starts, rather than four threads spinning on two cores.
+if os.environ.get("PYTEST_XDIST_WORKER"):
+    for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_var, "1")
+
+# The order in which pytest-xdist hands out test modules (``--dist loadfile``, no reorder):
+# the longest first, so that the last module a worker gets is a short one; the session chain
+# (ingest, features, model) is built by the first module that asks, here ``test_models``,
+# while the other worker runs modules that do not need it. Others follow in file order.
+HEAVY_FIRST = (
+    "test_models.py", "test_s3.py", "test_reprocess.py", "test_fetch.py", "test_predict.py",
+    "test_features.py", "test_archive_batch.py", "test_deployments.py", "test_resume.py",
+    "test_cli_errors.py", "test_reaper.py", "test_api.py", "test_ingest_archive.py",
+    "test_cnn.py", "test_hostile_archive.py", "test_fetch_hostile.py", "test_migrate.py",
+    "test_tables.py", "test_workers.py", "test_ui.py",
+)  # fmt: skip
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    rank = {name: i for i, name in enumerate(HEAVY_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))
 
 
 def _require_data() -> bool:
@@ -40,6 +64,26 @@ def archive() -> Path:
             pytest.fail(f"{reason}; SEISMOFLOW_REQUIRE_DATA=1 forbids skipping")
         pytest.skip(reason)
     return ARCHIVE
+
+
+def shared(tmp_path_factory: pytest.TempPathFactory, name: str, build: Callable[[], Any]) -> Any:
+    """``build()`` once per test run, however many pytest-xdist workers ask for it.
+
+    The first worker to ask builds it under a lock in the run's temp folder and leaves the
+    (JSON) result there; the others wait for the lock and read it, the pattern pytest-xdist
+    documents for session fixtures. Without xdist this is just ``build()``. The result must
+    survive a JSON round trip (paths as strings); what it points to is read-only.
+    """
+    if not os.environ.get("PYTEST_XDIST_WORKER"):
+        return json.loads(json.dumps(build(), default=str))
+    root = tmp_path_factory.getbasetemp().parent
+    done = root / f"shared-{name}.json"
+    with FileLock(str(root / f"shared-{name}.lock")):
+        if done.is_file():
+            return json.loads(done.read_text())
+        result = json.loads(json.dumps(build(), default=str))
+        done.write_text(json.dumps(result))
+        return result
 
 
 def _free_port() -> int:
@@ -174,7 +218,11 @@ def link_day_files(archive: Path, patterns: tuple[str, ...], dest: Path) -> Path
 @pytest.fixture(scope="session")
 def small_sds(archive: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """:data:`SMALL_SUBSET` of the archive as an SDS tree of links (41 day files)."""
-    return link_day_files(archive, SMALL_SUBSET, tmp_path_factory.mktemp("small") / "sds")
+
+    def build() -> Path:
+        return link_day_files(archive, SMALL_SUBSET, tmp_path_factory.mktemp("small") / "sds")
+
+    return Path(shared(tmp_path_factory, "small-sds", build))
 
 
 @pytest.fixture(scope="session")
@@ -187,12 +235,16 @@ def small_store(
     The summary is as ``seismoflow ingest --json`` prints it (a JSON round trip)."""
     from seismoflow import api
 
-    store = tmp_path_factory.mktemp("small-store") / "store.zarr"
-    summary = api.ingest(
-        small_sds, str(store), stations=archive / "stations.xml.gz",
-        events=archive / "events.xml", workers=2,
-    )  # fmt: skip
-    return store, json.loads(json.dumps(summary, default=str))
+    def build() -> tuple[Path, dict[str, Any]]:
+        store = tmp_path_factory.mktemp("small-store") / "store.zarr"
+        summary = api.ingest(
+            small_sds, str(store), stations=archive / "stations.xml.gz",
+            events=archive / "events.xml", workers=2,
+        )  # fmt: skip
+        return store, summary
+
+    store, summary = shared(tmp_path_factory, "small-store", build)
+    return Path(store), summary
 
 
 def run_cli(args: list[str], prefect_url: str, **env: str) -> subprocess.CompletedProcess[str]:
@@ -223,11 +275,16 @@ def archive_store(
     Shared by many tests: treat it as read-only. Tests that write into a store (features,
     predictions) copy it first with :func:`copy_store`.
     """
-    store = tmp_path_factory.mktemp("archive") / "store.zarr"
-    summary = ingest(archive, store, prefect_server)
-    OUTPUT.mkdir(exist_ok=True)
-    (OUTPUT / "archive-ingest-summary.json").write_text(json.dumps(summary, indent=2))
-    return store, summary
+
+    def build() -> tuple[Path, dict[str, Any]]:
+        store = tmp_path_factory.mktemp("archive") / "store.zarr"
+        summary = ingest(archive, store, prefect_server)
+        OUTPUT.mkdir(exist_ok=True)
+        (OUTPUT / "archive-ingest-summary.json").write_text(json.dumps(summary, indent=2))
+        return store, summary
+
+    store, summary = shared(tmp_path_factory, "archive-store", build)
+    return Path(store), summary
 
 
 def copy_store(store: Path, dest: Path) -> Path:
@@ -249,15 +306,20 @@ def featured_store(
     """A copy of the archive store after ``seismoflow features`` (4 noise windows per channel
     set, the archive's RockNet label lists kept out of noise): (store, summary, lists).
 
-    Read by the feature tests; ``trained_model`` trains on it and ``test_predict`` writes
-    its predictions into it (nothing else reads those).
+    Read-only: the feature tests read it, ``trained_model`` trains on it, ``test_predict``
+    writes its predictions into a copy (pytest-xdist may run any of them at once).
     """
-    store = copy_store(archive_store[0], tmp_path_factory.mktemp("features") / "s.zarr")
-    lists = [str(p) for p in sorted((archive / "sources" / "rocknet").glob("*_meta.csv"))]
-    args = ["features", "--store", str(store), "--per-channel-set", "4", "--json"]
-    for path in lists:
-        args += ["--noise-label-list", path]
-    return store, json.loads(run_cli(args, prefect_server).stdout), lists
+
+    def build() -> tuple[Path, dict[str, Any], list[str]]:
+        store = copy_store(archive_store[0], tmp_path_factory.mktemp("features") / "s.zarr")
+        lists = [str(p) for p in sorted((archive / "sources" / "rocknet").glob("*_meta.csv"))]
+        args = ["features", "--store", str(store), "--per-channel-set", "4", "--json"]
+        for path in lists:
+            args += ["--noise-label-list", path]
+        return store, json.loads(run_cli(args, prefect_server).stdout), lists
+
+    store, summary, lists = shared(tmp_path_factory, "featured-store", build)
+    return Path(store), summary, lists
 
 
 @pytest.fixture(scope="session")
@@ -269,8 +331,43 @@ def trained_model(
     """One fast ``seismoflow train`` (1 CNN epoch, 60 trees, one CV fold seed) on the featured
     store: (store, model directory, summary). The training only reads the store."""
     store = featured_store[0]
-    models = tmp_path_factory.mktemp("trained") / "models"
-    args = ["train", "--store", str(store), "--models-dir", str(models), "--json"]
-    fast = ["--epochs", "1", "--trees", "60", "--cv-seeds", "0"]
-    out = json.loads(run_cli([*args, *fast], prefect_server).stdout)
+
+    def build() -> dict[str, Any]:
+        models = tmp_path_factory.mktemp("trained") / "models"
+        args = ["train", "--store", str(store), "--models-dir", str(models), "--json"]
+        fast = ["--epochs", "1", "--trees", "60", "--cv-seeds", "0"]
+        return dict(json.loads(run_cli([*args, *fast], prefect_server).stdout))
+
+    out = shared(tmp_path_factory, "trained-model", build)
     return store, Path(str(out["model_dir"])), out
+
+
+# --- optional: CPU seconds per test (SEISMOFLOW_TEST_CPU=FILE appends one JSON line each) ---
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """With ``SEISMOFLOW_TEST_CPU=FILE``, record each test's wall and CPU seconds (this
+    process and the subprocesses it waited for: CLI runs; not the session's servers),
+    set-up and tear-down included, to find where a parallel suite's cores go."""
+    path = os.environ.get("SEISMOFLOW_TEST_CPU")
+    if not path:
+        yield
+        return
+    import resource
+
+    def cpu() -> float:
+        own = resource.getrusage(resource.RUSAGE_SELF)
+        kids = resource.getrusage(resource.RUSAGE_CHILDREN)
+        return own.ru_utime + own.ru_stime + kids.ru_utime + kids.ru_stime
+
+    wall, used = time.monotonic(), cpu()
+    yield
+    row = {
+        "test": item.nodeid,
+        "worker": os.environ.get("PYTEST_XDIST_WORKER", "main"),
+        "wall_s": round(time.monotonic() - wall, 2),
+        "cpu_s": round(cpu() - used, 2),
+    }
+    with open(path, "a") as f:
+        f.write(json.dumps(row) + "\n")

@@ -189,36 +189,43 @@ def test_batched_preprocessing_equals_the_reference_on_real_windows(archive: Pat
         _assert_same_input(block, 100.0, CNNConfig(components=comps).preprocess())
 
 
-def test_read_traces_matches_zarr_on_every_layout(tmp_path: Path) -> None:
-    """The direct chunk reader returns what zarr returns (missing chunks as NaN, any order
-    of distinct traces), and other layouts (another codec, several traces per chunk) go
-    through zarr."""
-    import zarr
-    from zarr.codecs import BloscCodec, ZstdCodec
+@pytest.mark.parametrize("band", [(1.0, 8.0), (1.0, 1.4), (5.7, 8.0)])
+def test_sosfilt_rows_equals_sosfilt(band: tuple[float, float]) -> None:
+    """The matrix form of ``sosfilt`` gives its numbers (float64 rounding) for any length,
+    states, both directions; including lengths below, at and above one piece."""
+    from scipy.signal import butter, sosfilt, sosfilt_zi
 
-    rng = np.random.default_rng(1)
-    data = rng.normal(0, 1e3, (12, 3, 500)).astype(np.float32)
-    layouts = {
-        "direct": {"chunks": (1, 3, 500), "compressors": ZstdCodec(level=3)},
-        "blosc": {"chunks": (1, 3, 500), "compressors": BloscCodec()},
-        "chunks_of_4": {"chunks": (4, 3, 500), "compressors": ZstdCodec(level=3)},
-    }
-    for name, kw in layouts.items():
-        root = zarr.open_group(str(tmp_path / f"{name}.zarr"), mode="w", zarr_format=3)
-        wave = root.create_array("waveform", shape=data.shape, dtype="float32",
-                                 fill_value=np.nan, **kw)  # fmt: skip
-        keep = np.ones(12, dtype=bool)
-        keep[[3, 7]] = False  # chunks never written: read as the fill value
-        for i in np.flatnonzero(keep):
-            wave[int(i)] = data[i]
-        arr = win.open_group(str(tmp_path / f"{name}.zarr"), "")["waveform"]
-        assert (win._direct_reader(arr) is not None) == (name == "direct")  # type: ignore[arg-type]
-        for idx in ([0, 1, 2], [1, 3, 4, 9, 11], [7], list(range(12))):
-            got = win.read_traces(arr, np.array(idx))  # type: ignore[arg-type]
-            np.testing.assert_array_equal(got, np.asarray(arr[:])[idx])
-            assert np.isnan(got[np.isin(idx, [3, 7])]).all()
-        with pytest.raises(IndexError):
-            win.read_traces(arr, np.array([12]))  # type: ignore[arg-type]
+    from seismoflow.models.blockfilters import PIECE, sosfilt_rows
+
+    sos = butter(4, band, btype="bandpass", fs=20.0, output="sos")
+    rng = np.random.default_rng(2)
+    for n in (1, 7, PIECE, PIECE + 1, 3 * PIECE - 5, 2654):
+        x = rng.normal(0, 1, (5, n)).cumsum(axis=-1) + 1e4
+        zi = sosfilt_zi(sos).reshape(1, -1) * x[:, :1] * rng.uniform(0, 2, (5, 1))
+        for reverse in (False, True):
+            src = x[:, ::-1] if reverse else x
+            ref, _ = sosfilt(sos, src, axis=-1, zi=zi.reshape(5, -1, 2).transpose(1, 0, 2))
+            got = sosfilt_rows(sos, x, zi, reverse=reverse)
+            np.testing.assert_allclose(got, ref, rtol=0, atol=1e-9 * np.abs(ref).max())
+    assert sosfilt_rows(sos, np.zeros((0, 10)), np.zeros((0, 8))).shape == (0, 10)
+
+
+def test_decimate_rows_equals_resample_poly() -> None:
+    """The matrix form of the decimation gives ``resample_poly``'s numbers for every
+    factor the store rates give and any length (shorter than one piece too)."""
+    from scipy.signal import resample_poly
+
+    from seismoflow.models.blockfilters import decimate_rows
+
+    rng = np.random.default_rng(3)
+    for q in (2, 4, 5, 10):
+        h = win._antialias(q)
+        for n in (1, 3, q * 16, q * 16 + 1, 13003):
+            x = rng.normal(0, 1, (4, n)).cumsum(axis=-1)
+            ref = resample_poly(x, 1, q, axis=-1, window=h)
+            got = decimate_rows(x, h, q)
+            assert got.shape == ref.shape
+            np.testing.assert_allclose(got, ref, rtol=0, atol=1e-12 * max(1.0, np.abs(ref).max()))
 
 
 def test_config_round_trips_through_json() -> None:
@@ -424,18 +431,21 @@ def _sprung() -> Trap:
 @pytest.mark.slow
 @pytest.mark.data
 def test_short_training_learns_on_real_windows(store: str, examples: pd.DataFrame) -> None:
-    """Earthquakes against surface events on whole held-out events: clearly above chance."""
+    """Earthquakes against surface events on whole held-out events: clearly above chance.
+
+    The held-out events are a test split, not a validation split, so all ten epochs run and
+    the model returned is the last one: how well it fits its training windows does not hang
+    on which early epoch a small validation split happened to pick."""
     rows = subset(examples[examples["label"].isin(["earthquake", "surface_event"])], 300)
-    split = event_split(rows, (0.7, 0.3, 0.001), seed=0, by_site=False)
-    split = np.where(split == "test", "train", split)
+    split = event_split(rows, (0.7, 0.001, 0.3), seed=0, by_site=False)
+    assert set(split) == {"train", "test"}
     config = CNNConfig(
         epochs=10, batch_size=16, lr=3e-3, dropout=0.3, widths=(12, 16, 24), hidden=16, patience=10
     )
     run = train_cnn(store, rows, split, config, device="cpu")
     losses = [h["train_loss"] for h in run.history]
     assert all(np.isfinite(losses)) and losses[-1] < losses[0]
-    best = max(h["val_macro_f1"] for h in run.history)
-    assert best == run.history[run.best_epoch]["val_macro_f1"]
+    assert len(run.history) == 10 and run.best_epoch == 9  # no validation: the last epoch
     probs = predict_cnn(run.model, store, rows, config)
     assert isinstance(probs, np.ndarray)
     truth = rows["label"].astype(str).to_numpy() == "surface_event"
@@ -449,9 +459,17 @@ def test_short_training_learns_on_real_windows(store: str, examples: pd.DataFram
 
     # Windows and labels stay aligned through streaming and shuffling: the model fits its
     # training windows, and ranks windows of unseen events above chance.
-    train_auc, val_auc = auc(split == "train"), auc(split == "val")
-    assert train_auc > 0.8, train_auc  # measured: 0.85
-    assert val_auc > 0.55, val_auc  # measured: 0.65
+    train_auc, test_auc = auc(split == "train"), auc(split == "test")
+    assert train_auc > 0.8, train_auc  # measured: 0.89 (fold seeds 1, 2: 0.91, 0.83)
+    assert test_auc > 0.6, test_auc  # measured: 0.70 (0.82, 0.73)
+
+    # With a validation split, the model kept is the epoch with the best validation score.
+    split = event_split(rows, (0.7, 0.3, 0.001), seed=0, by_site=False)
+    split = np.where(split == "test", "train", split)
+    run = train_cnn(store, rows, split, CNNConfig.from_dict({**TINY.to_dict(), "epochs": 3}))
+    scores = [h["val_macro_f1"] for h in run.history]
+    assert len(scores) == 3 and scores[run.best_epoch] == max(scores)
+    assert run.best_epoch == scores.index(max(scores))
 
 
 @pytest.mark.slow

@@ -25,7 +25,7 @@ from seismoflow.models.predict import (
     uncertainty,
     write_predictions,
 )
-from tests.conftest import run_cli
+from tests.conftest import copy_store, run_cli
 
 CLASSES = ("earthquake", "explosion", "surface_event", "noise")
 
@@ -144,7 +144,8 @@ def test_predict_round_trip(
     predictions`` proves the command (``test_cli_errors`` runs ``seismoflow predict``, the
     reprocess test the whole job through ``seismoflow run``)."""
     store, model, _ = trained_model
-    s = str(store)
+    # a private copy: the session's featured store is read by other tests, maybe at once
+    s = str(copy_store(store, tmp_path / "store.zarr"))
     out = seismoflow.predict(s, model, workers=2)
     json.dumps(out)  # what `seismoflow predict --json` prints
     first = out["version"]

@@ -308,8 +308,10 @@ def noise_bank(
 
 
 # Traces read and preprocessed per store access for inference: the order of inference does
-# not matter, and preprocessing a block costs a fixed overhead per call (~40 MB raw at 256).
-INFERENCE_BLOCK = 256
+# not matter, and preprocessing a block costs a fixed overhead per call; beyond ~128 traces
+# (13 MB of float64 vertical samples at 100 Hz) the block's arrays leave the cache and
+# preprocessing slows down (per CPU second, 256 against 128: ~0.85x, issue 16).
+INFERENCE_BLOCK = 128
 
 
 def _windows(

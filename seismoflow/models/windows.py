@@ -27,16 +27,18 @@ import functools
 import warnings
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import numpy as np
 import torch
 import zarr
 from scipy.ndimage import uniform_filter1d
-from scipy.signal import butter, firwin, resample_poly, sosfilt, sosfilt_zi, sosfiltfilt
+from scipy.signal import butter, firwin, resample_poly, sosfilt_zi, sosfiltfilt
 from scipy.signal.windows import tukey
 from torch.utils.data import IterableDataset, get_worker_info
+
+from seismoflow.models.blockfilters import decimate_buffer, decimation_input, sosfilt_rows
+from seismoflow.storage.chunkread import read_rows
 
 # Highest band-pass corner as a share of the model's Nyquist frequency.
 MAX_CORNER_OF_NYQUIST = 0.9
@@ -138,12 +140,13 @@ def _filtfilt(
 ) -> np.ndarray:
     """``sosfiltfilt(sos, x, axis=-1, padlen=...)`` as the reference calls it (odd
     extension, initial conditions scaled by the first sample of each pass), with the filter
-    and its steady-state initial conditions designed once instead of on every call."""
+    and its steady-state initial conditions designed once instead of on every call, and
+    both passes run as matrix products over all rows (:func:`blockfilters.sosfilt_rows`)."""
     sos = _bandpass(order, band, fs)
     edge = min(x.shape[-1] - 1, 3 * (2 * len(sos) + 1))
     if edge <= 0 and (skip_unpadded or x.shape[-1] == 0):
         return x
-    zi = _sos_zi(order, band, fs).reshape((len(sos),) + (1,) * (x.ndim - 1) + (2,))
+    zi = _sos_zi(order, band, fs).reshape(1, 2 * len(sos))
     ext = (
         x
         if edge <= 0
@@ -156,9 +159,13 @@ def _filtfilt(
             axis=-1,
         )
     )
-    y, _ = sosfilt(sos, ext, axis=-1, zi=zi * ext[..., :1])
-    y, _ = sosfilt(sos, y[..., ::-1], axis=-1, zi=zi * y[..., -1:])
-    return np.ascontiguousarray(y[..., ::-1][..., edge : y.shape[-1] - edge])
+    rows = ext.reshape(-1, ext.shape[-1])
+    y = sosfilt_rows(sos, rows, zi * rows[:, :1])
+    back = sosfilt_rows(sos, y, zi * y[:, -1:], reverse=True)  # in reversed time order
+    n = back.shape[-1]
+    return np.ascontiguousarray(back[:, n - 1 - edge : edge - 1 if edge else None : -1]).reshape(
+        *x.shape[:-1], n - 2 * edge
+    )
 
 
 @functools.lru_cache(maxsize=16)
@@ -176,79 +183,24 @@ def _taper(n_samples: int, alpha: float) -> np.ndarray:
     return w
 
 
-def _direct_reader(wave: zarr.Array) -> tuple[Path, np.dtype[Any]] | None:
-    """Where the chunk files of ``wave`` are, when they can be read without zarr: a local
-    store, zarr format 3, one trace per chunk, plain little-endian bytes + zstd, no
-    transformers. Otherwise None (read through zarr)."""
-    from zarr.codecs import BytesCodec, ZstdCodec
-    from zarr.storage import LocalStore
-
-    meta = wave.metadata
-    store = wave.store
-    if not isinstance(store, LocalStore) or meta.zarr_format != 3:
-        return None
-    # the chunk grid as zarr.json states it (public), not zarr's grid classes
-    grid: dict[str, Any] = dict(cast(dict[str, Any], meta.to_dict().get("chunk_grid") or {}))
-    chunk_shape = (grid.get("configuration") or {}).get("chunk_shape") or ()
-    codecs = meta.codecs
-    if (
-        getattr(meta, "storage_transformers", ())
-        or grid.get("name") != "regular"
-        or tuple(chunk_shape) != (1, *wave.shape[1:])
-        or len(codecs) != 2
-        or not isinstance(codecs[0], BytesCodec)
-        or not isinstance(codecs[1], ZstdCodec)
-    ):
-        return None
-    dtype = np.dtype(meta.data_type.to_native_dtype())
-    if dtype.kind != "f":
-        return None
-    endian = getattr(codecs[0].endian, "value", codecs[0].endian)
-    return Path(store.root) / wave.path, dtype.newbyteorder("<" if endian == "little" else ">")
-
-
-def read_traces(wave: zarr.Array, traces: np.ndarray) -> np.ndarray:
-    """Stored windows ``wave[traces]`` (``traces`` sorted, distinct).
-
-    From a local store of one zstd chunk per trace (the store's layout) the chunk files are
-    read and decompressed directly: zarr's per-chunk machinery costs more than the
-    decompression (~0.7 ms against ~0.4 ms a window), as much as the preprocessing. Any
-    other layout or store is read through zarr. A missing chunk is the fill value (NaN).
-    """
-    idx = np.asarray(traces, dtype=np.int64)
-    if len(idx) and (int(idx.min()) < 0 or int(idx.max()) >= wave.shape[0]):
-        raise IndexError(f"trace index out of range for {wave.path} of {wave.shape[0]} traces")
-    direct = _direct_reader(wave)
-    if direct is None or not len(idx):
-        lo, hi = (int(idx.min()), int(idx.max()) + 1) if len(idx) else (0, 0)
-        if hi - lo == len(idx):  # consecutive traces: one slice
-            return np.asarray(wave[lo:hi])
-        return np.asarray(wave.get_orthogonal_selection((idx, slice(None), slice(None))))
-    folder, dtype = direct
-    codec = _zstd()
-    shape = tuple(wave.shape[1:])
-    out = np.empty((len(idx), *shape), dtype=dtype.newbyteorder("="))
-    native = out.dtype == dtype  # the stored byte order is this machine's: decode in place
-    zeros = (0,) * len(shape)
-    fill = wave.metadata.fill_value
-    for i, t in enumerate(idx.tolist()):
-        try:
-            data = (folder / wave.metadata.encode_chunk_key((t, *zeros))).read_bytes()
-        except FileNotFoundError:
-            out[i] = fill
-            continue
-        if native:
-            codec.decode(data, out=out[i])
-        else:
-            out[i] = np.frombuffer(codec.decode(data), dtype=dtype).reshape(shape)
-    return out
-
-
-@functools.lru_cache(maxsize=1)
-def _zstd() -> Any:
-    from numcodecs import Zstd
-
-    return Zstd()
+@functools.lru_cache(maxsize=16)
+def _trend_terms(n_samples: int, alpha: float, q: int) -> tuple[np.ndarray, int, np.ndarray]:
+    """For windows of ``n_samples``: the vector whose product with a demeaned window is its
+    least-squares slope (per sample, about the window's centre), how many samples at each
+    end the taper changes, and the taper times the centred time decimated by ``q`` (what a
+    unit slope becomes)."""
+    t = np.arange(n_samples, dtype=np.float64)
+    dt = t - t.mean()
+    slope_of = dt / max(float(dt @ dt), 1e-12)
+    w = _taper(n_samples, alpha)
+    changed = np.flatnonzero(w[: (n_samples + 1) // 2] != 1.0)
+    edge = int(changed[-1]) + 1 if len(changed) else 0
+    tilted = w * dt
+    if q > 1:
+        tilted = resample_poly(tilted, 1, q, window=_antialias(q))
+    for a in (slope_of, tilted):
+        a.setflags(write=False)
+    return slope_of, edge, tilted
 
 
 def preprocess_block(
@@ -263,39 +215,59 @@ def preprocess_block(
     mask, bool ``(n, len(prep.components))``, True where the component has data.
 
     The same numbers as :func:`preprocess_block_reference` (to float rounding), computed for
-    the whole block at once with the filters designed once and a shortcut for traces
-    without gaps; most of the time of streaming windows to the CNN is spent here.
+    the whole block at once: the filters designed once, the decimation and the IIR passes
+    as matrix products over all traces (:mod:`seismoflow.models.blockfilters`), the trend
+    removed after the (linear) taper and decimation, and a shortcut for traces without
+    gaps; most of the time of streaming windows to the CNN is spent here.
     """
     q = prep.factor(store_rate)
-    x = np.asarray(block)[:, component_indices(store_components, prep.components)]
-    x = x.astype(np.float64)
-    n_samples = x.shape[-1]
-    finite = np.isfinite(x)
+    stored = np.asarray(block)[:, component_indices(store_components, prep.components)]
+    lead, n_samples = stored.shape[:-1], stored.shape[-1]
+    rows = int(np.prod(lead))
+    finite = np.isfinite(stored)
     present = finite.any(axis=-1)
     full = finite.all(axis=-1)  # (n, components): traces without a gap, the usual case
     gapless = bool(full.all())
+    buf: np.ndarray | None = None
+    if q > 1:  # the samples go straight into the decimation's zero-padded input
+        buf, x = decimation_input(rows, n_samples, q)
+        x[...] = stored.reshape(rows, n_samples)
+    else:
+        x = stored.reshape(rows, n_samples).astype(np.float64)
+    gappy = ~full.reshape(rows)
     if not gapless:
-        gappy = ~full
-        xg, fg = x[gappy], finite[gappy]  # (m, samples): the traces with gaps
+        fg = finite.reshape(rows, n_samples)[gappy]  # the traces with gaps
+        xg = x[gappy]
         count = np.maximum(fg.sum(axis=-1, keepdims=True), 1)
         xg[~fg] = 0.0
         xg -= xg.sum(axis=-1, keepdims=True) / count
         xg[~fg] = 0.0
         if n_samples > 1:
             xg = _detrend(xg, fg, count)
-        x[gappy] = 0.0
-    x -= x.mean(axis=-1, keepdims=True)
-    if n_samples > 1:
-        t = np.arange(n_samples, dtype=np.float64)
-        dt = t - t.mean()
-        slope = (x @ dt)[..., None] / max(float(dt @ dt), 1e-12)
-        x -= slope * dt
-    if not gapless:
         x[gappy] = xg
+    # The trend is removed after the taper and the decimation, which are linear:
+    # decimate(w (x - b t)) = decimate(w x) - b decimate(w t). The mean is removed first, so
+    # that a flat trace is exactly 0 as in the reference; the taper touches only the
+    # window's ends (it is 1 between them). Traces with gaps are already detrended.
+    mean = x.mean(axis=-1, keepdims=True) if n_samples else np.zeros((rows, 1))
+    mean[gappy] = 0.0
+    x -= mean
+    slope: np.ndarray | None = None
     if n_samples > 1:
-        x *= _taper(n_samples, min(1.0, 2 * prep.taper))
-    if q > 1:
-        x = resample_poly(x, 1, q, axis=-1, window=_antialias(q))
+        slope_of, edge, tilted = _trend_terms(n_samples, min(1.0, 2 * prep.taper), q)
+        slope = x @ slope_of
+        slope[gappy] = 0.0
+        w = _taper(n_samples, min(1.0, 2 * prep.taper))
+        if 2 * edge < n_samples:
+            x[:, :edge] *= w[:edge]
+            x[:, n_samples - edge :] *= w[n_samples - edge :]
+        else:
+            x *= w
+    if buf is not None:
+        x = decimate_buffer(buf, n_samples, _antialias(q), q)
+    if slope is not None:
+        x -= slope[:, None] * tilted
+    x = x.reshape(*lead, x.shape[-1])
     recorded = finite[..., ::q][..., : x.shape[-1]]
     band = (float(prep.band[0]), float(prep.band[1]))
     x = np.ascontiguousarray(_filtfilt(prep.filter_order, band, float(prep.sampling_rate), x, True))
@@ -556,10 +528,12 @@ class StoreWindows(IterableDataset[Item]):
         idx = self.traces[positions]
         # block_order sorts a block's traces; read each distinct one once
         unique, inverse = np.unique(idx, return_inverse=True)
-        raw = read_traces(wave, unique)
+        # only the components the model reads are kept (a vertical-only model: a third)
+        comps = list(self.prep.components)
+        raw = read_rows(wave, unique, component_indices(group_components(group), comps))
         if len(unique) != len(idx) or not np.array_equal(unique, idx):
             raw = raw[inverse.reshape(-1)]
-        x, mask = preprocess_block(raw, group_rate(group), self.prep, group_components(group))
+        x, mask = preprocess_block(raw, group_rate(group), self.prep, comps)
         if self.drop:
             drop_components(x, mask, self.prep.channel_components, self.drop)
         return x, mask
