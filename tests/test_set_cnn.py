@@ -145,6 +145,7 @@ def test_short_training_separates_two_synthetic_classes() -> None:
     config = CNNConfig(
         epochs=15, widths=(4, 6), kernel=3, hidden=6, dropout=0.0, lr=1e-2, tilt=0.0,
         crop_s=0.0, envelope_bands=(), set_pooling="mean", set_events_per_batch=6,
+        set_trace_loss=0.5,
     )  # fmt: skip
     model, history, _ = train_set_cnn(x, mask, sets, None, config, 2, torch.device("cpu"))
     probs = predict_sets(model, sets, x, mask, torch.device("cpu"))

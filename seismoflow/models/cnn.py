@@ -74,7 +74,8 @@ class CNNConfig:
     ``seismoflow.models.set_cnn.SET_POOLINGS``; empty: off) the cross-validation trains one
     prediction per event from all its vertical traces (``set_cnn``): up to
     ``set_max_traces`` random traces per event and epoch, ``set_events_per_batch`` events per
-    step. ``block_size`` traces are read per store access, a training
+    step, and with ``set_trace_loss`` > 0 a per-trace loss of that weight beside the event
+    loss. ``block_size`` traces are read per store access, a training
     epoch is shuffled within ``shuffle_buffer`` windows, and up to ``cache_mb`` MiB of
     preprocessed input is kept between epochs.
     """
@@ -102,6 +103,7 @@ class CNNConfig:
     set_pooling: str = ""
     set_max_traces: int = 8
     set_events_per_batch: int = 8
+    set_trace_loss: float = 0.0
     block_size: int = 32
     shuffle_buffer: int = 512
     cache_mb: float = 256.0

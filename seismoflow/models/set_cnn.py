@@ -7,8 +7,10 @@ traces are pooled over the set (mean, max, mean and max, or gated attention, Ils
 2018), masked where an event has fewer traces than the largest in the batch, and one
 classifier head gives the event's logits. Training is per event: class-balanced over
 events, each epoch draws up to ``CNNConfig.set_max_traces`` of an event's traces (station
-dropout), with the per-trace CNN's crops and spectral tilts. Noise windows are events of
-one trace.
+dropout), with the per-trace CNN's crops and spectral tilts; with ``set_trace_loss`` > 0
+the encoder's own per-trace head is trained on each trace's event class too (that weight
+times its cross entropy is added), so the encoder sees a label per trace, not only per
+event. Noise windows are events of one trace.
 
 Every window is preprocessed once into memory (6 KB a window for the default envelopes),
 so a cross-validation reads the store once, not once per fold and epoch.
@@ -111,9 +113,16 @@ class EventSetCNN(nn.Module):
     def forward(
         self, x: torch.Tensor, mask: torch.Tensor, event_index: torch.Tensor, n_events: int
     ) -> torch.Tensor:
+        return self.logits(x, mask, event_index, n_events)[0]
+
+    def logits(
+        self, x: torch.Tensor, mask: torch.Tensor, event_index: torch.Tensor, n_events: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Event logits ``(n_events, n_classes)`` and the encoder's own per-trace logits
+        ``(traces, n_classes)`` (its ``out`` layer: the auxiliary trace loss)."""
         e = self.encoder.embed(x, mask)  # type: ignore[operator]
         h, present = pad_sets(e, event_index, n_events)
-        return self.out(self.pool(h, present))  # type: ignore[no-any-return]
+        return self.out(self.pool(h, present)), self.encoder.out(e)  # type: ignore[operator]
 
 
 @dataclass(frozen=True)
@@ -192,8 +201,10 @@ def predict_sets(
                 torch.from_numpy(bi).to(device), len(chosen),
             )  # fmt: skip
             out.append(torch.softmax(logits.float(), dim=1).cpu().numpy())
-    n_classes = int(model.out[-1].out_features)  # type: ignore[index]
-    return np.concatenate(out) if out else np.zeros((0, n_classes), dtype=np.float32)
+    if out:
+        return np.concatenate(out)
+    n_classes = int(model.arch["encoder"]["n_classes"])  # type: ignore[index]
+    return np.zeros((0, n_classes), dtype=np.float32)
 
 
 def train_set_cnn(
@@ -240,12 +251,16 @@ def train_set_cnn(
                 bx = augment(bx, n_bands, config.tilt, crop, rng)
                 target = torch.from_numpy(y[chosen]).to(device)
                 opt.zero_grad(set_to_none=True)
-                logits = model(
+                logits, trace_logits = model.logits(  # type: ignore[operator]
                     torch.from_numpy(np.ascontiguousarray(bx)).to(device),
                     torch.from_numpy(bm.astype(np.float32)).to(device),
                     torch.from_numpy(bi).to(device), len(chosen),
                 )  # fmt: skip
                 loss = loss_fn(logits.float(), target)
+                if config.set_trace_loss > 0:
+                    trace_target = target[torch.from_numpy(bi).to(device)]
+                    trace_loss = loss_fn(trace_logits.float(), trace_target)
+                    loss = loss + config.set_trace_loss * trace_loss
                 loss.backward()
                 opt.step()
                 total += float(loss.detach()) * len(chosen)
