@@ -22,7 +22,7 @@ import copy
 import logging
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -31,6 +31,9 @@ from torch import nn
 
 from seismoflow.labels import CLASSES
 from seismoflow.models.windows import tilt_jitter
+
+if TYPE_CHECKING:  # cnn.py imports this module lazily: no import cycle at run time
+    from seismoflow.models.cnn import CNNConfig
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +215,7 @@ def train_set_cnn(
     mask: np.ndarray,
     train: EventSets,
     val: EventSets | None,
-    config: Any,
+    config: CNNConfig,
     n_classes: int,
     device: torch.device,
 ) -> tuple[nn.Module, list[dict[str, float]], int]:
@@ -289,7 +292,9 @@ def train_set_cnn(
     return model, history, best[1]
 
 
-def preprocess_rows(location: str, examples: pd.DataFrame, config: Any) -> tuple[np.ndarray, ...]:
+def preprocess_rows(
+    location: str, examples: pd.DataFrame, config: CNNConfig
+) -> tuple[np.ndarray, ...]:
     """Every row's preprocessed model input, read from the store once: ``(x, mask)``."""
     from seismoflow.models.cnn import INFERENCE_BLOCK, _windows
 
@@ -308,7 +313,7 @@ def set_out_of_fold(
     location: str,
     examples: pd.DataFrame,
     folds: np.ndarray,
-    config: Any,
+    config: CNNConfig,
     device: str | None = None,
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Like :func:`seismoflow.models.cnn.cnn_out_of_fold` for a set-pooling model: for each
