@@ -70,7 +70,12 @@ class CNNConfig:
     envelopes, random spectral tilts of std ``tilt`` (log10 units) and, with ``noise_mix`` > 0,
     the store's noise windows (the training rows labelled noise) mixed into that share of the
     event windows at a random level in ``noise_level`` (log10 units,
-    ``StoreWindows.mix_noise``). ``block_size`` traces are read per store access, a training
+    ``StoreWindows.mix_noise``). With ``set_pooling`` (one of
+    ``seismoflow.models.set_cnn.SET_POOLINGS``; empty: off) the cross-validation trains one
+    prediction per event from all its vertical traces (``set_cnn``): up to
+    ``set_max_traces`` random traces per event and epoch, ``set_events_per_batch`` events per
+    step, and with ``set_trace_loss`` > 0 a per-trace loss of that weight beside the event
+    loss. ``block_size`` traces are read per store access, a training
     epoch is shuffled within ``shuffle_buffer`` windows, and up to ``cache_mb`` MiB of
     preprocessed input is kept between epochs.
     """
@@ -95,6 +100,10 @@ class CNNConfig:
     tilt: float = 0.2
     noise_mix: float = 0.0
     noise_level: tuple[float, float] = (-1.0, 0.5)
+    set_pooling: str = ""
+    set_max_traces: int = 8
+    set_events_per_batch: int = 8
+    set_trace_loss: float = 0.0
     block_size: int = 32
     shuffle_buffer: int = 512
     cache_mb: float = 256.0
@@ -434,6 +443,11 @@ def train_cnn(
     Rows whose ``label`` is not one of ``classes`` are left out (and counted in the log).
     Without validation rows every epoch runs and the last one is kept.
     """
+    if config.set_pooling:
+        raise ValueError(
+            "set_pooling is measured by cross-validation only (set_cnn.set_out_of_fold); "
+            "the CNN refit and used for prediction classifies traces"
+        )
     classes = tuple(classes)
     split = np.asarray(split).astype(str)
     if len(split) != len(examples):
@@ -650,7 +664,12 @@ def cnn_out_of_fold(
 ) -> tuple[np.ndarray, list[dict[str, Any]]]:
     """Out-of-fold class probabilities (``CLASSES`` order; NaN where not scored: rows
     without a vertical, or a fold id < 0) and per-fold details. For each fold ``k``: test on
-    ``k``, stop early on the next fold, train on the others (vertical components only)."""
+    ``k``, stop early on the next fold, train on the others (vertical components only).
+    With ``config.set_pooling``, one prediction per event (``set_cnn.set_out_of_fold``)."""
+    if config.set_pooling:
+        from seismoflow.models.set_cnn import set_out_of_fold
+
+        return set_out_of_fold(location, examples, folds, config, device)
     folds = np.asarray(folds, dtype=np.int64)
     if len(folds) != len(examples):
         raise ValueError(f"{len(folds)} fold ids for {len(examples)} examples")

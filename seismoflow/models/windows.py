@@ -445,6 +445,16 @@ def block_order(
 Item = tuple[np.ndarray, np.ndarray, int, int]
 
 
+def tilt_jitter(x: np.ndarray, n_bands: int, tilt: float, rng: np.random.Generator) -> np.ndarray:
+    """Log envelopes ``(windows, components * n_bands, samples)`` with a random spectral
+    tilt across each component's ``n_bands`` bands plus a random offset per band (std
+    ``tilt`` and ``tilt / 2``, log10 units); zeros (missing input) stay zero."""
+    n, ch, _ = x.shape
+    slope = rng.normal(0.0, tilt, (n, ch // n_bands, 1)) * np.linspace(-1, 1, n_bands)[None, None]
+    offset = slope.reshape(n, ch) + rng.normal(0.0, tilt / 2, (n, ch))
+    return np.where(x != 0, x + offset[..., None].astype(np.float32), x)
+
+
 class StoreWindows(IterableDataset[Item]):
     """Windows of ``(group, trace)`` rows streamed from a store, block by block.
 
@@ -542,11 +552,7 @@ class StoreWindows(IterableDataset[Item]):
         """Training only, log envelopes: a random spectral tilt across each component's bands
         plus a random offset per band (std ``tilt`` and ``tilt / 2``, log10 units), so the
         model cannot key on an instrument's response shape."""
-        nb = max(1, len(self.prep.envelope_bands))
-        n, ch, _ = x.shape
-        slope = rng.normal(0.0, self.tilt, (n, ch // nb, 1)) * np.linspace(-1, 1, nb)[None, None]
-        offset = slope.reshape(n, ch) + rng.normal(0.0, self.tilt / 2, (n, ch))
-        return np.where(x != 0, x + offset[..., None].astype(np.float32), x)
+        return tilt_jitter(x, max(1, len(self.prep.envelope_bands)), self.tilt, rng)
 
     def mix_noise(self, x: np.ndarray, labels: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         """Training only, log envelopes: with probability ``noise_mix`` an event window
