@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -24,16 +23,7 @@ from seismoflow.models.set_cnn import (
     predict_sets,
     train_set_cnn,
 )
-
-
-@pytest.fixture(autouse=True)
-def one_thread() -> Iterator[None]:
-    """One torch thread: on a shared 2-core machine more threads spin and run slower."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+from tests.test_cnn import one_thread  # noqa: F401 - autouse: one torch thread here too
 
 # --- numerics on synthetic tensors --------------------------------------------------------
 

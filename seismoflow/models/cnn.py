@@ -229,6 +229,31 @@ def build_model(config: CNNConfig, n_classes: int) -> EventCNN:
 
 
 @dataclass
+class BestEpoch:
+    """Early stopping on a validation score: the best epoch so far and its weights, or, with
+    no validation, the last epoch. Shared by the per-trace and the set trainers."""
+
+    patience: int
+    score: float = -1.0
+    epoch: int = 0
+    state: dict[str, Any] | None = None
+
+    def update(self, model: nn.Module, epoch: int, score: float | None) -> bool:
+        """Record ``epoch`` (``score`` None: no validation); True when patience ran out."""
+        if score is None or score > self.score:
+            self.score = float("nan") if score is None else score
+            self.epoch = epoch
+            self.state = copy.deepcopy(model.state_dict())
+        return score is not None and epoch - self.epoch >= self.patience
+
+    def restore(self, model: nn.Module) -> None:
+        """Load the kept epoch's weights (if any epoch ran) and put ``model`` in eval mode."""
+        if self.state is not None:
+            model.load_state_dict(self.state)
+        model.eval()
+
+
+@dataclass
 class CNNRun:
     """A trained model and how it was trained."""
 
@@ -487,8 +512,7 @@ def train_cnn(
             else np.arange(len(val)).astype(str)
         )
         history: list[dict[str, float]] = []
-        best = (-1.0, 0)
-        best_state = copy.deepcopy(model.state_dict())
+        best = BestEpoch(config.patience)
         for epoch in range(config.epochs):
             clock = time.perf_counter()
             model.train()
@@ -519,24 +543,17 @@ def train_cnn(
                 entry["val_loss"] = float(-np.mean(np.log(p)))
                 entry["val_trace_macro_f1"] = macro_f1(y[val], probs.argmax(axis=1), val_labels)
                 entry["val_macro_f1"] = event_macro_f1(probs, y[val], val_events, val_labels)
-                if entry["val_macro_f1"] > best[0]:
-                    best = (entry["val_macro_f1"], epoch)
-                    best_state = copy.deepcopy(model.state_dict())
-            else:
-                best = (float("nan"), epoch)
-                best_state = copy.deepcopy(model.state_dict())
             history.append(entry)
             log.info("epoch %d %s", epoch, {k: round(v, 4) for k, v in entry.items()})
-            if len(val) and epoch - best[1] >= config.patience:
+            if best.update(model, epoch, entry.get("val_macro_f1")):
                 break
-        model.load_state_dict(best_state)
-        model.eval()
+        best.restore(model)
     return CNNRun(
         model=model,
         config=config,
         classes=classes,
         history=history,
-        best_epoch=best[1],
+        best_epoch=best.epoch,
         device=str(dev),
         seconds=time.perf_counter() - started,
     )

@@ -18,7 +18,6 @@ so a cross-validation reads the store once, not once per fold and epoch.
 
 from __future__ import annotations
 
-import copy
 import logging
 import time
 from dataclasses import dataclass
@@ -223,7 +222,13 @@ def train_set_cnn(
     ``mask``), class-weighted by event, with early stopping on ``val``'s event macro-F1 over
     the classes present there; without ``val`` every epoch runs and the last is kept.
     Returns the model (eval mode, best state), the history and the best epoch."""
-    from seismoflow.models.cnn import build_model, class_weights, deterministic, macro_f1
+    from seismoflow.models.cnn import (
+        BestEpoch,
+        build_model,
+        class_weights,
+        deterministic,
+        macro_f1,
+    )
 
     n_bands = max(1, len(config.envelope_bands)) if config.envelope_bands else 0
     crop = int(round(config.crop_s * config.input_rate))
@@ -239,8 +244,7 @@ def train_set_cnn(
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(1, config.epochs))
         val_labels = sorted(set(val.labels[val.labels >= 0].tolist())) if val else []
         history: list[dict[str, float]] = []
-        best = (-1.0, 0)
-        best_state = copy.deepcopy(model.state_dict())
+        best = BestEpoch(config.patience)
         per_batch = max(1, int(config.set_events_per_batch))
         for epoch in range(config.epochs):
             clock = time.perf_counter()
@@ -277,19 +281,12 @@ def train_set_cnn(
             if val is not None and len(val):
                 probs = predict_sets(model, val, x, mask, device)
                 entry["val_macro_f1"] = macro_f1(val.labels, probs.argmax(axis=1), val_labels)
-                if entry["val_macro_f1"] > best[0]:
-                    best = (entry["val_macro_f1"], epoch)
-                    best_state = copy.deepcopy(model.state_dict())
-            else:
-                best = (float("nan"), epoch)
-                best_state = copy.deepcopy(model.state_dict())
             history.append(entry)
             log.info("set epoch %d %s", epoch, {k: round(v, 4) for k, v in entry.items()})
-            if val is not None and len(val) and epoch - best[1] >= config.patience:
+            if best.update(model, epoch, entry.get("val_macro_f1")):
                 break
-        model.load_state_dict(best_state)
-        model.eval()
-    return model, history, best[1]
+        best.restore(model)
+    return model, history, best.epoch
 
 
 def preprocess_rows(
