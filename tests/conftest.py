@@ -27,8 +27,8 @@ DATA = Path(os.environ.get("SEISMOFLOW_TEST_DATA", REPO.parent / "shared" / "dat
 ARCHIVE = DATA / "archive"
 OUTPUT = REPO / "test-output"
 
-# Under pytest-xdist two workers share the cores: one compute thread each (torch, BLAS), in
-# this process and the CLI runs it starts, rather than four threads spinning on two cores.
+# Under pytest-xdist the workers share the cores: one compute thread each (torch, BLAS), in
+# this process and the CLI runs it starts, rather than several threads per worker spinning.
 if os.environ.get("PYTEST_XDIST_WORKER"):
     for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_var, "1")
@@ -36,7 +36,7 @@ if os.environ.get("PYTEST_XDIST_WORKER"):
 # The order in which pytest-xdist hands out test modules (``--dist loadfile``, no reorder):
 # the longest first, so that the last module a worker gets is a short one; the session chain
 # (ingest, features, model) is built by the first module that asks, here ``test_models``,
-# while the other worker runs modules that do not need it. Others follow in file order.
+# while the other workers run modules that do not need it. Others follow in file order.
 HEAVY_FIRST = (
     "test_models.py", "test_s3.py", "test_reprocess.py", "test_fetch.py", "test_predict.py",
     "test_features.py", "test_archive_batch.py", "test_deployments.py", "test_resume.py",
