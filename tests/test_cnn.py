@@ -460,7 +460,7 @@ def test_short_training_learns_on_real_windows(store: str, examples: pd.DataFram
     # Windows and labels stay aligned through streaming and shuffling: the model fits its
     # training windows, and ranks windows of unseen events above chance.
     train_auc, test_auc = auc(split == "train"), auc(split == "test")
-    assert train_auc > 0.8, train_auc  # measured: 0.89 (fold seeds 1, 2: 0.91, 0.83)
+    assert train_auc > 0.8, train_auc  # measured: 0.89 (split seeds 1, 2: 0.91, 0.83)
     assert test_auc > 0.6, test_auc  # measured: 0.70 (0.82, 0.73)
 
     # With a validation split, the model kept is the epoch with the best validation score.
