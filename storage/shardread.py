@@ -69,9 +69,6 @@ WHOLE_READ_BYTES = 1 << 20
 # and so does numpy's cumulative sum (measured: a second Python thread runs all through a
 # 290 ms pcodec decode). It shortens a day-long read's wall time, not its CPU time.
 DECODE_THREADS = 4
-# ... and only when the read holds at least this many whole inner chunks: for the few chunks
-# of a short record's read the hand-off to the pool costs more than it saves.
-THREADED_MIN_CHUNKS = 4
 _POOL: ThreadPoolExecutor | None = None
 _POOL_GUARD = threading.Lock()
 
@@ -438,7 +435,7 @@ class ShardReader:
     def _decode_whole(self, jobs: list[tuple[bytes, np.ndarray]]) -> None:
         """Decode whole inner chunks into their places, on :func:`decode_threads` threads
         (this one and the pool's) when there are several."""
-        k = min(decode_threads(), len(jobs)) if len(jobs) >= THREADED_MIN_CHUNKS else 1
+        k = min(decode_threads(), len(jobs))
         if k <= 1:
             for raw, place in jobs:
                 self.decode(raw, place)
