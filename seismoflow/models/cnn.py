@@ -672,6 +672,22 @@ def cnn_site_cv(
     }
 
 
+def fold_inputs(
+    examples: pd.DataFrame, folds: Sequence[int] | np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """The fold id of each example (int64; one per example, checked) and which examples have
+    a vertical component (all of them when ``examples`` has no ``has_z`` column)."""
+    ids = np.asarray(folds, dtype=np.int64)
+    if len(ids) != len(examples):
+        raise ValueError(f"{len(ids)} fold ids for {len(examples)} examples")
+    has_z = (
+        examples["has_z"].to_numpy(dtype=bool)
+        if "has_z" in examples
+        else np.ones(len(examples), dtype=bool)
+    )
+    return ids, has_z
+
+
 def cnn_out_of_fold(
     location: str,
     examples: pd.DataFrame,
@@ -687,14 +703,7 @@ def cnn_out_of_fold(
         from seismoflow.models.set_cnn import set_out_of_fold
 
         return set_out_of_fold(location, examples, folds, config, device)
-    folds = np.asarray(folds, dtype=np.int64)
-    if len(folds) != len(examples):
-        raise ValueError(f"{len(folds)} fold ids for {len(examples)} examples")
-    has_z = (
-        examples["has_z"].to_numpy(dtype=bool)
-        if "has_z" in examples
-        else np.ones(len(examples), dtype=bool)
-    )
+    folds, has_z = fold_inputs(examples, folds)
     usable = has_z if config.components == ("Z",) else np.ones(len(examples), dtype=bool)
     fold_ids = sorted(set(folds[folds >= 0].tolist()))
     classes = tuple(CLASSES)

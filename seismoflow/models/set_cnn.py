@@ -317,18 +317,11 @@ def set_out_of_fold(
     fold ``k``, train on the events of the other folds but the next, stop early on the
     next, and give every vertical trace of fold ``k`` its event's probability (``CLASSES``
     order; NaN where not scored), so any pooling of an event's rows returns it."""
-    from seismoflow.models.cnn import label_indices, pick_device
+    from seismoflow.models.cnn import fold_inputs, label_indices, pick_device
 
     if tuple(config.components) != ("Z",):
         raise ValueError("set pooling is measured on vertical components only")
-    folds = np.asarray(folds, dtype=np.int64)
-    if len(folds) != len(examples):
-        raise ValueError(f"{len(folds)} fold ids for {len(examples)} examples")
-    has_z = (
-        examples["has_z"].to_numpy(dtype=bool)
-        if "has_z" in examples
-        else np.ones(len(examples), dtype=bool)
-    )
+    folds, has_z = fold_inputs(examples, folds)
     classes = tuple(CLASSES)
     dev = pick_device(device)
     clock = time.perf_counter()
