@@ -228,15 +228,23 @@ def test_real_day_long_file(archive: Path, tmp_path: Path) -> None:
     assert np.array_equal(np.concatenate([p.data for p in pieces]), expected)
 
 
+def _s3_day(
+    location: str, seed: int
+) -> tuple[ContinuousLayout, zarr.Array, ChannelArray, np.ndarray]:
+    """A pcodec channel at ``location`` with 30,000 samples written into DAY from inner chunk
+    3 on: (layout, array, channel, the samples)."""
+    layout = ContinuousLayout(CH, 1.0, CHUNK, "pcodec")
+    array = create_continuous(open_root(location), layout)
+    channel = ChannelArray(array, layout)
+    data = np.cumsum(np.random.default_rng(seed).integers(-50, 50, 30_000)).astype(np.int32)
+    _write_day(channel, DAY, 3 * CHUNK + 5, data)
+    return layout, array, channel, data
+
+
 def test_object_store(s3_bucket: str) -> None:
     """On ``s3://`` (moto): the index by a suffix range, the chunks by one range."""
     location = f"s3://{s3_bucket}/s.zarr"
-    root = open_root(location)
-    layout = ContinuousLayout(CH, 1.0, CHUNK, "pcodec")
-    array = create_continuous(root, layout)
-    channel = ChannelArray(array, layout)
-    data = np.cumsum(np.random.default_rng(4).integers(-50, 50, 30_000)).astype(np.int32)
-    _write_day(channel, DAY, 3 * CHUNK + 5, data)
+    layout, array, _, data = _s3_day(location, seed=4)
     reader = shard_reader(array)
     assert reader is not None and "Fsspec" in type(reader.objects).__name__
     d = day_index(DAY)
@@ -253,12 +261,7 @@ def test_object_store_small_shard_read_whole(s3_bucket: str) -> None:
     request for the whole object, and returns what zarr's read returns; without the bound,
     or above ``WHOLE_READ_BYTES``, the index and then the chunks (two requests)."""
     location = f"s3://{s3_bucket}/w.zarr"
-    root = open_root(location)
-    layout = ContinuousLayout(CH, 1.0, CHUNK, "pcodec")
-    array = create_continuous(root, layout)
-    channel = ChannelArray(array, layout)
-    data = np.cumsum(np.random.default_rng(5).integers(-50, 50, 30_000)).astype(np.int32)
-    _write_day(channel, DAY, 3 * CHUNK + 5, data)
+    layout, array, channel, data = _s3_day(location, seed=5)
     reader = shard_reader(array)
     assert reader is not None
     calls: list[str] = []
