@@ -43,6 +43,11 @@ class SDSArchive:
                 continue
             day = dt.date(int(parts[5]), 1, 1) + dt.timedelta(days=int(parts[6]) - 1)
             self.files.setdefault((parts[0], parts[1], parts[2], parts[3]), {})[day] = path
+        # Channels by (network, station), upper case: a request line naming both without
+        # wildcards (as bulk requests do) looks them up instead of matching every channel.
+        self._by_station: dict[tuple[str, str], list[Nslc]] = {}
+        for nslc in self.files:
+            self._by_station.setdefault((nslc[0].upper(), nslc[1].upper()), []).append(nslc)
         self._records: dict[Path, list[Record]] = {}
         self._lock = threading.Lock()
 
@@ -68,9 +73,12 @@ class SDSArchive:
 
     def channels(self, selection: Selection, exclude_networks: Iterable[str] = ()) -> list[Nslc]:
         excluded = set(exclude_networks)
+        net, sta = selection.network.upper(), selection.station.upper()
+        literal = not any(c in code for code in (net, sta) for c in "*?,")
+        candidates = self._by_station.get((net, sta), []) if literal else self.files
         return sorted(
             nslc
-            for nslc in self.files
+            for nslc in candidates
             if nslc[0] not in excluded and all(selection.match(i, c) for i, c in enumerate(nslc))
         )
 
