@@ -215,13 +215,16 @@ def test_train_cnn_starts_from_a_pretrained_trunk(store: str) -> None:
 
 
 @pytest.mark.data
+@pytest.mark.parametrize("set_pooling", ["", "mean"])
 def test_cv_pretrains_each_fold_without_its_test_windows(
-    store: str, monkeypatch: pytest.MonkeyPatch
+    store: str, monkeypatch: pytest.MonkeyPatch, set_pooling: str
 ) -> None:
+    """Per-trace and set CNN: each fold pretrains on the shared pool and exactly its own
+    training rows, never a validation (next fold) or test window."""
     events = list_examples(store)
     events = events[events["has_z"]].reset_index(drop=True)
     folds = np.arange(len(events)) % 3
-    config = replace(TINY, pretrain_epochs=1, pretrain_windows=20)
+    config = replace(TINY, pretrain_epochs=1, pretrain_windows=20, set_pooling=set_pooling)
     x_all = preprocess_rows(store, events, config)[0]
     seen: list[tuple[int, np.ndarray]] = []
     real = pre.pretrain_on
