@@ -26,7 +26,7 @@ import copy
 import json
 import logging
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -75,7 +75,15 @@ class CNNConfig:
     prediction per event from all its vertical traces (``set_cnn``): up to
     ``set_max_traces`` random traces per event and epoch, ``set_events_per_batch`` events per
     step, and with ``set_trace_loss`` > 0 a per-trace loss of that weight beside the event
-    loss. ``block_size`` traces are read per store access, a training
+    loss. With ``pretrain_epochs`` > 0 the trunk starts from contrastive pretraining
+    (``seismoflow.models.pretrain``) for that many epochs of ``pretrain_batch`` windows
+    (learning rate ``pretrain_lr``, temperature ``pretrain_temperature``, projection to
+    ``pretrain_dim``; chosen by the contrastive loss alone, no label seen) on up to
+    ``pretrain_windows`` unlabelled vertical windows of the store at least
+    ``pretrain_margin_s`` seconds from every catalogued origin and, with
+    ``pretrain_training_rows``, the training rows' own windows (labels unused; in a
+    cross-validation, each fold's training part only). ``block_size`` traces are read per
+    store access, a training
     epoch is shuffled within ``shuffle_buffer`` windows, and up to ``cache_mb`` MiB of
     preprocessed input is kept between epochs.
     """
@@ -104,6 +112,14 @@ class CNNConfig:
     set_max_traces: int = 8
     set_events_per_batch: int = 8
     set_trace_loss: float = 0.0
+    pretrain_epochs: int = 0
+    pretrain_windows: int = 2000
+    pretrain_training_rows: bool = True
+    pretrain_batch: int = 128
+    pretrain_lr: float = 3e-3
+    pretrain_temperature: float = 0.1
+    pretrain_dim: int = 32
+    pretrain_margin_s: float = 600.0
     block_size: int = 32
     shuffle_buffer: int = 512
     cache_mb: float = 256.0
@@ -264,6 +280,22 @@ class CNNRun:
     best_epoch: int = 0
     device: str = "cpu"
     seconds: float = 0.0
+    pretrain: dict[str, Any] | None = None
+
+
+def pretrain_summary(run: Any) -> dict[str, Any] | None:
+    """What ``cnn.json`` and the CV's fold details record of a contrastive pretraining (a
+    ``pretrain.PretrainRun``, or None)."""
+    if run is None:
+        return None
+    last = run.history[-1] if run.history else {}
+    return {
+        "n_windows": run.n_windows,
+        "epochs": len(run.history),
+        "seconds": round(run.seconds, 2),
+        "loss": last.get("loss"),
+        "partner_accuracy": last.get("partner_accuracy"),
+    }
 
 
 def pick_device(prefer: str | None = None) -> torch.device:
@@ -459,8 +491,13 @@ def train_cnn(
     *,
     classes: Sequence[str] = CLASSES,
     device: str | None = None,
+    encoder_state: Mapping[str, torch.Tensor] | None = None,
 ) -> CNNRun:
     """Train on the rows whose ``split`` is ``"train"``, stop early on ``"val"`` macro-F1.
+
+    ``encoder_state``: a pretrained trunk to start from (``pretrain.load_trunk``); without
+    it and with ``config.pretrain_epochs`` > 0 the trunk is pretrained here first, on the
+    store's unlabelled windows and the training rows (``pretrain.pretrain_on``).
 
     The validation score is event-level (an event's probabilities are the mean over its
     traces; noise windows are events of their own), as in the evaluation.
@@ -487,8 +524,23 @@ def train_cnn(
         raise ValueError("no training rows: split has no 'train' rows with a known label")
     dev = pick_device(device)
     started = time.perf_counter()
+    pretrained = None
+    if encoder_state is None and config.pretrain_epochs > 0:
+        from seismoflow.models.pretrain import pretrain_on, pretraining_pool
+        from seismoflow.models.set_cnn import preprocess_rows
+
+        training = preprocess_rows(location, examples.iloc[train], config)
+        pretrained = pretrain_on(
+            pretraining_pool(location, config), (training[0], training[1]), config,
+            len(classes), dev,
+        )  # fmt: skip
+        encoder_state = pretrained.state
     with deterministic(config.seed):
         model = build_model(config, len(classes)).to(dev)
+        if encoder_state is not None:
+            from seismoflow.models.pretrain import load_trunk
+
+            load_trunk(model, encoder_state)
         train_set = _windows(
             location, examples.iloc[train], config, y[train], shuffle=True, seed=config.seed,
             component_dropout=config.component_dropout, tilt=config.tilt,
@@ -556,6 +608,7 @@ def train_cnn(
         best_epoch=best.epoch,
         device=str(dev),
         seconds=time.perf_counter() - started,
+        pretrain=pretrain_summary(pretrained),
     )
 
 
@@ -578,6 +631,7 @@ def save_cnn(run: CNNRun, directory: Path) -> dict[str, Any]:
         "history": run.history,
         "device": run.device,
         "seconds": run.seconds,
+        "pretrain": run.pretrain,
         "torch": torch.__version__,
     }
     (directory / META_FILE).write_text(json.dumps(meta, indent=2))
@@ -710,11 +764,25 @@ def cnn_out_of_fold(
     horizontals = tuple(c for c in config.components if c != "Z")
     probs = np.full((len(examples), len(classes)), np.nan, dtype=np.float32)
     per_fold: list[dict[str, Any]] = []
+    pretraining = _fold_pretraining(location, examples, config)
+    y = label_indices(examples["label"].tolist(), classes)
     for i, k in enumerate(fold_ids):
         val_fold = fold_ids[(i + 1) % len(fold_ids)]
         split = np.where(folds == k, "test", np.where(folds == val_fold, "val", "train"))
         split = np.where(usable | (split == "test"), split, "unused")
-        run = train_cnn(location, examples, split, config, classes=classes, device=device)
+        pretrained = None
+        if pretraining is not None:
+            from seismoflow.models.pretrain import pretrain_on
+
+            pool, (x_all, m_all) = pretraining
+            rows = np.flatnonzero((split == "train") & (y >= 0))
+            pretrained = pretrain_on(
+                pool, (x_all[rows], m_all[rows]), config, len(classes), pick_device(device)
+            )
+        run = train_cnn(
+            location, examples, split, config, classes=classes, device=device,
+            encoder_state=pretrained.state if pretrained is not None else None,
+        )  # fmt: skip
         test = np.flatnonzero((folds == k) & has_z)
         clock = time.perf_counter()
         p = predict_cnn(
@@ -743,7 +811,23 @@ def cnn_out_of_fold(
                     2,
                 ),
                 "inference_windows_per_s": round(len(test) / max(infer_s, 1e-9), 2),
+                "pretrain": pretrain_summary(pretrained),
             }
         )
         log.info("fold %s: %s", k, per_fold[-1])
     return probs, per_fold
+
+
+def _fold_pretraining(
+    location: str, examples: pd.DataFrame, config: CNNConfig
+) -> tuple[tuple[np.ndarray, np.ndarray], tuple[np.ndarray, np.ndarray]] | None:
+    """For a cross-validation with pretraining: the store's unlabelled pool (shared by the
+    folds: no labelled window of any fold is in it) and every row's preprocessed input (each
+    fold pretrains on its own training rows only); None when pretraining is off."""
+    if config.pretrain_epochs <= 0:
+        return None
+    from seismoflow.models.pretrain import pretraining_pool
+    from seismoflow.models.set_cnn import preprocess_rows
+
+    rows = preprocess_rows(location, examples, config)
+    return pretraining_pool(location, config), (rows[0], rows[1])

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -217,11 +218,14 @@ def train_set_cnn(
     config: CNNConfig,
     n_classes: int,
     device: torch.device,
+    encoder_state: Mapping[str, torch.Tensor] | None = None,
 ) -> tuple[nn.Module, list[dict[str, float]], int]:
     """Train an :class:`EventSetCNN` on the events of ``train`` (preprocessed rows ``x``,
     ``mask``), class-weighted by event, with early stopping on ``val``'s event macro-F1 over
-    the classes present there; without ``val`` every epoch runs and the last is kept.
-    Returns the model (eval mode, best state), the history and the best epoch."""
+    the classes present there; without ``val`` every epoch runs and the last is kept. With
+    ``encoder_state`` the per-trace encoder starts from that pretrained trunk
+    (``pretrain.load_trunk``). Returns the model (eval mode, best state), the history and the
+    best epoch."""
     from seismoflow.models.cnn import (
         BestEpoch,
         build_model,
@@ -233,9 +237,12 @@ def train_set_cnn(
     n_bands = max(1, len(config.envelope_bands)) if config.envelope_bands else 0
     crop = int(round(config.crop_s * config.input_rate))
     with deterministic(config.seed):
-        model = EventSetCNN(
-            build_model(config, n_classes), config.set_pooling, n_classes, config.dropout
-        ).to(device)
+        encoder = build_model(config, n_classes)
+        if encoder_state is not None:
+            from seismoflow.models.pretrain import load_trunk
+
+            load_trunk(encoder, encoder_state)
+        model = EventSetCNN(encoder, config.set_pooling, n_classes, config.dropout).to(device)
         y = train.labels
         keep = np.flatnonzero(y >= 0)
         weights = torch.tensor(class_weights(y[keep], n_classes), dtype=torch.float32)
@@ -317,7 +324,7 @@ def set_out_of_fold(
     fold ``k``, train on the events of the other folds but the next, stop early on the
     next, and give every vertical trace of fold ``k`` its event's probability (``CLASSES``
     order; NaN where not scored), so any pooling of an event's rows returns it."""
-    from seismoflow.models.cnn import fold_inputs, label_indices, pick_device
+    from seismoflow.models.cnn import fold_inputs, label_indices, pick_device, pretrain_summary
 
     if tuple(config.components) != ("Z",):
         raise ValueError("set pooling is measured on vertical components only")
@@ -332,6 +339,11 @@ def set_out_of_fold(
     fold_ids = sorted(set(folds[folds >= 0].tolist()))
     probs = np.full((len(examples), len(classes)), np.nan, dtype=np.float32)
     per_fold: list[dict[str, Any]] = []
+    pool = None
+    if config.pretrain_epochs > 0:
+        from seismoflow.models.pretrain import pretrain_on, pretraining_pool
+
+        pool = pretraining_pool(location, config)  # no labelled window of any fold in it
     for i, k in enumerate(fold_ids):
         started = time.perf_counter()
         val_fold = fold_ids[(i + 1) % len(fold_ids)]
@@ -340,7 +352,15 @@ def set_out_of_fold(
         train = EventSets.of(events, y, train_rows)
         val = EventSets.of(events, y, np.flatnonzero(known & (folds == val_fold)))
         test = EventSets.of(events, y, np.flatnonzero(has_z & (folds == k)))
-        model, history, best_epoch = train_set_cnn(x, mask, train, val, config, len(classes), dev)
+        pretrained = None
+        if pool is not None:  # this fold's training rows only, labels unused
+            pretrained = pretrain_on(
+                pool, (x[train_rows], mask[train_rows]), config, len(classes), dev
+            )
+        model, history, best_epoch = train_set_cnn(
+            x, mask, train, val, config, len(classes), dev,
+            pretrained.state if pretrained is not None else None,
+        )  # fmt: skip
         p = predict_sets(model, test, x, mask, dev)
         for j, rows in enumerate(test.members):
             probs[rows] = p[j]
@@ -355,6 +375,7 @@ def set_out_of_fold(
                 "best_val_macro_f1": max((h.get("val_macro_f1", 0.0) for h in history), default=0),
                 "seconds": round(time.perf_counter() - started, 2),
                 "read_seconds": round(read_s, 2) if i == 0 else 0.0,
+                "pretrain": pretrain_summary(pretrained),
             }
         )
         log.info("set fold %s: %s", k, per_fold[-1])
