@@ -14,9 +14,9 @@ those years, for a quick look; the numbers in BENCHMARKS.md are of the whole arc
 
     .venv/bin/python bench/s3.py --json /tmp/bench_s3.json
 
-``--baseline REV`` first runs this benchmark as revision ``REV`` had it, on that revision's
-code (a git worktree, in a child process, as ``bench/ingest.py --baseline`` does), and prints
-its table too: before and after in one run.
+``--baseline REV`` first runs this benchmark on revision ``REV``'s code (a git worktree
+imported ahead of the installed package, in a child process) and prints its table too:
+before and after in one run.
 
 ``--server-process`` runs moto's server in a process of its own (``python -m moto.server``,
 requests counted from its log) instead of a thread of this one, whose request handling
@@ -384,8 +384,8 @@ def _argv_without_baseline() -> list[str]:
 
 
 def baseline(rev: str, argv: list[str]) -> dict[str, Any]:
-    """This benchmark as revision ``rev`` had it, on that revision's code (a git worktree
-    imported ahead of the installed package, in a child process)."""
+    """This benchmark (this script) run on revision ``rev``'s code: a git worktree imported
+    ahead of the installed package, in a child process."""
     from layout import overlay_env  # bench/layout.py, beside this script
 
     repo = Path(__file__).resolve().parents[1]
@@ -399,7 +399,7 @@ def baseline(rev: str, argv: list[str]) -> dict[str, Any]:
         try:
             out = tmp / "baseline.json"
             subprocess.run(
-                [sys.executable, str(tree / "bench" / "s3.py"), *argv, "--json", str(out)],
+                [sys.executable, str(Path(__file__).resolve()), *argv, "--json", str(out)],
                 cwd=tree, env=overlay_env(tree, tmp), check=True,
             )  # fmt: skip
             return dict(json.loads(out.read_text()))
