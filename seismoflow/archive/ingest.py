@@ -672,6 +672,12 @@ def finalize(location: str) -> None:
         end_run(location)
 
 
+def forget_run(location: str) -> None:
+    """Drop what a run into ``location`` kept in memory (its channel documents and the
+    shards kept for its windows) without finalizing the store: for a run that failed."""
+    end_run(location)
+
+
 def summarize_units(results: Sequence[UnitResult]) -> dict[str, Any]:
     status = Counter(r.status for r in results)
     flags: Counter[str] = Counter()
