@@ -14,6 +14,10 @@ those years, for a quick look; the numbers in BENCHMARKS.md are of the whole arc
 
     .venv/bin/python bench/s3.py --json /tmp/bench_s3.json
 
+``--baseline REV`` first runs this benchmark on revision ``REV``'s code (a git worktree
+imported ahead of the installed package, in a child process) and prints its table too:
+before and after in one run.
+
 ``--server-process`` runs moto's server in a process of its own (``python -m moto.server``,
 requests counted from its log) instead of a thread of this one, whose request handling
 shares the ingest's GIL. ``--by-function`` (thread only) also counts the s3 ingest's requests
@@ -242,16 +246,20 @@ def subset(archive: Path, years: list[str], dest: Path) -> Path:
     return dest
 
 
-def ingest(sds: Path, archive: Path, store: str, workers: int) -> tuple[float, dict[str, Any]]:
+def ingest(
+    sds: Path, archive: Path, store: str, workers: int
+) -> tuple[float, float, dict[str, Any]]:
+    """``(wall s, this process's CPU s, summary)`` of one ingest (with moto on a thread,
+    the CPU time includes the server's)."""
     import seismoflow
     from seismoflow.settings import Settings
 
-    t0 = time.perf_counter()
+    t0, c0 = time.perf_counter(), time.process_time()
     summary = seismoflow.ingest(
         sds, stations=archive / "stations.xml.gz", events=archive / "events.xml",
         settings=Settings(store=store, max_workers=workers),
     )  # fmt: skip
-    return time.perf_counter() - t0, summary
+    return time.perf_counter() - t0, time.process_time() - c0, summary
 
 
 def count_objects(store: str) -> tuple[int, int]:
@@ -287,8 +295,12 @@ def main() -> None:
         "--by-function", action="store_true",
         help="also count the s3 ingest's requests by ingest function and object kind",
     )  # fmt: skip
+    parser.add_argument("--baseline", help="git revision to measure first, in the same run")
     args = parser.parse_args()
     logging.getLogger("prefect").setLevel(logging.WARNING)
+    # the baseline's worktree lies elsewhere: it is given this run's archive
+    old_argv = [*_argv_without_baseline(), "--archive", str(args.archive.resolve())]
+    old = baseline(args.baseline, old_argv) if args.baseline else None
 
     tags = Tags() if args.by_function and not args.server_process else None
     if tags is not None:
@@ -308,10 +320,12 @@ def main() -> None:
         s3fs.S3FileSystem().mkdir(bucket)
         pump()
         counter.take()
-        local_s, local = ingest(sds, args.archive, str(work / "local.zarr"), args.workers)
+        local_s, local_cpu, local = ingest(
+            sds, args.archive, str(work / "local.zarr"), args.workers
+        )
         s3_url = f"s3://{bucket}/archive.zarr"
         counter.take_by_function()
-        s3_s, remote = ingest(sds, args.archive, s3_url, args.workers)
+        s3_s, s3_cpu, remote = ingest(sds, args.archive, s3_url, args.workers)
         pump()
         requests = counter.take()
         by_function = counter.take_by_function()
@@ -333,6 +347,7 @@ def main() -> None:
         "bytes": {"local": local_bytes, "s3": s3_bytes},
         "seconds": {"local": round(local_s, 2), "s3": round(s3_s, 2)},
         "s3_over_local": round(s3_s / local_s, 2),
+        "cpu_seconds": {"local": round(local_cpu, 2), "s3": round(s3_cpu, 2)},
         "server": "process" if args.server_process else "thread",
         "same_summary": _comparable(local) == _comparable(remote),
         "stages_s": {"local": local.get("seconds"), "s3": remote.get("seconds")},
@@ -340,11 +355,58 @@ def main() -> None:
             {"function": f, "request": k, "object": o, "count": n} for f, k, o, n in by_function
         ],
     }  # fmt: skip
+    if old is not None:
+        result["baseline"] = {"revision": args.baseline, **old}
+        print(f"baseline {args.baseline} (same run, first):")
+        print(table(old))
+        print("\nthis checkout:")
     print(table(result))
     for row in result["requests_by_function"]:
         print(f"{row['count']:7d}  {row['function']:20s} {row['request']:8s} {row['object']}")
     if args.json:
         args.json.write_text(json.dumps(result, indent=2))
+
+
+def _argv_without_baseline() -> list[str]:
+    """This run's arguments for the baseline's run: no ``--baseline``, ``--json`` or
+    ``--archive``."""
+    out, skip = [], False
+    for arg in sys.argv[1:]:
+        if skip:
+            skip = False
+            continue
+        if arg in ("--baseline", "--json", "--archive"):
+            skip = True
+            continue
+        if not arg.startswith(("--baseline=", "--json=", "--archive=")):
+            out.append(arg)
+    return out
+
+
+def baseline(rev: str, argv: list[str]) -> dict[str, Any]:
+    """This benchmark (this script) run on revision ``rev``'s code: a git worktree imported
+    ahead of the installed package, in a child process."""
+    from layout import overlay_env  # bench/layout.py, beside this script
+
+    repo = Path(__file__).resolve().parents[1]
+    with tempfile.TemporaryDirectory(prefix="bench_s3_baseline_") as name:
+        tmp = Path(name)
+        tree = tmp / "tree"
+        subprocess.run(
+            ["git", "-C", str(repo), "worktree", "add", "--detach", "-q", str(tree), rev],
+            check=True,
+        )
+        try:
+            out = tmp / "baseline.json"
+            subprocess.run(
+                [sys.executable, str(Path(__file__).resolve()), *argv, "--json", str(out)],
+                cwd=tree, env=overlay_env(tree, tmp), check=True,
+            )  # fmt: skip
+            return dict(json.loads(out.read_text()))
+        finally:
+            subprocess.run(
+                ["git", "-C", str(repo), "worktree", "remove", "--force", str(tree)], check=False
+            )
 
 
 def _comparable(summary: dict[str, Any]) -> dict[str, Any]:
@@ -363,10 +425,17 @@ def table(r: dict[str, Any]) -> str:
         f"| objects (files) written | {r['objects']['local']:,} | {r['objects']['s3']:,} |",
         f"| bytes | {r['bytes']['local']:,} | {r['bytes']['s3']:,} |",
         f"| wall time of the ingest | {r['seconds']['local']:.1f} s | {r['seconds']['s3']:.1f} s "
-        f"({r['s3_over_local']:.1f}x) |",
+        f"({r['s3_over_local']:.2f}x) |",
         f"| requests, all | | {r['requests_total']:,} ({r['requests_total'] / cd:.1f} per "
         "channel-day) |",
     ]
+    if "cpu_seconds" in r:
+        cpu = r["cpu_seconds"]
+        rows.insert(
+            7,
+            f"| process CPU time of the ingest | {cpu['local']:.1f} s | {cpu['s3']:.1f} s "
+            f"({cpu['s3'] / cpu['local']:.2f}x) |",
+        )
     for kind, n in r["requests"].items():
         if n:
             rows.append(f"| requests, {kind} | | {n:,} ({n / cd:.2f} per channel-day) |")

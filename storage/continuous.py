@@ -40,7 +40,7 @@ from seismoflow.storage.shardread import (
     store_objects,
 )
 from seismoflow.storage.tables import read_records, read_table
-from zarr.storage import MemoryStore, StorePath
+from zarr.storage import LocalStore, MemoryStore, StorePath
 
 from seismoflow.ids import ChannelId
 from seismoflow.times import NAT, NS_PER_DAY, NS_PER_S, rate_fraction
@@ -211,9 +211,16 @@ def _run_start_ns(t0: int, run_start: int, segments: list[dict[str, Any]], rate:
 class ChannelArray:
     """One channel's array: writes whole channel-days, reads recorded samples back."""
 
-    def __init__(self, array: zarr.Array, layout: ContinuousLayout | None = None) -> None:
+    def __init__(
+        self,
+        array: zarr.Array,
+        layout: ContinuousLayout | None = None,
+        run: RunDocuments | None = None,
+    ) -> None:
         self._array: zarr.Array | None = array
         self._open: Callable[[], zarr.Array] | None = None
+        self._node = array.path
+        self._run = run
         self.layout = layout or layout_from_attrs(array.attrs.asdict())
         self.samples_per_day = self.layout.samples_per_day
         self.chunk_samples = int(self.layout.chunk_samples)
@@ -226,15 +233,23 @@ class ChannelArray:
 
     @classmethod
     def from_document(
-        cls, document: dict[str, Any], objects: Objects, open_array: Callable[[], zarr.Array]
+        cls,
+        document: dict[str, Any],
+        objects: Objects,
+        open_array: Callable[[], zarr.Array],
+        node: str,
+        run: RunDocuments | None = None,
     ) -> ChannelArray:
-        """The channel array of ``zarr.json`` ``document``, read by :mod:`storage.shardread`;
-        zarr opens the array (``open_array``) only when it is written, or read where the
-        shard reader does not handle its encoding. Opening an array through zarr costs a few
-        ms, as much as decoding a small file's samples."""
+        """The channel array of ``zarr.json`` ``document`` at ``node`` (its path in the
+        store), read by :mod:`storage.shardread`; zarr opens the array (``open_array``) only
+        when it is written, or read where the shard reader does not handle its encoding.
+        Opening an array through zarr costs a few ms, as much as decoding a small file's
+        samples. ``run``: a run whose kept shards reads use (:mod:`storage.documents`)."""
         self = cls.__new__(cls)
         self._array = None
         self._open = open_array
+        self._node = node.strip("/")
+        self._run = run
         self.layout = layout_from_attrs(document["attributes"])
         self.samples_per_day = self.layout.samples_per_day
         self.chunk_samples = int(self.layout.chunk_samples)
@@ -297,15 +312,16 @@ class ChannelArray:
             lo, hi = offset // cs * cs, min(self.width, -(-(offset + data.size) // cs) * cs)
         else:
             lo, hi = 0, self.width
+        written: tuple[str, bytes] | None = None
         if hi > lo:
             block = np.zeros(hi - lo, dtype=np.int32)
             region = slice(offset - lo, offset - lo + data.size)
             block[region] = data
             if n_recorded < mask.size:
                 block[region][~mask] = 0
-            self._write_shard(d, lo, hi, block)
+            written = self._write_shard(d, lo, hi, block)
         runs = [(a + offset, b + offset) for a, b in runs_of(mask)]
-        return DayRecord(
+        record = DayRecord(
             channel=layout.channel.nslc,
             day_ns=int(day_ns),
             sampling_rate=float(layout.sampling_rate),
@@ -318,8 +334,13 @@ class ChannelArray:
             sources=sources,
             runs=runs,
         )
+        if written is not None and self._run is not None:
+            self._run.keep_shard(written[0], record.day_ns, record.ingested_at_ns, written[1])
+        return record
 
-    def _write_shard(self, d: int, lo: int, hi: int, block: np.ndarray) -> None:
+    def _write_shard(
+        self, d: int, lo: int, hi: int, block: np.ndarray
+    ) -> tuple[str, bytes] | None:
         """Write samples ``lo:hi`` of row ``d`` as the row's whole shard, one object.
 
         zarr writes into a sharded array by reading the stored shard first and merging: on
@@ -327,12 +348,13 @@ class ChannelArray:
         zarr encodes the shard into a store in memory, through an array of this one's shape
         and codecs that holds no other shard, and the object is put into the store as is
         (or deleted where zarr would: nothing but fill values). Arrays whose codecs the
-        copy does not reproduce are written through zarr.
+        copy does not reproduce are written through zarr. Returns the object's path in the
+        store and its bytes when it put one.
         """
         mirror = self._mirror()
         if mirror is None:
             self.array[d, lo:hi] = block
-            return
+            return None
         key = self.array.metadata.encode_chunk_key((d, 0))
         mirror[d, lo:hi] = block
         shard = self._encoded.pop(key, None)
@@ -340,8 +362,10 @@ class ChannelArray:
         path = f"{self.array.path}/{key}"
         if shard is None:
             delete(location, path)
-        else:
-            write_bytes(location, path, shard.to_bytes())
+            return None
+        raw = shard.to_bytes()
+        write_bytes(location, path, raw)
+        return path, raw
 
     def _mirror(self) -> zarr.Array | None:
         """An array in memory with this one's shape, chunks and codecs (``None`` if it
@@ -370,13 +394,26 @@ class ChannelArray:
                 self._mirrored = (mirror,) if same else (None,)
             return self._mirrored[0]
 
-    def read(self, day_ns: int, lo: int, hi: int, max_bytes: int | None = None) -> np.ndarray:
+    def read(
+        self,
+        day_ns: int,
+        lo: int,
+        hi: int,
+        max_bytes: int | None = None,
+        ingested_at_ns: int | None = None,
+    ) -> np.ndarray:
         """Grid samples ``lo:hi`` of a day (zeros where nothing was recorded), decoded from
         the day's shard by :mod:`storage.shardread` (zarr's public read for an array whose
         encoding it does not handle). ``max_bytes``: a bound on the shard's size, if known
-        (:func:`shard_bound`)."""
+        (:func:`shard_bound`); ``ingested_at_ns``: the completion time of the day's ledger
+        record, if known (a shard this run wrote for that record is decoded from memory)."""
         if self.shards is not None:
-            return self.shards.read(day_index(day_ns), lo, hi, max_bytes)
+            d = day_index(day_ns)
+            if self._run is not None and ingested_at_ns is not None:
+                kept = self._run.shard(f"{self._node}/{self.shards.key(d)}", ingested_at_ns)
+                if kept is not None:
+                    return self.shards.read_shard(kept, lo, hi)
+            return self.shards.read(d, lo, hi, max_bytes)
         return np.asarray(self.array[day_index(day_ns), lo:hi], dtype=np.int32)
 
     def stored_segments(self, rec: DayRecord, sources: set[str]) -> list[tuple[str, Piece]]:
@@ -413,7 +450,9 @@ class ChannelArray:
         # Read only the span the runs cover.
         a_min = min(a for a, _ in local)
         b_max = max(b for _, b in local)
-        data = self.read(rec.day_ns, lo + a_min, lo + b_max, shard_bound(rec))
+        data = self.read(
+            rec.day_ns, lo + a_min, lo + b_max, shard_bound(rec), rec.ingested_at_ns
+        )
         # Split runs at every segment start so off-grid starts keep their exact times.
         cuts = sorted({int(s["index"]) - lo for s in rec.segments if lo < int(s["index"]) < hi})
         out: list[Piece] = []
@@ -449,7 +488,9 @@ def open_channel(
 
     With a run's ``documents`` (:mod:`storage.documents`), the array's ``zarr.json`` is read
     from the store at most once per run; zarr then opens the array from that document
-    (``zarr.Array.from_dict``) without reading it again.
+    (``zarr.Array.from_dict``) without reading it again. On a store other than a local
+    folder the channel also keeps the shards it writes in the run's documents, and reads
+    them back from there.
     """
     path = continuous_path(channel, rate)
 
@@ -474,7 +515,8 @@ def open_channel(
         def from_document() -> zarr.Array:
             return zarr.Array.from_dict(StorePath(root.store, node), copy.deepcopy(known))
 
-        return ChannelArray.from_document(doc, objects, from_document)
+        run = None if isinstance(root.store, LocalStore) else documents
+        return ChannelArray.from_document(doc, objects, from_document, node, run)
     try:
         return ChannelArray(open_array())
     except (KeyError, SchemaError):

@@ -11,13 +11,21 @@ remembered as written, the others as first read) and closes it when it finalizes
 Only callers that pass a run's documents explicitly use them (the ingest's tasks); readers
 outside a run read the store, so a store deleted and made again under the same name is never
 read through stale documents.
+
+On an object store a run also keeps the shards it writes of the days its event windows may
+read (:meth:`RunDocuments.keep_shard`, up to :data:`RUN_SHARD_BYTES`): the window cuts read
+those days back right after the continuous stage wrote them, one GET per shard. A kept shard
+is tagged with its ledger record's completion time (``ingested_at_ns``) and used only for a
+record with the same time, so a shard rewritten since, by this run or another writer, is
+read from the store.
 """
 
 from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Mapping
+from collections import OrderedDict
+from collections.abc import Iterable, Mapping
 from typing import Any
 
 from seismoflow.storage.fsio import filesystem, is_local, local_path
@@ -32,12 +40,21 @@ def _key(location: str) -> str:
     return str(fs.unstrip_protocol(base)).rstrip("/")
 
 
+# Bytes of shards a run keeps for its window cuts (the oldest kept go first beyond it): the
+# shared archive's 2,517 channel-days take 49 MB of shards.
+RUN_SHARD_BYTES = 128 << 20
+
+
 class RunDocuments:
-    """Node path (below the store's root) -> parsed ``zarr.json`` of channel arrays."""
+    """Node path (below the store's root) -> parsed ``zarr.json`` of channel arrays; and the
+    shards the run wrote of days its windows may read."""
 
     def __init__(self) -> None:
         self._docs: dict[str, dict[str, Any]] = {}
         self._guard = threading.Lock()
+        self._window_days: frozenset[int] = frozenset()
+        self._shards: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
+        self._shard_bytes = 0
 
     def get(self, path: str) -> dict[str, Any] | None:
         with self._guard:
@@ -50,6 +67,35 @@ class RunDocuments:
     def __len__(self) -> int:
         with self._guard:
             return len(self._docs)
+
+    def keep_window_days(self, days_ns: Iterable[int]) -> None:
+        """The days (UTC midnights, ns) whose shards :meth:`keep_shard` keeps."""
+        with self._guard:
+            self._window_days = frozenset(int(d) for d in days_ns)
+
+    def keep_shard(self, path: str, day_ns: int, ingested_at_ns: int, raw: bytes) -> None:
+        """Keep the shard ``raw`` just written at ``path`` (object key below the store's
+        root) for day ``day_ns``, whose ledger record has completion time
+        ``ingested_at_ns``, if the day is one the run's windows may read."""
+        if int(day_ns) not in self._window_days or len(raw) > RUN_SHARD_BYTES:
+            return
+        key = path.strip("/")
+        with self._guard:
+            old = self._shards.pop(key, None)
+            if old is not None:
+                self._shard_bytes -= len(old[1])
+            self._shards[key] = (int(ingested_at_ns), raw)
+            self._shard_bytes += len(raw)
+            while self._shard_bytes > RUN_SHARD_BYTES:
+                _, (_, dropped) = self._shards.popitem(last=False)
+                self._shard_bytes -= len(dropped)
+
+    def shard(self, path: str, ingested_at_ns: int) -> bytes | None:
+        """The shard kept at ``path`` if it is the one of the record completed at
+        ``ingested_at_ns`` (else ``None``: read the store)."""
+        with self._guard:
+            kept = self._shards.get(path.strip("/"))
+        return kept[1] if kept is not None and kept[0] == int(ingested_at_ns) else None
 
 
 _RUNS: dict[str, RunDocuments] = {}

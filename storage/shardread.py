@@ -384,11 +384,7 @@ class ShardReader:
             if shard is None:
                 out.fill(self.fill_value)
                 return out
-            if len(shard) < self.index_bytes:
-                raise ShardError(f"shard {key} of {len(shard)} bytes is shorter than its index")
-            at = len(shard) - self.index_bytes if self.index_at_end else 0
-            index = self.parse_index(shard[at : at + self.index_bytes])
-            self._fill(out, lo, hi, index, shard, 0)
+            self._fill_from_shard(out, lo, hi, shard, key)
             return out
 
         def span(raw: bytes) -> tuple[int, int]:
@@ -405,6 +401,22 @@ class ShardReader:
         raw_index, chunks, base = found
         self._fill(out, lo, hi, self.parse_index(raw_index), chunks, base)
         return out
+
+    def read_shard(self, shard: bytes, lo: int, hi: int) -> np.ndarray:
+        """Values ``lo:hi`` of a row from its shard's bytes, ``shard``, already at hand."""
+        if not 0 <= lo <= hi <= self.shape[1]:
+            raise IndexError(f"values {lo}:{hi} outside a row of {self.shape[1]}")
+        out = np.empty(hi - lo, DTYPE)
+        if hi > lo:
+            self._fill_from_shard(out, lo, hi, shard, "at hand")
+        return out
+
+    def _fill_from_shard(self, out: np.ndarray, lo: int, hi: int, shard: bytes, key: str) -> None:
+        if len(shard) < self.index_bytes:
+            raise ShardError(f"shard {key} of {len(shard)} bytes is shorter than its index")
+        at = len(shard) - self.index_bytes if self.index_at_end else 0
+        index = self.parse_index(shard[at : at + self.index_bytes])
+        self._fill(out, lo, hi, index, shard, 0)
 
     def _fill(
         self, out: np.ndarray, lo: int, hi: int, index: np.ndarray, data: bytes, base: int

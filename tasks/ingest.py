@@ -101,7 +101,23 @@ def ingest_steps(
     """The ingest both ``ingest-archive`` and ``fetch-fdsn`` run (a flow does not start
     another flow): plan, continuous channel-days in batches, event windows, finalize.
     Logs one line per stage with its counts and seconds; returns the summary. Call it
-    inside a flow."""
+    inside a flow. A run that fails before it finalizes forgets what it kept in memory
+    (channel documents, shards for its windows) as it fails."""
+    try:
+        return _ingest_steps(s, sds, stations, events, start_ns, end_ns)
+    except BaseException:
+        ingest.forget_run(s.store)
+        raise
+
+
+def _ingest_steps(
+    s: Settings,
+    sds: str,
+    stations: str | None,
+    events: str | None,
+    start_ns: int | None,
+    end_ns: int | None,
+) -> dict[str, Any]:
     logger = get_run_logger()
     timings: dict[str, float] = {}
     clock = time.perf_counter()

@@ -69,3 +69,50 @@ def test_run_documents(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kind: st
     assert with_run == read_bytes(location, "zarr.json")
     end_run(location)
     assert run_documents(location) is None
+
+
+def test_run_keeps_window_days_shards(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On a store other than a local folder, a run keeps the shards it writes of days its
+    windows read, and reads them back without a request, only for the ledger record they
+    were written for; other days, and local folders, are read from the store."""
+    location = "memory://docs-kept/s.zarr"
+    root = open_root(location)
+    run = begin_run(location)
+    run.keep_window_days([DAY])
+    create_continuous_many(root, [ContinuousLayout(CH, 1.0, 8192, "pcodec")])
+    channel = open_channel(root, CH, 1.0, run)
+    assert channel is not None and channel.shards is not None
+    data = np.arange(30_000, dtype=np.int32)
+
+    def write(day: int) -> continuous.DayRecord:
+        return channel.write_day(
+            day, t0_ns=day, offset=100, data=data, mask=np.ones(data.size, bool), flags=0,
+            segments=[], quarantine=[], sources=[SRC], fresh=True,
+        )  # fmt: skip
+
+    kept = write(DAY)
+    other_day = write(DAY + 86_400 * 10**9)  # not a window day: not kept
+    objects = channel.shards.objects
+    store_reads: list[str] = []
+    real_whole = objects.whole
+
+    def whole(key: str) -> bytes | None:
+        store_reads.append(key)
+        return real_whole(key)
+
+    monkeypatch.setattr(objects, "whole", whole)
+    assert np.array_equal(channel.read(DAY, 100, 30_100, None, kept.ingested_at_ns), data)
+    assert store_reads == []
+    (piece,) = channel.pieces(kept, DAY, DAY + 40_000 * 10**9)  # the window's reader
+    assert piece.start_ns == DAY + 100 * 10**9 and np.array_equal(piece.data, data)
+    assert store_reads == []
+    # another record of the day (rewritten since): the store's shard
+    assert np.array_equal(channel.read(DAY, 0, 8192, 1 << 16, kept.ingested_at_ns + 1)[100:],
+                          data[: 8192 - 100])  # fmt: skip
+    assert len(store_reads) == 1
+    assert np.array_equal(
+        channel.read(other_day.day_ns, 0, 8192, 1 << 16, other_day.ingested_at_ns)[100:],
+        data[: 8192 - 100],
+    )
+    assert len(store_reads) == 2
+    end_run(location)

@@ -25,7 +25,7 @@ from seismoflow.archive.assemble import ChannelDay, assemble_day
 from seismoflow.archive.metadata import MetadataIndex, catalog_table, read_channel_table
 from seismoflow.archive.records import header_sampling_rate
 from seismoflow.archive.sources import Problem, Segment, SourceFile, decode, scan
-from seismoflow.archive.windows import WindowSpec, cut_window, plan_windows
+from seismoflow.archive.windows import WindowSpec, cut_window, plan_windows, window_days
 from seismoflow.ids import ChannelId
 from seismoflow.settings import Settings
 from seismoflow.storage.continuous import (
@@ -240,7 +240,11 @@ def prepare_store(location: str, plan: IngestPlan, settings: Settings) -> Ingest
     stored by an earlier run keeps its rate, and data at another rate are quarantined by
     the unit instead of failing the run. Each rate of a channel has its own array.
     """
-    begin_run(location)  # channel documents kept until finalize (storage.documents)
+    # channel documents, and the shards of days windows read, kept until finalize
+    run = begin_run(location)
+    if len(plan.catalog):
+        origins = plan.catalog["origin_time_ns"].astype("int64")
+        run.keep_window_days(window_days(origins, window_layout(settings)))
     ledger = DayLedger(location, {u.channel for u in plan.units})
     units = []
     for u in plan.units:
@@ -666,6 +670,12 @@ def finalize(location: str) -> None:
         finalize_store(location)
     finally:
         end_run(location)
+
+
+def forget_run(location: str) -> None:
+    """Drop what a run into ``location`` kept in memory (its channel documents and the
+    shards kept for its windows) without finalizing the store: for a run that failed."""
+    end_run(location)
 
 
 def summarize_units(results: Sequence[UnitResult]) -> dict[str, Any]:

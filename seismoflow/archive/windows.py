@@ -7,7 +7,7 @@ instrument codes, e.g. ``HH?``) with components Z, N, E (1 and 2 count as N and 
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -18,11 +18,13 @@ from seismoflow.archive.metadata import MetadataIndex
 from seismoflow.ids import ChannelId
 from seismoflow.signal import resample_pieces
 from seismoflow.storage.schema import COMPONENTS, EventWindowLayout, Flag
-from seismoflow.times import NAT, NS_PER_S
+from seismoflow.times import NAT, NS_PER_DAY, NS_PER_S
 
 COMPONENT_OF = {"Z": "Z", "N": "N", "1": "N", "E": "E", "2": "E"}
 # Data read beyond the window on each side so filters and interpolation have no edge.
 READ_MARGIN_S = 10.0
+# Widest span a window of an event can take after its origin: the largest P time.
+MAX_P_TIME_NS = 30 * 60 * NS_PER_S
 
 
 @dataclass(frozen=True)
@@ -96,8 +98,7 @@ def plan_windows(
     specs: list[WindowSpec] = []
     for ev in catalog.itertuples(index=False):
         origin = int(ev.origin_time_ns)
-        # Widest span a window of this event can take: origin .. origin + max P time.
-        horizon = origin + (30 * 60 * NS_PER_S if layout.reference == "p" else 0)
+        horizon = origin + _max_shift_ns(layout)
         near = days[(days["last_ns"] >= origin - pre_ns) & (days["first_ns"] <= horizon + post_ns)]
         groups: dict[tuple[str, str, str, str], dict[str, tuple[str, float]]] = {}
         for row in near.itertuples(index=False):
@@ -126,6 +127,24 @@ def plan_windows(
             if spec is not None:
                 specs.append(spec)
     return specs
+
+
+def _max_shift_ns(layout: EventWindowLayout) -> int:
+    """Widest shift of a window's reference time after the origin (the largest P time)."""
+    return MAX_P_TIME_NS if layout.reference == "p" else 0
+
+
+def window_days(origins_ns: Iterable[int], layout: EventWindowLayout) -> set[int]:
+    """The days (UTC midnights, ns) whose samples a window of an event at one of
+    ``origins_ns`` may read (read margins included)."""
+    before = round((layout.pre_s + READ_MARGIN_S) * NS_PER_S)
+    after = _max_shift_ns(layout) + round((layout.post_s + READ_MARGIN_S) * NS_PER_S)
+    days: set[int] = set()
+    for origin in origins_ns:
+        first = (int(origin) - before) // NS_PER_DAY
+        last = (int(origin) + after) // NS_PER_DAY
+        days.update(d * NS_PER_DAY for d in range(first, last + 1))
+    return days
 
 
 def _window(
