@@ -27,6 +27,15 @@ DATA = Path(os.environ.get("SEISMOFLOW_TEST_DATA", REPO.parent / "shared" / "dat
 ARCHIVE = DATA / "archive"
 OUTPUT = REPO / "test-output"
 
+# The Python processes a run starts (workers, their Prefect servers, CLI runs, Dask and
+# Prefect workers) share compiled bytecode: where PYTHONDONTWRITEBYTECODE is set and the
+# environment was installed without .pyc files (uv's default), each of them would compile
+# scipy, pandas, Prefect and the rest from source again, ~7 CPU seconds a process
+# (bench/imports.py). Unset here, before pytest-xdist starts its workers, the first process
+# to import a module writes its .pyc and the others read it.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
+sys.dont_write_bytecode = False
+
 # Under pytest-xdist the workers share the cores: one compute thread each (torch, BLAS), in
 # this process and the CLI runs it starts, rather than several threads per worker spinning.
 if os.environ.get("PYTEST_XDIST_WORKER"):
