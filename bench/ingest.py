@@ -395,30 +395,9 @@ def baseline(rev: str, argv: list[str]) -> dict[str, Any]:
     """This benchmark as revision ``rev`` had it, run on that revision's code in a child
     process (a git worktree, imported ahead of the installed package): the old layout's
     figures, measured in the same run as the new one's."""
-    repo = Path(__file__).resolve().parents[1]
-    with tempfile.TemporaryDirectory(prefix="bench_baseline_") as name:
-        tmp = Path(name)
-        tree = tmp / "tree"
-        subprocess.run(
-            ["git", "-C", str(repo), "worktree", "add", "--detach", "-q", str(tree), rev],
-            check=True,
-        )
-        try:
-            from layout import overlay_env  # bench/layout.py, beside this script
+    from layout import run_at_revision  # bench/layout.py, beside this script
 
-            out = tmp / "baseline.json"
-            env = overlay_env(tree, tmp)
-            subprocess.run(
-                [sys.executable, str(tree / "bench" / "ingest.py"), *argv, "--json", str(out)],
-                cwd=tree,
-                env=env,
-                check=True,
-            )
-            return dict(json.loads(out.read_text()))
-        finally:
-            subprocess.run(
-                ["git", "-C", str(repo), "worktree", "remove", "--force", str(tree)], check=False
-            )
+    return run_at_revision(rev, Path("bench/ingest.py"), argv)
 
 
 def main() -> None:

@@ -19,12 +19,14 @@ Run from the repository root (about 5 minutes on 2 cores):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -118,6 +120,36 @@ def overlay_env(tree: Path, tmp: Path) -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": str(overlay.parent)}
 
 
+@contextlib.contextmanager
+def revision_tree(rev: str, tmp: Path) -> Iterator[Path]:
+    """A detached git worktree of revision ``rev`` at ``tmp/tree``, removed on exit."""
+    tree = tmp / "tree"
+    subprocess.run(
+        ["git", "-C", str(REPO), "worktree", "add", "--detach", "-q", str(tree), rev], check=True
+    )
+    try:
+        yield tree
+    finally:
+        subprocess.run(
+            ["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)], check=False
+        )
+
+
+def run_at_revision(rev: str, script: Path, argv: list[str]) -> dict[str, Any]:
+    """``script ARGV --json OUT`` run in a child process on revision ``rev``'s code (a worktree
+    imported ahead of the installed package); the JSON it wrote. A relative ``script`` is the
+    revision's own copy of it, an absolute one runs as it is here."""
+    with tempfile.TemporaryDirectory(prefix="bench_baseline_") as name:
+        tmp = Path(name)
+        with revision_tree(rev, tmp) as tree:
+            out = tmp / "baseline.json"
+            subprocess.run(
+                [sys.executable, str(tree / script), *argv, "--json", str(out)],
+                cwd=tree, env=overlay_env(tree, tmp), check=True,
+            )  # fmt: skip
+            return dict(json.loads(out.read_text()))
+
+
 def table(results: dict[str, dict[str, Any]], source_bytes: int) -> str:
     rows = [
         ("files in the store", lambda r: f"{r['files']:,}"),
@@ -152,31 +184,11 @@ def main() -> None:
     with tempfile.TemporaryDirectory(prefix="bench_layout_") as name:
         tmp = Path(name)
         if args.baseline:
-            tree = tmp / "tree"
-            subprocess.run(
-                [
-                    "git",
-                    "-C",
-                    str(REPO),
-                    "worktree",
-                    "add",
-                    "--detach",
-                    "-q",
-                    str(tree),
-                    args.baseline,
-                ],
-                check=True,
-            )
-            try:
+            with revision_tree(args.baseline, tmp) as tree:
                 env = overlay_env(tree, tmp)
                 # run from outside the worktree: with -c, the current folder is imported first
                 results[args.baseline] = measure(args.archive, tmp / "old.zarr", env, tmp)
                 print(args.baseline, json.dumps(results[args.baseline]), flush=True)
-            finally:
-                subprocess.run(
-                    ["git", "-C", str(REPO), "worktree", "remove", "--force", str(tree)],
-                    check=False,
-                )
         results["this layout"] = measure(args.archive, tmp / "new.zarr", dict(os.environ), REPO)
         print("this layout", json.dumps(results["this layout"]), flush=True)
     print(f"\nsource miniSEED: {source_bytes:,} bytes (du)\n")

@@ -386,27 +386,9 @@ def _argv_without_baseline() -> list[str]:
 def baseline(rev: str, argv: list[str]) -> dict[str, Any]:
     """This benchmark (this script) run on revision ``rev``'s code: a git worktree imported
     ahead of the installed package, in a child process."""
-    from layout import overlay_env  # bench/layout.py, beside this script
+    from layout import run_at_revision  # bench/layout.py, beside this script
 
-    repo = Path(__file__).resolve().parents[1]
-    with tempfile.TemporaryDirectory(prefix="bench_s3_baseline_") as name:
-        tmp = Path(name)
-        tree = tmp / "tree"
-        subprocess.run(
-            ["git", "-C", str(repo), "worktree", "add", "--detach", "-q", str(tree), rev],
-            check=True,
-        )
-        try:
-            out = tmp / "baseline.json"
-            subprocess.run(
-                [sys.executable, str(Path(__file__).resolve()), *argv, "--json", str(out)],
-                cwd=tree, env=overlay_env(tree, tmp), check=True,
-            )  # fmt: skip
-            return dict(json.loads(out.read_text()))
-        finally:
-            subprocess.run(
-                ["git", "-C", str(repo), "worktree", "remove", "--force", str(tree)], check=False
-            )
+    return run_at_revision(rev, Path(__file__).resolve(), argv)
 
 
 def _comparable(summary: dict[str, Any]) -> dict[str, Any]:
