@@ -97,6 +97,11 @@ Decode = Callable[[bytes, np.ndarray], None]
 DecodeRange = Callable[[bytes, int, int, np.ndarray, np.ndarray], None]
 
 
+# One inner chunk to decode: its stored bytes, where its values go, and which of them
+# (``start:stop`` of the chunk; ``0:n`` is the whole chunk).
+_Job = tuple[bytes, np.ndarray, int, int]
+
+
 class ShardError(StoreError):
     """A shard whose index or chunk does not match the array's metadata (a damaged object)."""
 
@@ -171,8 +176,14 @@ def inner_decoder(codecs: Sequence[Mapping[str, Any]]) -> tuple[Decode, DecodeRa
         def pcodec_range(
             raw: bytes, start: int, stop: int, scratch: np.ndarray, out: np.ndarray
         ) -> None:
-            pcodec(raw, scratch)
-            out[:] = scratch[start:stop]
+            # pcodec decodes a chunk from its start and can stop anywhere: values after
+            # ``stop`` (a record that ends inside the chunk) are never decoded.
+            place = out if start == 0 else scratch[:stop]
+            progress = standalone.simple_decompress_into(raw, place)
+            if progress.n_processed != stop:
+                raise ShardError(f"a pcodec chunk holds fewer than {stop} values")
+            if start:
+                out[:] = scratch[start:stop]
 
         return pcodec, pcodec_range
     serializer = next((i for i, c in enumerate(codecs) if _endian(c) is not None), None)
@@ -424,8 +435,7 @@ class ShardReader:
         """Decode the inner chunks of ``lo:hi`` into ``out``; ``data`` holds the shard's
         bytes from offset ``base`` on."""
         n = self.inner
-        scratch: np.ndarray | None = None
-        whole: list[tuple[bytes, np.ndarray]] = []  # decoded after the loop, on threads
+        jobs: list[_Job] = []  # decoded after the loop, on threads
         for j in range(lo // n, (hi - 1) // n + 1):
             a, b = max(lo, j * n), min(hi, (j + 1) * n)
             offset, nbytes = (int(v) for v in index[j])
@@ -435,28 +445,28 @@ class ShardReader:
             start = offset - base
             if start < 0 or start + nbytes > len(data):
                 raise ShardError(f"inner chunk {j} at bytes {offset}+{nbytes} outside its shard")
-            raw = data[start : start + nbytes]
-            if a == j * n and b == (j + 1) * n:
-                whole.append((raw, out[a - lo : b - lo]))
-            else:
+            jobs.append((data[start : start + nbytes], out[a - lo : b - lo], a - j * n, b - j * n))
+        self._decode_jobs(jobs)
+
+    def _decode_jobs(self, jobs: list[_Job]) -> None:
+        """Decode inner chunks (whole, or the part a read needs) into their places, on
+        :func:`decode_threads` threads (this one and the pool's) when there are several."""
+        n = self.inner
+
+        def some(part: list[_Job]) -> None:
+            scratch: np.ndarray | None = None
+            for raw, place, start, stop in part:
+                if start == 0 and stop == n:
+                    self.decode(raw, place)
+                    continue
                 if scratch is None:
                     scratch = np.empty(n, DTYPE)
-                self.decode_range(raw, a - j * n, b - j * n, scratch, out[a - lo : b - lo])
-        self._decode_whole(whole)
+                self.decode_range(raw, start, stop, scratch, place)
 
-    def _decode_whole(self, jobs: list[tuple[bytes, np.ndarray]]) -> None:
-        """Decode whole inner chunks into their places, on :func:`decode_threads` threads
-        (this one and the pool's) when there are several."""
         k = min(decode_threads(), len(jobs))
         if k <= 1:
-            for raw, place in jobs:
-                self.decode(raw, place)
+            some(jobs)
             return
-
-        def some(part: list[tuple[bytes, np.ndarray]]) -> None:
-            for raw, place in part:
-                self.decode(raw, place)
-
         parts = [jobs[i::k] for i in range(k)]
         pool = _decode_pool()
         futures = [pool.submit(some, part) for part in parts[1:]]
