@@ -1,20 +1,26 @@
 """Writes of window traces (``events/``, ``noise/``; layout in :mod:`storage.schema`).
 
-A trace's waveform is one chunk of its group's ``waveform``, written through zarr. Which
-traces are written, and their quality flags, is the window ledger ``tables/windows`` (one
-row per written trace, appended once per batch): a run killed mid-batch leaves the
-traces it had not recorded there to the next run. When a run finalizes the store, the
+A trace's waveform is one chunk of its group's ``waveform``, written through zarr. The
+chunks sit in shards of ``WINDOW_TRACES_PER_SHARD`` traces (groups made before that have one
+object per trace, written one by one): a batch's traces are kept in memory and written when
+the batch ends, each shard's once, under the store lock, since a shard's other traces may be
+another writer's (zarr reads the stored shard and writes it back whole). Which traces are
+written, and their quality flags, is the window ledger ``tables/windows`` (one row per
+written trace, appended once per batch, after the traces): a run killed mid-batch leaves
+the traces it had not recorded there to the next run. When a run finalizes the store, the
 ledger is copied into each group's ``flags`` and ``written_at`` for readers of the arrays.
 """
 
 from __future__ import annotations
 
+import threading
 import time
 from typing import Any
 
 import numpy as np
 import pandas as pd
 import zarr
+from seismoflow.storage.location import store_lock
 from seismoflow.storage.schema import EVENTS, NOISE_GROUP, check_trace_region
 from seismoflow.storage.tables import append_rows, read_table
 
@@ -80,8 +86,9 @@ def pending_traces(location: str, group: zarr.Group) -> list[int]:
 
 
 class TraceWriter:
-    """Writes window traces, one whole chunk each; :meth:`flush` appends their ledger rows
-    (call it once the batch is written, also when it stopped early)."""
+    """Writes window traces, one whole chunk each; :meth:`flush` writes the traces of a
+    sharded group and appends the ledger rows (call it once the batch is cut, also when it
+    stopped early). :meth:`write` may be called from several threads at once."""
 
     def __init__(self, group: zarr.Group) -> None:
         self.group = group
@@ -89,26 +96,59 @@ class TraceWriter:
         self._wave = _array(group, "waveform")
         self._keys: list[Any] | None = None
         self.rows: list[dict[str, Any]] = []
+        self._guard = threading.Lock()
+        shards = self._wave.shards
+        self._per_shard = int(shards[0]) if shards is not None else 0
+        self._blocks: dict[int, np.ndarray] = {}  # traces of a sharded group, not yet written
 
     def write(self, index: int, block: np.ndarray, flags: int) -> None:
         check_trace_region(self._wave, index, block)
-        self._wave[index] = block
-        if self._keys is None or index >= len(self._keys):
-            self._keys = np.asarray(_array(self.group, "trace_key")[:]).tolist()
-        self.rows.append(
-            {
-                "group": self.name,
-                "trace": int(index),
-                "trace_key": str(self._keys[index]),
-                "flags": int(flags),
-                "written_at_ns": time.time_ns(),
-            }
-        )
+        if not self._per_shard:
+            self._wave[index] = block
+        with self._guard:
+            if self._per_shard:
+                self._blocks[index] = block
+            if self._keys is None or index >= len(self._keys):
+                self._keys = np.asarray(_array(self.group, "trace_key")[:]).tolist()
+            self.rows.append(
+                {
+                    "group": self.name,
+                    "trace": int(index),
+                    "trace_key": str(self._keys[index]),
+                    "flags": int(flags),
+                    "written_at_ns": time.time_ns(),
+                }
+            )
 
     def flush(self, location: str) -> None:
-        if self.rows:
-            append_rows(location, WINDOW_LEDGER, pd.DataFrame(self.rows))
-            self.rows = []
+        """Write the kept traces (sharded groups), then append the ledger rows of the traces
+        written; a write that fails raises, and the traces it did not write get no row (a
+        re-run writes them)."""
+        with self._guard:
+            blocks, self._blocks = self._blocks, {}
+            rows, self.rows = self.rows, []
+        unwritten = set(blocks)
+        try:
+            if blocks:
+                with store_lock(location):
+                    for a, b in self._runs(sorted(blocks)):
+                        self._wave[a:b] = np.stack([blocks[i] for i in range(a, b)])
+                        unwritten.difference_update(range(a, b))
+        finally:
+            done = [r for r in rows if r["trace"] not in unwritten]
+            if done:
+                append_rows(location, WINDOW_LEDGER, pd.DataFrame(done))
+
+    def _runs(self, indices: list[int]) -> list[tuple[int, int]]:
+        """``indices`` (sorted) as ``[a, b)`` runs of consecutive traces within one shard:
+        one zarr write, one read and one write of the shard, each."""
+        runs: list[tuple[int, int]] = []
+        for i in indices:
+            if runs and runs[-1][1] == i and i % self._per_shard:
+                runs[-1] = (runs[-1][0], i + 1)
+            else:
+                runs.append((i, i + 1))
+        return runs
 
 
 def materialize_window_ledger(location: str, root: zarr.Group) -> None:

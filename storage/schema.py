@@ -479,6 +479,11 @@ def create_events(
     return group
 
 
+# Window traces are stored this many to an object (a shard of one-trace inner chunks): one
+# object per trace cost a request each on object stores and a file each on disk.
+WINDOW_TRACES_PER_SHARD = 32
+
+
 def _fill_window_group(group: zarr.Group, layout: EventWindowLayout, name: str) -> None:
     """The arrays and attributes of a new window group ``name`` (see :func:`create_events`)."""
     group.attrs.update(layout.attrs())
@@ -488,6 +493,7 @@ def _fill_window_group(group: zarr.Group, layout: EventWindowLayout, name: str) 
         chunk_key_encoding=FLAT_KEYS,
         shape=(0, len(COMPONENTS), n),
         chunks=(1, len(COMPONENTS), n),
+        shards=(WINDOW_TRACES_PER_SHARD, len(COMPONENTS), n),
         dtype="float32",
         fill_value=np.nan,
         dimension_names=("trace", "component", "sample"),

@@ -34,7 +34,7 @@ LAYOUTS: dict[str, tuple[dict[str, Any], bool]] = {
     ),
     "gzip": ({"chunks": (1, 3, 500), "compressors": GzipCodec()}, False),
     "chunks_of_4": ({"chunks": (4, 3, 500), "compressors": ZstdCodec(level=3)}, False),
-    "sharded": ({"chunks": (1, 3, 500), "shards": (4, 3, 500)}, False),
+    "sharded": ({"chunks": (1, 3, 500), "shards": (4, 3, 500)}, True),
 }
 
 

@@ -2,6 +2,7 @@
 
 import json
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
@@ -240,6 +241,72 @@ def test_window_ledger_and_materialized_flags(tmp_path: Path) -> None:
     assert np.isnan(ds.waveform.values[2]).all()
     assert list(ds.flags.values) == [5, 0, 0]
     assert not np.isnat(ds.written_at.values[:2]).any() and np.isnat(ds.written_at.values[2])
+
+
+def test_sharded_traces_from_concurrent_writers(tmp_path: Path) -> None:
+    """Window traces sit 32 to a shard; two writers whose traces share shards (and overlap),
+    flushing at once, leave every trace written, and shards byte for byte those of one zarr
+    write of all the traces (a shard's layout does not depend on the order of writes)."""
+    layout = EventWindowLayout(40.0, 40.0, 90.0, "origin")
+    rng = np.random.default_rng(8)
+    n = 40  # a whole shard and an edge shard
+    blocks = rng.standard_normal((n, 3, 5200)).astype(np.float32)
+    blocks[7, 1:] = np.nan
+    blocks[33] = np.nan  # no data: no inner chunk
+    files = {}
+    for name in ("writers", "zarr"):
+        location = str(tmp_path / f"{name}.zarr")
+        group = create_events(open_root(location), layout)
+        append_traces(group, trace_rows(n))
+        wave = group["waveform"]
+        assert wave.shards == (32, 3, 5200) and wave.chunks == (1, 3, 5200)
+        if name == "zarr":
+            wave[:] = blocks
+        else:
+            parts = [list(range(0, 21)), list(range(15, n))]
+            writers = [TraceWriter(open_root(location)["events"]) for _ in parts]
+            for writer, part in zip(writers, parts, strict=True):
+                for i in rng.permutation(part).tolist():
+                    writer.write(i, blocks[i], i % 3)
+            assert pending_traces(location, group) == list(range(n))  # kept, not written
+            with ThreadPoolExecutor(2) as pool:
+                list(pool.map(lambda w: w.flush(location), writers))
+            assert pending_traces(location, group) == []
+        folder = Path(location) / "events" / "waveform"
+        files[name] = {f.name: f.read_bytes() for f in folder.iterdir() if f.name != "zarr.json"}
+        np.testing.assert_array_equal(
+            xr.open_zarr(location, group="events", consolidated=False).waveform.values, blocks
+        )
+    assert sorted(files["writers"]) == ["c.0.0.0", "c.1.0.0"]
+    assert files["writers"] == files["zarr"]
+
+
+def test_trace_writer_leaves_unwritten_traces_unrecorded(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A shard write that fails raises from flush; its traces get no ledger row (a re-run
+    cuts them again), those of shards written before it do."""
+    location = str(tmp_path / "s.zarr")
+    group = create_events(open_root(location), EventWindowLayout(40.0, 40.0, 90.0, "origin"))
+    append_traces(group, trace_rows(40))
+    writer = TraceWriter(group)
+    block = np.ones((3, 5200), np.float32)
+    for i in (1, 2, 35):
+        writer.write(i, block, 0)
+    wave = writer._wave
+    real = type(wave).__setitem__
+    calls: list[object] = []
+
+    def failing(self: zarr.Array, key: object, value: object) -> None:
+        calls.append(key)
+        if len(calls) == 2:
+            raise OSError("the store went away")
+        real(self, key, value)
+
+    monkeypatch.setattr(type(wave), "__setitem__", failing)
+    with pytest.raises(OSError, match="went away"):
+        writer.flush(location)
+    assert pending_traces(location, group) == [i for i in range(40) if i not in (1, 2)]
 
 
 def test_tables_merge_by_key_and_documents_verbatim(tmp_path: Path) -> None:
