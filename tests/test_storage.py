@@ -270,7 +270,7 @@ def test_sharded_traces_from_concurrent_writers(tmp_path: Path) -> None:
                     writer.write(i, blocks[i], i % 3)
             assert pending_traces(location, group) == list(range(n))  # kept, not written
             with ThreadPoolExecutor(2) as pool:
-                list(pool.map(lambda w: w.flush(location), writers))
+                list(pool.map(TraceWriter.flush, writers, [location] * len(writers)))
             assert pending_traces(location, group) == []
         folder = Path(location) / "events" / "waveform"
         files[name] = {f.name: f.read_bytes() for f in folder.iterdir() if f.name != "zarr.json"}
