@@ -52,6 +52,7 @@ from seismoflow.storage.shardread import (
     _Decoder,
     _endian,
     _is_crc32c,
+    decode_bytes_codecs,
     store_objects,
 )
 from zarr.storage import LocalStore
@@ -138,7 +139,7 @@ class RowChunkReader:
         return out
 
     def _decode(self, raw: bytes, out: np.ndarray) -> None:
-        _decode_chunk(raw, out, self.decoders, self.swap)
+        decode_bytes_codecs(raw, out, self.decoders, self.swap)
 
 
 @dataclass(frozen=True)
@@ -224,29 +225,11 @@ class ShardedRowReader:
                 )
             raw = memoryview(shard)[offset : offset + nbytes]
             if sel is None or scratch is None:
-                _decode_chunk(raw, out[i], self.decoders, self.swap)
+                decode_bytes_codecs(raw, out[i], self.decoders, self.swap)
             else:
-                _decode_chunk(raw, scratch, self.decoders, self.swap)
+                decode_bytes_codecs(raw, scratch, self.decoders, self.swap)
                 np.take(scratch, sel, axis=0, out=out[i])
         return out
-
-
-def _decode_chunk(
-    raw: bytes | memoryview, out: np.ndarray, decoders: Sequence[_Decoder], swap: bool
-) -> None:
-    """Decode one chunk's stored bytes through ``decoders`` (the ``bytes`` serializer's
-    byte order undone by ``swap``) into ``out``, a whole chunk."""
-    buf: Any = raw
-    for step in decoders[:-1]:
-        buf = step.decode(buf)
-    if decoders:
-        decoders[-1].decode(buf, out=out)
-    else:
-        if len(buf) != out.nbytes:
-            raise ShardError(f"a chunk of {len(buf)} bytes for {out.nbytes} bytes of values")
-        out.reshape(-1).view(np.uint8)[:] = np.frombuffer(buf, np.uint8)
-    if swap:
-        out.byteswap(inplace=True)
 
 
 def _chain(

@@ -162,6 +162,25 @@ def _is_delta(step: Mapping[str, Any]) -> bool:
         return False
 
 
+def decode_bytes_codecs(
+    raw: bytes | memoryview, out: np.ndarray, decoders: Sequence[_Decoder], swap: bool
+) -> None:
+    """Undo a chunk's bytes-to-bytes codecs (``decoders``, outermost first) and its
+    ``bytes`` serializer (its byte order undone by ``swap``) into ``out``, a whole chunk,
+    C-contiguous."""
+    buf: Any = raw
+    for step in decoders[:-1]:
+        buf = step.decode(buf)
+    if decoders:
+        decoders[-1].decode(buf, out=out)
+    else:
+        if len(buf) != out.nbytes:
+            raise ShardError(f"a chunk of {len(buf)} bytes for {out.nbytes} bytes of values")
+        out.reshape(-1).view(np.uint8)[:] = np.frombuffer(buf, np.uint8)
+    if swap:
+        out.byteswap(inplace=True)
+
+
 def inner_decoder(codecs: Sequence[Mapping[str, Any]]) -> tuple[Decode, DecodeRange] | None:
     """The decoders of an inner chunk stored through ``codecs`` (their ``zarr.json`` form),
     of the whole chunk and of a range of it, or ``None`` for a chain this module does not
@@ -201,17 +220,7 @@ def inner_decoder(codecs: Sequence[Mapping[str, Any]]) -> tuple[Decode, DecodeRa
 
     def serialized(raw: bytes, out: np.ndarray) -> None:
         """The bytes codecs undone: ``out`` holds the values before the filters."""
-        buf: Any = raw
-        for step in decoders[:-1]:
-            buf = step.decode(buf)
-        if decoders:
-            decoders[-1].decode(buf, out=out)
-        else:
-            if len(buf) != out.nbytes:
-                raise ShardError(f"a chunk of {len(buf)} bytes for {out.size} int32 values")
-            out[:] = np.frombuffer(buf, DTYPE)
-        if swap:
-            out.byteswap(inplace=True)
+        decode_bytes_codecs(raw, out, decoders, swap)
 
     def chain(raw: bytes, out: np.ndarray) -> None:
         serialized(raw, out)
