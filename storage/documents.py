@@ -18,6 +18,11 @@ those days back right after the continuous stage wrote them, one GET per shard. 
 is tagged with its ledger record's completion time (``ingested_at_ns``) and used only for a
 record with the same time, so a shard rewritten since, by this run or another writer, is
 read from the store.
+
+A run also keeps the window specs it appends (:meth:`RunDocuments.keep_specs`), by trace
+index: its window cuts would otherwise read every coordinate array of the window group
+back, per batch, to learn what they were just told. Traces the run did not append (left
+pending by an interrupted run) are read from the store.
 """
 
 from __future__ import annotations
@@ -55,6 +60,7 @@ class RunDocuments:
         self._window_days: frozenset[int] = frozenset()
         self._shards: OrderedDict[str, tuple[int, bytes]] = OrderedDict()
         self._shard_bytes = 0
+        self._specs: dict[tuple[str, int], Any] = {}
 
     def get(self, path: str) -> dict[str, Any] | None:
         with self._guard:
@@ -96,6 +102,18 @@ class RunDocuments:
         with self._guard:
             kept = self._shards.get(path.strip("/"))
         return kept[1] if kept is not None and kept[0] == int(ingested_at_ns) else None
+
+    def keep_specs(self, group: str, specs: Mapping[int, Any]) -> None:
+        """Keep the specs the run appended to window group ``group``, by trace index."""
+        with self._guard:
+            self._specs.update({(group, int(i)): spec for i, spec in specs.items()})
+
+    def specs(self, group: str, indices: Iterable[int]) -> list[Any] | None:
+        """The kept specs of ``indices`` in ``group``, in order; ``None`` unless every
+        one is kept."""
+        with self._guard:
+            found = [self._specs.get((group, int(i))) for i in indices]
+        return None if any(f is None for f in found) else found
 
 
 _RUNS: dict[str, RunDocuments] = {}

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import numpy as np
@@ -90,8 +91,9 @@ class TraceWriter:
     sharded group and appends the ledger rows (call it once the batch is cut, also when it
     stopped early). :meth:`write` may be called from several threads at once."""
 
-    def __init__(self, group: zarr.Group) -> None:
+    def __init__(self, group: zarr.Group, threads: int = 1) -> None:
         self.group = group
+        self.threads = max(1, int(threads))  # shards :meth:`flush` writes at once
         self.name = group_name(group)
         self._wave = _array(group, "waveform")
         self._keys: list[Any] | None = None
@@ -121,19 +123,31 @@ class TraceWriter:
             )
 
     def flush(self, location: str) -> None:
-        """Write the kept traces (sharded groups), then append the ledger rows of the traces
-        written; a write that fails raises, and the traces it did not write get no row (a
-        re-run writes them)."""
+        """Write the kept traces (sharded groups; ``threads`` shards at once), then append
+        the ledger rows of the traces written; a write that fails raises, and the traces it
+        did not write get no row (a re-run writes them)."""
         with self._guard:
             blocks, self._blocks = self._blocks, {}
             rows, self.rows = self.rows, []
         unwritten = set(blocks)
+
+        def write(run: tuple[int, int]) -> None:
+            a, b = run
+            self._wave[a:b] = np.stack([blocks[i] for i in range(a, b)])
+            with self._guard:
+                unwritten.difference_update(range(a, b))
+
         try:
             if blocks:
+                runs = self._runs(sorted(blocks))
                 with store_lock(location):
-                    for a, b in self._runs(sorted(blocks)):
-                        self._wave[a:b] = np.stack([blocks[i] for i in range(a, b)])
-                        unwritten.difference_update(range(a, b))
+                    if self.threads == 1 or len(runs) == 1:
+                        for run in runs:
+                            write(run)
+                    else:  # each run is its own shard: the writes never overlap
+                        with ThreadPoolExecutor(min(self.threads, len(runs))) as pool:
+                            for future in [pool.submit(write, run) for run in runs]:
+                                future.result()
         finally:
             done = [r for r in rows if r["trace"] not in unwritten]
             if done:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import enum
 import json
 from collections.abc import Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,7 +34,7 @@ from seismoflow.storage.documents import run_documents
 from seismoflow.storage.fsio import store_location, write_many
 from zarr.codecs import BloscCodec, PCodec, ZstdCodec
 from zarr.codecs.numcodecs import Delta
-from zarr.storage import MemoryStore
+from zarr.storage import LocalStore, MemoryStore
 
 from seismoflow.errors import StoreError
 from seismoflow.ids import ChannelId
@@ -539,23 +540,39 @@ def _fill_window_group(group: zarr.Group, layout: EventWindowLayout, name: str) 
 def append_traces(group: zarr.Group, rows: Sequence[Mapping[str, Any]]) -> range:
     """Append trace coordinate rows (call under the store lock); return their indices.
 
-    The waveform grows with them, filled with NaN (fill chunks are not written).
+    The waveform grows with them, filled with NaN (fill chunks are not written). On an
+    object store the ~20 coordinate arrays are grown and written on threads (each is a
+    document and a chunk or two: requests that would otherwise wait one after another).
     """
     keys = group["trace_key"]
     assert isinstance(keys, zarr.Array)
     start = int(keys.shape[0])
     stop = start + len(rows)
     extras = {k: v for more in EXTRA_TRACE_COORDS.values() for k, v in more.items() if k in group}
-    for name, (dtype, _fill, _attrs) in {**TRACE_COORDS, **extras}.items():
+
+    def grow(name: str, dtype: str) -> None:
         arr = group[name]
         assert isinstance(arr, zarr.Array)
         arr.resize((stop,))
         values = [row[name] for row in rows]
         arr[start:stop] = np.array(values, dtype=object if dtype == "str" else dtype)
+
+    coords = [(name, dtype) for name, (dtype, _f, _a) in {**TRACE_COORDS, **extras}.items()]
+    if isinstance(group.store, LocalStore):
+        for name, dtype in coords:
+            grow(name, dtype)
+    else:
+        with ThreadPoolExecutor(APPEND_THREADS) as pool:
+            for future in [pool.submit(grow, name, dtype) for name, dtype in coords]:
+                future.result()
     wave = group["waveform"]
     assert isinstance(wave, zarr.Array)
     wave.resize((stop, *wave.shape[1:]))
     return range(start, stop)
+
+
+# Coordinate arrays :func:`append_traces` grows at once on an object store.
+APPEND_THREADS = 8
 
 
 def check_trace_region(wave: zarr.Array, index: int, block: np.ndarray) -> None:

@@ -243,10 +243,12 @@ def test_window_ledger_and_materialized_flags(tmp_path: Path) -> None:
     assert not np.isnat(ds.written_at.values[:2]).any() and np.isnat(ds.written_at.values[2])
 
 
-def test_sharded_traces_from_concurrent_writers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("threads", [1, 4])
+def test_sharded_traces_from_concurrent_writers(tmp_path: Path, threads: int) -> None:
     """Window traces sit 32 to a shard; two writers whose traces share shards (and overlap),
     flushing at once, leave every trace written, and shards byte for byte those of one zarr
-    write of all the traces (a shard's layout does not depend on the order of writes)."""
+    write of all the traces (a shard's layout does not depend on the order of writes), also
+    when each writes its shards on threads."""
     layout = EventWindowLayout(40.0, 40.0, 90.0, "origin")
     rng = np.random.default_rng(8)
     n = 40  # a whole shard and an edge shard
@@ -264,7 +266,7 @@ def test_sharded_traces_from_concurrent_writers(tmp_path: Path) -> None:
             wave[:] = blocks
         else:
             parts = [list(range(0, 21)), list(range(15, n))]
-            writers = [TraceWriter(open_root(location)["events"]) for _ in parts]
+            writers = [TraceWriter(open_root(location)["events"], threads) for _ in parts]
             for writer, part in zip(writers, parts, strict=True):
                 for i in rng.permutation(part).tolist():
                     writer.write(i, blocks[i], i % 3)
@@ -281,15 +283,17 @@ def test_sharded_traces_from_concurrent_writers(tmp_path: Path) -> None:
     assert files["writers"] == files["zarr"]
 
 
+@pytest.mark.parametrize("threads", [1, 4])
 def test_trace_writer_leaves_unwritten_traces_unrecorded(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, threads: int
 ) -> None:
     """A shard write that fails raises from flush; its traces get no ledger row (a re-run
-    cuts them again), those of shards written before it do."""
+    cuts them again), those of the other shards written (before it, or beside it on
+    threads) do."""
     location = str(tmp_path / "s.zarr")
     group = create_events(open_root(location), EventWindowLayout(40.0, 40.0, 90.0, "origin"))
     append_traces(group, trace_rows(40))
-    writer = TraceWriter(group)
+    writer = TraceWriter(group, threads)
     block = np.ones((3, 5200), np.float32)
     for i in (1, 2, 35):
         writer.write(i, block, 0)
@@ -299,13 +303,14 @@ def test_trace_writer_leaves_unwritten_traces_unrecorded(
 
     def failing(self: zarr.Array, key: object, value: object) -> None:
         calls.append(key)
-        if len(calls) == 2:
+        if isinstance(key, slice) and key.start == 35:  # the second shard's write
             raise OSError("the store went away")
         real(self, key, value)
 
     monkeypatch.setattr(type(wave), "__setitem__", failing)
     with pytest.raises(OSError, match="went away"):
         writer.flush(location)
+    assert len(calls) == 2
     assert pending_traces(location, group) == [i for i in range(40) if i not in (1, 2)]
 
 

@@ -9,9 +9,13 @@ import pandas as pd
 import pytest
 import xarray as xr
 from scipy.signal import butter, sosfiltfilt
+from seismoflow.storage.documents import run_documents
+from seismoflow.storage.events import events_group
+from seismoflow.storage.location import open_root
 from seismoflow.storage.schema import EventWindowLayout, Flag
 
 from seismoflow.archive.ingest import (
+    _specs,
     cut_batch,
     ingest_batch,
     plan_ingest,
@@ -137,6 +141,15 @@ def test_real_windows_around_predicted_p(archive: Path, tmp_path: Path) -> None:
     plan = prepare_store(location, plan, settings)
     record_continuous(location, ingest_batch(location, plan.units, settings))
     pending = prepare_windows(location, settings)
+    # The run keeps the specs it appended, as the store holds them; the cuts take them there.
+    run = run_documents(location)
+    kept = run.specs("events", pending) if run is not None else None
+    stored = _specs(events_group(open_root(location, "r")), pending)
+    assert kept is not None and len(kept) == len(pending)
+    assert pd.DataFrame([k.as_row() for k in kept]).equals(
+        pd.DataFrame([s.as_row() for s in stored])
+    )
+    assert run is not None and run.specs("events", [len(pending) + 5]) is None
     counts = cut_batch(location, pending, settings)
     assert counts["written"] == len(pending) > 50
     ds = xr.open_zarr(location, group="events", consolidated=False)  # not finalized

@@ -40,8 +40,14 @@ from seismoflow.storage.continuous import (
     open_channel,
     writing_row,
 )
-from seismoflow.storage.documents import begin_run, end_run, run_documents
-from seismoflow.storage.events import TraceWriter, events_group, pending_traces, trace_keys
+from seismoflow.storage.documents import RunDocuments, begin_run, end_run, run_documents
+from seismoflow.storage.events import (
+    TraceWriter,
+    events_group,
+    group_name,
+    pending_traces,
+    trace_keys,
+)
 from seismoflow.storage.finalize import finalize_store
 from seismoflow.storage.fsio import store_location
 from seismoflow.storage.location import open_root, store_lock
@@ -585,16 +591,26 @@ def prepare_windows(location: str, settings: Settings) -> list[int]:
         specs = plan_windows(catalog, channel_days, metadata, layout)
         known = trace_keys(group)
         new = [s for s in specs if s.trace_key not in known]
+        run = run_documents(location)
         for i in range(0, len(new), 1024):
-            append_traces(group, [s.as_row() for s in new[i : i + 1024]])
+            part = new[i : i + 1024]
+            indices = append_traces(group, [s.as_row() for s in part])
+            if run is not None:  # the run's cuts take them from here, not the store
+                run.keep_specs(group_name(group), dict(zip(indices, part, strict=True)))
         return pending_traces(location, group)
 
 
 def _specs(
-    group: zarr.Group, indices: Sequence[int], pool: ThreadPoolExecutor | None = None
+    group: zarr.Group,
+    indices: Sequence[int],
+    pool: ThreadPoolExecutor | None = None,
+    run: RunDocuments | None = None,
 ) -> list[WindowSpec]:
-    """Window specs of ``indices``, reading each coordinate array once (concurrently with
-    a ``pool``)."""
+    """Window specs of ``indices``: those the run appended, as it keeps them, or else read
+    from the group, each coordinate array once (concurrently with a ``pool``)."""
+    kept = run.specs(group_name(group), indices) if run is not None else None
+    if kept is not None:
+        return kept
     names = list(WindowSpec.__dataclass_fields__)
     rows = list(indices)
 
@@ -618,9 +634,10 @@ def cut_batch(location: str, indices: Sequence[int], settings: Settings) -> dict
     root = open_root(location)
     group = events_group(root)
     # the ledger read before threads share it; channels opened from the run's documents
-    reader = ContinuousReader(root, DayLedger(location), run_documents(location))
-    writer = TraceWriter(group)
+    run = run_documents(location)
+    reader = ContinuousReader(root, DayLedger(location), run)
     threads = settings.io_threads()
+    writer = TraceWriter(group, threads)
 
     def read(ch: ChannelId, t0: int, t1: int) -> list[tuple[int, float, np.ndarray]]:
         return [(p.start_ns, p.sampling_rate, p.data) for p in reader.pieces(ch, t0, t1)]
@@ -638,7 +655,7 @@ def cut_batch(location: str, indices: Sequence[int], settings: Settings) -> dict
     problems: list[Problem] = []
     try:
         with ThreadPoolExecutor(max_workers=threads) as pool:
-            specs = _specs(group, indices, pool if threads > 1 else None)
+            specs = _specs(group, indices, pool if threads > 1 else None, run)
             items = list(zip(indices, specs, strict=True))
             outcomes = pool.map(cut, items) if threads > 1 else map(cut, items)
             for (_, spec), outcome in zip(items, outcomes, strict=True):
