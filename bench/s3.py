@@ -21,7 +21,10 @@ before and after in one run.
 ``--server-process`` runs moto's server in a process of its own (``python -m moto.server``,
 requests counted from its log) instead of a thread of this one, whose request handling
 shares the ingest's GIL. ``--by-function`` (thread only) also counts the s3 ingest's requests
-by the ingest function running and the kind of object asked for.
+by the ingest function running and the kind of object asked for. ``--repeat N`` times N
+pairs of ingests (a fresh local folder, then a fresh s3 prefix) and reports each pair's
+s3/local wall ratio and their median: one pair's ratio moves with what else the 2 cores do
+meanwhile (moto's server among them). Requests are counted on the first pair.
 """
 
 from __future__ import annotations
@@ -35,6 +38,7 @@ import re
 import secrets
 import shutil
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -296,6 +300,10 @@ def main() -> None:
         help="also count the s3 ingest's requests by ingest function and object kind",
     )  # fmt: skip
     parser.add_argument("--baseline", help="git revision to measure first, in the same run")
+    parser.add_argument(
+        "--repeat", type=int, default=1,
+        help="ingest pairs (local, then s3) to time; requests are counted on the first",
+    )  # fmt: skip
     args = parser.parse_args()
     logging.getLogger("prefect").setLevel(logging.WARNING)
     # the baseline's worktree lies elsewhere: it is given this run's archive
@@ -332,6 +340,16 @@ def main() -> None:
         local_objects, local_bytes = count_objects(str(work / "local.zarr"))
         s3_objects, s3_bytes = count_objects(s3_url)
         counter.take()
+        # More pairs, each a fresh local folder then a fresh s3 prefix: the ratio of one
+        # pair moves with what else the 2 cores do meanwhile (moto's server among them).
+        pairs = [(local_s, s3_s, local_cpu, s3_cpu)]
+        for i in range(1, args.repeat):
+            again_local = ingest(sds, args.archive, str(work / f"local{i}.zarr"), args.workers)
+            again_s3 = ingest(sds, args.archive, f"s3://{bucket}/archive{i}.zarr", args.workers)
+            pairs.append((again_local[0], again_s3[0], again_local[1], again_s3[1]))
+            shutil.rmtree(work / f"local{i}.zarr", ignore_errors=True)
+        pump()
+        counter.take()
     finally:
         server.stop()
         shutil.rmtree(work, ignore_errors=True)
@@ -348,6 +366,12 @@ def main() -> None:
         "seconds": {"local": round(local_s, 2), "s3": round(s3_s, 2)},
         "s3_over_local": round(s3_s / local_s, 2),
         "cpu_seconds": {"local": round(local_cpu, 2), "s3": round(s3_cpu, 2)},
+        "pairs": [
+            {"local_s": round(a, 2), "s3_s": round(b, 2), "s3_over_local": round(b / a, 2),
+             "cpu_s3_over_local": round(d / c, 2)}
+            for a, b, c, d in pairs
+        ],
+        "s3_over_local_median": round(statistics.median(b / a for a, b, _, _ in pairs), 2),
         "server": "process" if args.server_process else "thread",
         "same_summary": _comparable(local) == _comparable(remote),
         "stages_s": {"local": local.get("seconds"), "s3": remote.get("seconds")},
@@ -411,6 +435,12 @@ def table(r: dict[str, Any]) -> str:
         f"| requests, all | | {r['requests_total']:,} ({r['requests_total'] / cd:.1f} per "
         "channel-day) |",
     ]
+    if len(r.get("pairs", ())) > 1:
+        ratios = ", ".join(f"{p['s3_over_local']:.2f}x" for p in r["pairs"])
+        rows.append(
+            f"| s3 / local wall, {len(r['pairs'])} pairs | | {ratios}; median "
+            f"**{r['s3_over_local_median']:.2f}x** |"
+        )
     if "cpu_seconds" in r:
         cpu = r["cpu_seconds"]
         rows.insert(
