@@ -24,7 +24,14 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import zarr
-from seismoflow.storage.fsio import delete, list_names, read_bytes, write_bytes
+from seismoflow.storage.fsio import (
+    delete,
+    is_local,
+    list_names,
+    read_bytes,
+    read_many,
+    write_bytes,
+)
 from seismoflow.storage.schema import FLAT_KEYS, SOURCES, TABLES
 
 TABLE_KEYS: dict[str, tuple[str, ...]] = {
@@ -61,10 +68,14 @@ def part_names(location: str, name: str) -> list[str]:
 
 def _part_tables(location: str, name: str) -> tuple[list[str], list[pa.Table]]:
     """The listed parts and their Arrow tables; listed again if a compaction removed a part
-    meanwhile (its rows are then in a newer part)."""
+    meanwhile (its rows are then in a newer part). On an object store the parts are fetched
+    concurrently (a batch's ledger read is one listing and one round of GETs, not one GET
+    after another)."""
+    local = is_local(location)
     for _ in range(5):
         parts = part_names(location, name)
-        raws = [read_bytes(location, f"{table_prefix(name)}/{part}") for part in parts]
+        keys = [f"{table_prefix(name)}/{part}" for part in parts]
+        raws = [read_bytes(location, k) for k in keys] if local else read_many(location, keys)
         if all(raw is not None for raw in raws):
             break
     return parts, [pq.read_table(io.BytesIO(raw)) for raw in raws if raw is not None]
