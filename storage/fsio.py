@@ -132,15 +132,24 @@ def delete(location: str, key: str) -> None:
 
 def read_many(location: str, keys: list[str]) -> list[bytes | None]:
     """The objects at ``keys`` (``None`` where there is none), fetched concurrently on
-    object stores (fsspec's ``cat`` of a list)."""
+    object stores (fsspec's ``cat`` of a list); any other failure to read one raises, as
+    :func:`read_bytes` does."""
     fs, base = filesystem(location)
     paths = [join(base, k) for k in keys]
     if not paths:
         return []
-    found = fs.cat(paths, on_error="omit")
+    found = fs.cat(paths, on_error="return")
     # fsspec keys the result by path as it normalises it
     norm = {str(k).rstrip("/").split("://", 1)[-1]: v for k, v in found.items()}
-    return [norm.get(p.split("://", 1)[-1]) for p in paths]
+    out: list[bytes | None] = []
+    for path in paths:
+        value = norm.get(path.split("://", 1)[-1])
+        if isinstance(value, FileNotFoundError):
+            value = None
+        elif isinstance(value, BaseException):
+            raise value
+        out.append(None if value is None else bytes(value))
+    return out
 
 
 def store_location(root: zarr.Group | zarr.Array) -> str:

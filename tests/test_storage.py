@@ -19,7 +19,7 @@ from seismoflow.storage.continuous import (
     read_pieces,
 )
 from seismoflow.storage.events import TraceWriter, materialize_window_ledger, pending_traces
-from seismoflow.storage.fsio import read_bytes
+from seismoflow.storage.fsio import filesystem, read_bytes, read_many, write_bytes
 from seismoflow.storage.location import consolidate, open_root, store_lock
 from seismoflow.storage.schema import (
     EVENTS,
@@ -338,6 +338,26 @@ def test_tables_merge_by_key_and_documents_verbatim(tmp_path: Path) -> None:
     path = write_source_document(root, "stationxml", content, "s.xml", "application/xml")
     assert write_source_document(root, "stationxml", content, "s.xml", "application/xml") == path
     assert read_source_document(root, path) == content
+
+
+def test_read_many_reports_missing_objects_and_raises_on_failures(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Objects read at once on an object store: a missing one is ``None`` (as
+    ``read_bytes`` gives), any other failure raises instead of passing for missing (a
+    table part or a node document silently left out would drop its rows or its node)."""
+    location = "memory://seismoflow-read-many/store.zarr"
+    write_bytes(location, "tables/t/part-1.parquet", b"one")
+    keys = ["tables/t/part-1.parquet", "tables/t/part-2.parquet"]
+    assert read_many(location, keys) == [b"one", None]
+    fs, _ = filesystem(location)
+    monkeypatch.setattr(
+        type(fs),
+        "cat",
+        lambda self, paths, on_error="raise": {p: OSError("timed out") for p in paths},
+    )
+    with pytest.raises(OSError, match="timed out"):
+        read_many(location, keys)
 
 
 def test_any_fsspec_url(tmp_path: Path) -> None:
