@@ -35,6 +35,17 @@ def _data() -> np.ndarray:
 WRITTEN = [0, 1, 2, 3, 4, 5, 6, 13, 16, 17, 18, 19, 21]
 
 
+def _written(path: Path, wave: zarr.Array) -> zarr.Array:
+    """``wave`` with the ``WRITTEN`` rows written one by one, as ingestion does, then
+    opened again read-only from ``path``."""
+    data = _data()
+    for row in WRITTEN:
+        wave[row] = data[row]
+    again = zarr.open_group(str(path), mode="r")["waveform"]
+    assert isinstance(again, zarr.Array)
+    return again
+
+
 def _sharded(
     tmp_path: Path, name: str, codecs: dict[str, Any], chunks: tuple[int, ...] = (1, 3, N)
 ) -> zarr.Array:
@@ -52,12 +63,7 @@ def _sharded(
         chunk_key_encoding=KEYS,
         **codecs,
     )
-    data = _data()
-    for row in WRITTEN:
-        wave[row] = data[row]
-    again = zarr.open_group(str(path), mode="r")["waveform"]
-    assert isinstance(again, zarr.Array)
-    return again
+    return _written(path, wave)
 
 
 def _index_at_start(tmp_path: Path) -> zarr.Array:
@@ -81,12 +87,7 @@ def _index_at_start(tmp_path: Path) -> zarr.Array:
         fill_value=np.nan,
         chunk_key_encoding=KEYS,
     )
-    data = _data()
-    for row in WRITTEN:
-        wave[row] = data[row]
-    again = zarr.open_group(str(path), mode="r")["waveform"]
-    assert isinstance(again, zarr.Array)
-    return again
+    return _written(path, wave)
 
 
 # name: (create_array keywords) of sharded layouts the direct reader handles
